@@ -1,0 +1,3 @@
+from stardiff.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The ``stardiff`` command: argument parsing only; every command is one API call.
+
+Errors from bad input are printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stardiff", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train a model from a TOML recipe")
+    f.add_argument("recipe", help="recipe file (TOML)")
+    f.add_argument("--out", help="model folder (default: the recipe's train.out)")
+    f.add_argument("--epochs", type=int, help="override train.epochs")
+    f.add_argument("--device", help="cpu, cuda or cuda:N (override train.device)")
+    f.add_argument("--seed", type=int, help="override train.seed")
+    f.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    f.add_argument("--overwrite", action="store_true", help="replace a non-empty model folder")
+    f.add_argument("--no-figures", action="store_true", help="skip the density figures")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="draw samples of requested columns")
+    s.add_argument("model", help="model folder")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "--given", nargs="*", default=[], metavar="COL=VAL", help="given values (physical units)"
+    )
+    g.add_argument("--table", help="a Parquet/CSV file of given rows (vocabulary columns used)")
+    s.add_argument("--request", nargs="+", required=True, metavar="COL")
+    s.add_argument("-n", type=int, default=1000, help="samples per given row (default 1000)")
+    s.add_argument("--joint", action="store_true", help="chain the requests (joint samples)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=int, help="few-step DDIM sampler with this many steps")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", help="write samples to this Parquet file (default: print a summary)")
+
+    i = sub.add_parser("info", help="describe a model folder")
+    i.add_argument("model", help="model folder")
+    return p
+
+
+def _parse_given(items: list[str]) -> dict[str, float]:
+    given = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--given expects COL=VALUE, got {item!r}")
+        try:
+            given[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--given {name}: {value!r} is not a number") from None
+    return given
+
+
+def _given_table(model, path: str):
+    from stardiff.data import read_table
+
+    table = read_table(path)
+    keep = [c for c in table.names if c in model.columns]
+    if not keep:
+        raise ValueError(
+            f"{path}: no column of the model's vocabulary ({', '.join(model.columns)})"
+        )
+    return {c: table.values[:, table.names.index(c)] for c in keep}
+
+
+def _cmd_fit(a) -> int:
+    from stardiff.train import fit
+
+    fit(
+        a.recipe,
+        out=a.out,
+        epochs=a.epochs,
+        device=a.device,
+        seed=a.seed,
+        resume=a.resume,
+        overwrite=a.overwrite,
+        progress=not a.quiet,
+        figures=not a.no_figures,
+    )
+    return 0
+
+
+def _cmd_sample(a) -> int:
+    import polars as pl
+
+    from stardiff.infer import load
+
+    model = load(a.model, a.device)
+    multi = a.table is not None
+    given = _given_table(model, a.table) if multi else _parse_given(a.given)
+    if a.joint:
+        s = model.sample_joint(given, a.request, a.n, seed=a.seed, steps=a.steps)
+    else:
+        s = model.sample(given, list(a.request), a.n, seed=a.seed, steps=a.steps)
+    cols = {c: np.asarray(v).reshape(-1) for c, v in s.items()}
+    if multi:
+        n_rows = np.asarray(next(iter(s.values()))).shape[0]
+        cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
+    df = pl.DataFrame(cols)
+    if a.out:
+        from stardiff.persist import _tmp_path
+
+        out = Path(a.out)
+        tmp = _tmp_path(out)
+        df.write_parquet(tmp)
+        tmp.replace(out)
+        print(f"wrote {df.height} samples to {out}")
+    else:
+        q = {c: np.percentile(v, [16, 50, 84]) for c, v in cols.items() if c != "row"}
+        for c, (lo, med, hi) in q.items():
+            print(f"{c}: median {med:.6g}  16-84%: [{lo:.6g}, {hi:.6g}]  ({len(cols[c])} draws)")
+    return 0
+
+
+def _cmd_info(a) -> int:
+    from stardiff.infer import load
+
+    model = load(a.model)
+    cfg = model.config()
+    training = model.meta.get("training", {})
+    print(
+        json.dumps(
+            {
+                "model": str(a.model),
+                "stardiff_version": cfg["stardiff_version"],
+                "n_parameters": model.n_parameters(),
+                "network": cfg["network"],
+                "vocabulary": list(model.columns),
+                "requestable": model.requestable,
+                "transforms": {
+                    c: t.kind
+                    for c, t in zip(model.columns, model.pre.transforms, strict=True)
+                    if t.kind != "identity"
+                },
+                "training": training,
+                "recipe": model.meta.get("recipe", {}),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stardiff`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    handler = {"fit": _cmd_fit, "sample": _cmd_sample, "info": _cmd_info}[args.command]
+    try:
+        return handler(args)
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        FloatingPointError,
+    ) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"stardiff {args.command}: error: {msg}", file=sys.stderr)
+        return 2

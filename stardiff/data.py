@@ -1,0 +1,186 @@
+"""Tables in, training batches out.
+
+:func:`read_table` loads a Parquet/CSV table or a ``stardata`` ``tokens.h5`` file as a
+float matrix (NaN = missing). :func:`split_rows` makes the fixed, seeded split.
+:class:`BatchBuilder` draws, for every row of a batch at once (no Python loop over
+rows), a random set of present inputs in random order and one requested target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["Table", "read_table", "split_rows", "Batch", "BatchBuilder"]
+
+
+@dataclass
+class Table:
+    """Column names, an (N, V) float64 matrix with NaN for missing, optional split labels."""
+
+    names: list[str]
+    values: np.ndarray
+    split: np.ndarray | None = None
+
+
+def read_table(path: str | Path, columns: list[str] | None = None, split_column: str = ""):
+    """Read a table file (``.parquet``, ``.csv``, or ``stardata``'s ``.h5``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    columns : list of str, optional
+        Columns to keep, in this order; default every numeric column.
+    split_column : str
+        Name of a column of ``train``/``validation``/``test`` labels to return as ``split``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"table file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return _read_h5(path, columns, split_column)
+    import polars as pl
+
+    if suffix == ".parquet":
+        df = pl.read_parquet(path)
+    elif suffix == ".csv":
+        df = pl.read_csv(path, infer_schema_length=10_000)
+    else:
+        raise ValueError(f"{path.name}: unsupported table format {suffix!r} (parquet, csv, h5)")
+    if df.height == 0:
+        raise ValueError(f"{path.name}: the table has no rows")
+    numeric = [c for c, t in df.schema.items() if t.is_numeric() and c != split_column]
+    names = list(columns) if columns else numeric
+    for c in names:
+        if c not in df.columns:
+            raise KeyError(f"{path.name}: no column {c!r}; columns are: {', '.join(df.columns)}")
+        if c not in numeric:
+            raise TypeError(f"{path.name}: column {c!r} is not numeric ({df.schema[c]})")
+    values = df.select(names).cast(pl.Float64).to_numpy().astype(np.float64)
+    split = None
+    if split_column:
+        if split_column not in df.columns:
+            raise KeyError(f"{path.name}: no split column {split_column!r}")
+        split = df[split_column].cast(pl.Utf8).to_numpy()
+    return Table(names, values, split)
+
+
+def _read_h5(path: Path, columns, split_column):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "values" not in f or "tokens" not in f:
+            raise ValueError(f"{path.name}: not a stardata tokens file (needs 'tokens', 'values')")
+        vocab = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocabulary"][()]]
+        tokens, values = f["tokens"][()], f["values"][()].astype(np.float64)
+        split = None
+        if split_column:
+            if split_column not in f:
+                raise KeyError(f"{path.name}: no split dataset {split_column!r}")
+            split = np.array([s.decode() if isinstance(s, bytes) else s for s in f[split_column]])
+    values[tokens == 0] = np.nan
+    names = list(columns) if columns else vocab
+    missing = [c for c in names if c not in vocab]
+    if missing:
+        raise KeyError(f"{path.name}: no column {missing[0]!r}; vocabulary: {', '.join(vocab)}")
+    idx = [vocab.index(c) for c in names]
+    return Table(names, values[:, idx], split)
+
+
+def split_rows(
+    n: int,
+    *,
+    test_rows: int = 0,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed train/validation/test row indices (each sorted).
+
+    With ``labels`` (a split column), rows labelled ``train``/``validation``/``test`` are
+    used as given. Otherwise ``perm = default_rng(seed).permutation(n)``; test is
+    ``perm[:test_rows]`` and validation the next ``validation_fraction`` of the rest.
+    """
+    if labels is not None:
+        labels = np.asarray(labels).astype(str)
+        unknown = sorted(set(labels) - {"train", "validation", "test"})
+        if unknown:
+            raise ValueError(f"split column has unknown label(s) {unknown[:5]}")
+        return tuple(np.flatnonzero(labels == s) for s in ("train", "validation", "test"))
+    if not 0 <= test_rows < n:
+        raise ValueError(f"data.test_rows must be in 0..{n - 1} for a table of {n} rows")
+    perm = np.random.default_rng(seed).permutation(n)
+    rest = perm[test_rows:]
+    n_val = int(round(validation_fraction * rest.size))
+    parts = perm[:test_rows], rest[:n_val], rest[n_val:]
+    return np.sort(parts[2]), np.sort(parts[1]), np.sort(parts[0])
+
+
+@dataclass
+class Batch:
+    """One training batch: inputs, the requested column and its standardized target."""
+
+    tokens: torch.Tensor  # (B, C) int64, 0 = padding
+    values: torch.Tensor  # (B, C) float32
+    request: torch.Tensor  # (B,) int64 token id of the requested column
+    target: torch.Tensor  # (B,) float32
+
+    def to(self, device) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+
+
+class BatchBuilder:
+    """Vectorized random (inputs, request) draws over rows of a standardized matrix.
+
+    Parameters
+    ----------
+    values : Tensor, shape (N, V)
+        Standardized values with NaN for missing, on the device batches are made on.
+    requestable : Tensor of bool, shape (V,)
+        Columns that may be requested as targets.
+    context : int
+        Most inputs per row (each row draws ``L`` uniformly in ``0..min(context, available)``).
+    target_in_context : bool
+        Whether the requested column may also be drawn among the inputs.
+    """
+
+    def __init__(self, values, requestable, context: int, target_in_context: bool = False):
+        self.values = values
+        self.requestable = requestable.to(values.device)
+        self.k = max(1, min(context, values.shape[1]))
+        self.context = context
+        self.target_in_context = target_in_context
+
+    def trainable_rows(self) -> torch.Tensor:
+        """Rows with at least one present, requestable column (others cannot be targets)."""
+        ok = (~torch.isnan(self.values)) & self.requestable
+        return torch.nonzero(ok.any(dim=1)).squeeze(1)
+
+    def __call__(self, rows: torch.Tensor, generator: torch.Generator) -> Batch:
+        x = self.values[rows]
+        B, V = x.shape
+        dev = x.device
+        present = ~torch.isnan(x)
+        # One requested column per row: the argmax of random keys over allowed columns.
+        keys = torch.rand(B, V, generator=generator, device=dev)
+        keys = keys.masked_fill(~(present & self.requestable), -1.0)
+        request = keys.argmax(dim=1)
+        target = x.gather(1, request[:, None]).squeeze(1)
+        avail = present.clone()
+        if not self.target_in_context:
+            avail[torch.arange(B, device=dev), request] = False
+        # Random order of the available inputs: the k smallest of fresh random keys.
+        keys = torch.rand(B, V, generator=generator, device=dev).masked_fill(~avail, 2.0)
+        order = torch.topk(keys, self.k, dim=1, largest=False).indices
+        n_max = avail.sum(dim=1).clamp(max=self.context)
+        n_in = (torch.rand(B, generator=generator, device=dev) * (n_max + 1)).long()
+        n_in = torch.minimum(n_in, n_max)
+        use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]
+        tokens = torch.where(use, order + 1, 0)
+        values = torch.where(use, x.gather(1, order), 0.0)
+        return Batch(tokens, values.float(), request + 1, target.float())

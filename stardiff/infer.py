@@ -1,0 +1,325 @@
+"""A trained model and its inference API: samples, summaries, quantiles, joint samples.
+
+Inputs are rows of *given* values in physical units (a mapping, a pandas/polars
+DataFrame or an Arrow table; missing or NaN = not given). Any number of columns may be
+given, more than the training context included, since the encoder has no positional
+encoding. Work is chunked over rows and draws so memory stays under ``max_memory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stardiff import persist
+from stardiff.model import DensityNetwork, NetworkConfig, ancestral, ddim
+from stardiff.transforms import Preprocessor
+
+__all__ = ["DensityModel", "load"]
+
+FORMAT = "stardiff-model"
+FORMAT_VERSION = 1
+
+
+class DensityModel:
+    """A trained network with its preprocessing.
+
+    Parameters
+    ----------
+    network : DensityNetwork
+    preprocessor : Preprocessor
+        Vocabulary, transforms and standardization the network was trained with.
+    requestable : sequence of str
+        Columns the model was trained to output.
+    meta : dict, optional
+        Recipe and training summary, kept in ``config.json``.
+    """
+
+    def __init__(self, network, preprocessor, requestable: Sequence[str], meta=None):
+        self.network = network.eval()
+        self.pre = preprocessor
+        self.requestable = list(requestable)
+        self.meta = dict(meta or {})
+        self.max_memory = 2 * 1024**3  # bytes of activations per chunk of rows × draws
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.pre.vocab.names
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.schedule.betas.device
+
+    def to(self, device) -> DensityModel:
+        self.network.to(device)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict:
+        from stardiff import __version__
+
+        c = self.network.config
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "stardiff_version": __version__,
+            "network": c.to_dict(),
+            "schedule": {
+                "kind": "sigmoid",
+                "steps": c.steps,
+                "beta_start": c.beta_start,
+                "beta_end": c.beta_end,
+                "s_range": [-6.0, 6.0],
+            },
+            "requestable": self.requestable,
+            **self.pre.to_dict(),
+            **self.meta,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        persist.save_weights(folder / persist.WEIGHTS, self.network)
+        persist.write_json(folder / persist.CONFIG, self.config())
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> DensityModel:
+        """Load a model folder (JSON + safetensors; nothing is unpickled)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        cfg = persist.read_json(folder / persist.CONFIG)
+        if cfg.get("format") != FORMAT:
+            raise ValueError(f"{folder}: config.json is not a {FORMAT} config")
+        if cfg.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{folder}: model format {cfg['format_version']} is newer than "
+                f"this stardiff understands ({FORMAT_VERSION}); upgrade stardiff"
+            )
+        net = DensityNetwork(NetworkConfig(**cfg["network"]))
+        persist.load_weights(folder / persist.WEIGHTS, net)
+        pre = Preprocessor.from_dict(cfg)
+        meta = {k: cfg[k] for k in ("recipe", "training") if k in cfg}
+        return cls(net, pre, cfg["requestable"], meta).to(device)
+
+    # ------------------------------------------------------------------ inputs
+    def _column(self, name: str) -> int:
+        return self.pre.vocab.id(name) - 1
+
+    def _request_list(self, request) -> tuple[list[str], bool]:
+        single = isinstance(request, str)
+        names = [request] if single else list(request)
+        if not names:
+            raise ValueError("request at least one column")
+        for n in names:
+            self._column(n)  # unknown names raise, listing the valid ones
+            if n not in self.requestable:
+                raise KeyError(
+                    f"column {n!r} is not requestable; requestable: {', '.join(self.requestable)}"
+                )
+        return names, single
+
+    def given_matrix(self, given) -> tuple[np.ndarray, bool]:
+        """Physical given rows → (R, V) float64 with NaN; also whether it was one row."""
+        if given is None:
+            given = {}
+        if hasattr(given, "to_pandas") and not hasattr(given, "to_dict"):
+            given = given.to_pandas()  # Arrow table
+        if hasattr(given, "columns") and not isinstance(given, Mapping):
+            cols = [str(c) for c in given.columns]
+            data = {c: np.asarray(given[c], dtype=np.float64) for c in cols}
+            one_row = False
+        else:
+            data = {k: np.asarray(v, dtype=np.float64) for k, v in dict(given).items()}
+            one_row = all(v.ndim == 0 for v in data.values())
+        n = 1 if one_row or not data else len(next(iter(data.values())))
+        out = np.full((n, len(self.columns)), np.nan)
+        for name, col in data.items():
+            if col.ndim > 1 or (col.ndim == 1 and len(col) != n):
+                raise ValueError(f"given column {name!r} has shape {col.shape}, expected ({n},)")
+            out[:, self._column(name)] = col
+        return out, one_row or not data
+
+    # ------------------------------------------------------------------ sampling core
+    def _encode_inputs(self, z: np.ndarray):
+        """Standardized (R, V) with NaN → padded tokens/values tensors of the present ones."""
+        present = ~np.isnan(z)
+        width = max(1, int(present.sum(axis=1).max(initial=0)))
+        order = np.argsort(~present, axis=1, kind="stable")[:, :width]
+        used = np.take_along_axis(present, order, axis=1)
+        tokens = np.where(used, order + 1, 0)
+        values = np.where(used, np.take_along_axis(np.nan_to_num(z), order, axis=1), 0.0)
+        dev = self.device
+        return torch.as_tensor(tokens, device=dev), torch.as_tensor(
+            values, dtype=torch.float32, device=dev
+        )
+
+    def _rows_per_chunk(self, n: int, width: int) -> int:
+        c = self.network.config
+        per_row = 4 * (n * (3 * c.head_width + 8) + width * (c.ff_dim + 4 * c.dim))
+        return max(1, int(self.max_memory // max(per_row, 1)))
+
+    @torch.no_grad()
+    def _sample_z(self, z: np.ndarray, column: int, n: int, gen, steps, eta) -> np.ndarray:
+        """Standardized samples (R, n) of ``column`` given standardized rows ``z``."""
+        net = self.network
+        tokens, values = self._encode_inputs(z)
+        out = np.empty((z.shape[0], n), dtype=np.float64)
+        rows = self._rows_per_chunk(n, tokens.shape[1])
+        draws = n if rows > 1 else max(1, int(self.max_memory // (16 * net.config.head_width)))
+        for r0 in range(0, z.shape[0], rows):
+            sl = slice(r0, r0 + rows)
+            req = torch.full((tokens[sl].shape[0],), column + 1, device=self.device)
+            cond = net.head.project_condition(net.condition(tokens[sl], values[sl], req))
+            cond = [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
+            for d0 in range(0, n, draws):
+                shape = (req.shape[0], min(draws, n - d0))
+                if steps is None or steps == net.config.steps:
+                    x = ancestral(net.head, net.schedule, cond, shape, gen)
+                else:
+                    x = ddim(net.head, net.schedule, cond, shape, steps, eta, gen)
+                out[sl, d0 : d0 + shape[1]] = x.double().cpu().numpy()
+        return out
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        return gen
+
+    # ------------------------------------------------------------------ public API
+    def sample(
+        self,
+        given=None,
+        request="",
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        steps: int | None = None,
+        eta: float = 0.0,
+    ):
+        """Draw ``n`` samples of each requested column's 1-D density given each row.
+
+        Parameters
+        ----------
+        given : mapping, DataFrame or Arrow table, optional
+            Given values in physical units; NaN/missing = not given. A mapping of
+            scalars is one row. ``None`` or ``{}`` = no condition (unconditional).
+        request : str or list of str
+            Requested column(s); each gets its own 1-D density given the same inputs.
+        n : int
+            Draws per row.
+        seed : int, optional
+            Seed of the sampler's random numbers; the same seed gives the same samples.
+        steps : int, optional
+            Use a deterministic few-step (DDIM) sampler over ``steps`` of the training
+            steps; default the full ancestral sampler.
+
+        Returns
+        -------
+        ndarray or dict of ndarray
+            Shape ``(rows, n)`` (``(n,)`` for one row given as scalars) in physical
+            units; a dict keyed by column when ``request`` is a list.
+        """
+        names, single = self._request_list(request)
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        phys, one_row = self.given_matrix(given)
+        z = self.pre.encode(phys, where="given")
+        gen = self._generator(seed)
+        out = {}
+        for name in names:
+            j = self._column(name)
+            s = self.pre.decode(self._sample_z(z, j, n, gen, steps, eta), j)
+            out[name] = s[0] if one_row else s
+        return out[names[0]] if single else out
+
+    def sample_joint(
+        self,
+        given=None,
+        request: Sequence[str] = (),
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        steps: int | None = None,
+    ):
+        """Joint samples by chaining 1-D requests (the paper's Fig. 6).
+
+        The first column is drawn given ``given``; each next column is drawn once per
+        previous draw, given ``given`` plus the values already drawn in that chain.
+
+        Returns
+        -------
+        dict of ndarray
+            Column → ``(rows, n)`` (or ``(n,)`` for one scalar row); draw ``k`` of every
+            column belongs to the same joint sample.
+        """
+        names, _ = self._request_list(list(request))
+        phys, one_row = self.given_matrix(given)
+        z = self.pre.encode(phys, where="given")
+        gen = self._generator(seed)
+        R, V = z.shape
+        chain = np.repeat(z, n, axis=0)  # (R·n, V): one virtual row per joint draw
+        first = self._column(names[0])
+        chain[:, first] = self._sample_z(z, first, n, gen, steps, 0.0).reshape(-1)
+        for name in names[1:]:
+            j = self._column(name)
+            chain[:, j] = self._sample_z(chain, j, 1, gen, steps, 0.0)[:, 0]
+        out = {}
+        for name in names:
+            j = self._column(name)
+            s = self.pre.decode(chain[:, j], j).reshape(R, n)
+            out[name] = s[0] if one_row else s
+        return out
+
+    def quantiles(
+        self,
+        given=None,
+        request="",
+        q=(0.16, 0.5, 0.84),
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        steps: int | None = None,
+    ):
+        """Quantiles ``q`` of each requested density: array (..., len(q)) or dict of them."""
+        s = self.sample(given, request, n, seed=seed, steps=steps)
+        qs = np.asarray(q, dtype=np.float64)
+        f = lambda a: np.moveaxis(np.quantile(a, qs, axis=-1), 0, -1)  # noqa: E731
+        return {k: f(v) for k, v in s.items()} if isinstance(s, dict) else f(s)
+
+    def summary(
+        self,
+        given=None,
+        request="",
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        steps: int | None = None,
+    ):
+        """Median and robust std (1.4826·MAD) of each requested density (paper Fig. 4).
+
+        Returns a dict: for each requested column ``c``, ``c`` → median and
+        ``c + "_std"`` → robust std, each of shape (rows,) (scalars for one row).
+        """
+        s = self.sample(given, request, n, seed=seed, steps=steps)
+        s = s if isinstance(s, dict) else {request: s}
+        out = {}
+        for k, v in s.items():
+            med = np.median(v, axis=-1)
+            out[k] = med
+            out[f"{k}_std"] = 1.4826 * np.median(np.abs(v - med[..., None]), axis=-1)
+        return out
+
+    def n_parameters(self) -> int:
+        return self.network.n_parameters()
+
+
+def load(folder: str | Path, device: str = "cpu") -> DensityModel:
+    """Load a trained model folder; see :meth:`DensityModel.load`."""
+    return DensityModel.load(folder, device)

@@ -1,0 +1,37 @@
+"""Non-linear embedding of (column, value) tokens and of the request token."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class TokenEmbedding(nn.Module):
+    """``y = GELU(w_x · M) + b_x`` for a token of kind ``x`` with standardized value ``M``.
+
+    Two learned tables of shape ``(V + 1, D)``; row 0 belongs to the padding token and
+    is never used for a real input (padding positions are masked in attention).
+
+    Parameters
+    ----------
+    n_kinds : int
+        Vocabulary size ``V`` (token ids ``1..V``).
+    dim : int
+        Embedding width ``D``.
+    """
+
+    def __init__(self, n_kinds: int, dim: int):
+        super().__init__()
+        self.weight = nn.Embedding(n_kinds + 1, dim)
+        self.bias = nn.Embedding(n_kinds + 1, dim)
+        nn.init.normal_(self.weight.weight, std=1.0)
+        nn.init.normal_(self.bias.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Embed inputs: ``tokens`` (B, L) int, ``values`` (B, L) float → (B, L, D)."""
+        return F.gelu(self.weight(tokens) * values.unsqueeze(-1)) + self.bias(tokens)
+
+    def request(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embed requested kinds ``tokens`` (B,) → (B, 1, D): ``w_x`` only, no value or bias."""
+        return self.weight(tokens).unsqueeze(1)

@@ -1,0 +1,78 @@
+"""Encoder-only Transformer (BERT-like, post-norm) over a *set* of tokens.
+
+There is no positional encoding: the inputs are a set, so a model trained with a
+context of 64 accepts any number of inputs at inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a key-padding mask."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"model.dim ({dim}) must be divisible by model.n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, n_queries: int | None = None):
+        """``x`` (B, L, D); ``keep`` (B, L) True for real keys; queries = first ``n_queries``."""
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)
+        if n_queries is not None:
+            q = q[:, :n_queries]
+        heads = lambda t: t.reshape(B, t.shape[1], self.n_heads, D // self.n_heads).transpose(1, 2)  # noqa: E731
+        mask = keep[:, None, None, :]  # broadcast over heads and queries
+        y = F.scaled_dot_product_attention(
+            heads(q),
+            heads(k),
+            heads(v),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(B, -1, D))
+
+
+class EncoderBlock(nn.Module):
+    """Post-norm Transformer block: ``x = LN(x + Attn(x)); x = LN(x + FF(x))``."""
+
+    def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.attn = SelfAttention(dim, n_heads, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim)
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, n_queries: int | None = None):
+        res = x if n_queries is None else x[:, :n_queries]
+        x = self.norm1(res + self.drop(self.attn(x, keep, n_queries)))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+class Encoder(nn.Module):
+    """A stack of encoder blocks; returns the hidden state at position 0 (the request)."""
+
+    def __init__(self, dim: int, n_heads: int, ff_dim: int, n_layers: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, n_heads, ff_dim, dropout) for _ in range(n_layers)
+        )
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, D) with the request at position 0; ``keep`` (B, L) → (B, D)."""
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            # Only position 0 is read out, so the last block computes one query per row.
+            x = block(x, keep, n_queries=1 if last else None)
+        return x[:, 0]

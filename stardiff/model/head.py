@@ -1,0 +1,60 @@
+"""The denoising-diffusion head: predicts the noise in a 1-D sample given a condition."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class DiffusionHead(nn.Module):
+    """MLP of blocks ``h ← GELU(Linear(h) + E_t + Linear_c(c))`` then ``Linear → 1``.
+
+    Every block has its own learned per-step embedding ``E_t`` and its own projection
+    of the condition ``c`` (the Transformer's request state), whatever the widths: the
+    condition always reaches the output (the reference code dropped it when the two
+    widths were equal).
+
+    Parameters
+    ----------
+    cond_dim : int
+        Width of the condition (the Transformer width ``D``).
+    width : int
+        Hidden width of the head.
+    n_layers : int
+        Number of blocks.
+    n_steps : int
+        Number of diffusion steps ``T``.
+    """
+
+    def __init__(self, cond_dim: int, width: int, n_layers: int, n_steps: int):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"model.head_layers must be at least 1, got {n_layers}")
+        self.inputs = nn.ModuleList(
+            nn.Linear(1 if i == 0 else width, width) for i in range(n_layers)
+        )
+        self.step_embed = nn.ModuleList(nn.Embedding(n_steps, width) for _ in range(n_layers))
+        self.cond = nn.ModuleList(nn.Linear(cond_dim, width) for _ in range(n_layers))
+        self.out = nn.Linear(width, 1)
+
+    def project_condition(self, c: torch.Tensor) -> list[torch.Tensor]:
+        """Per-block condition projections; computed once per chain when sampling."""
+        return [proj(c) for proj in self.cond]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: list[torch.Tensor]) -> torch.Tensor:
+        """Predict the noise.
+
+        Parameters
+        ----------
+        x : Tensor, shape (..., 1)
+            Noisy samples.
+        t : Tensor of int
+            Step indices, broadcastable to ``x.shape[:-1]`` (a scalar tensor when sampling).
+        cond : list of Tensor
+            Output of :meth:`project_condition`, each broadcastable to ``(..., width)``.
+        """
+        h = x
+        for lin, emb, c in zip(self.inputs, self.step_embed, cond, strict=True):
+            h = F.gelu(lin(h) + emb(t) + c)
+        return self.out(h)

@@ -1,0 +1,366 @@
+"""Training: recipe → data → network → AdamW + cosine warm restarts → model folder.
+
+Every random number comes from seeded generators whose states are checkpointed, so
+``fit(..., resume=True)`` continues exactly where an interrupted run stopped (on CPU,
+bit for bit). The validation set, its masks, diffusion steps and noise are drawn once,
+so validation losses compare between epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stardata.tokens import Vocabulary
+from stardiff import persist
+from stardiff.data import Batch, BatchBuilder, read_table, split_rows
+from stardiff.infer import DensityModel
+from stardiff.model import DensityNetwork, NetworkConfig
+from stardiff.recipe import Recipe, load_recipe, override
+from stardiff.transforms import Preprocessor
+
+__all__ = ["fit", "prepare", "Prepared"]
+
+METRICS = "metrics.csv"
+METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "rows_per_s"]
+
+
+@dataclass
+class Prepared:
+    """Everything training needs, derived deterministically from a recipe."""
+
+    recipe: Recipe
+    pre: Preprocessor
+    requestable: list[str]
+    z: np.ndarray  # standardized (N, V), NaN = missing
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    test_rows: np.ndarray
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    """Read the recipe's table, split it, fit transforms + standardizer on training rows."""
+    d = recipe.data
+    table = read_table(recipe.table_path(), d.columns or None, d.split_column)
+    vocab = Vocabulary(table.names)
+    requestable = list(d.requestable) or list(table.names)
+    for c in requestable:
+        vocab.id(c)  # unknown names raise, listing the valid ones
+    train, val, test = split_rows(
+        len(table.values),
+        test_rows=d.test_rows,
+        validation_fraction=d.validation_fraction,
+        seed=d.split_seed,
+        labels=table.split,
+    )
+    if train.size == 0:
+        raise ValueError(f"{recipe.table_path().name}: no training rows after the split")
+    pre = Preprocessor.fit(table.values[train], vocab, recipe.transforms)
+    z = pre.encode(table.values, where=recipe.table_path().name)
+    return Prepared(recipe, pre, requestable, z, train, val, test)
+
+
+def _network(recipe: Recipe, n_kinds: int) -> DensityNetwork:
+    m = recipe.model
+    return DensityNetwork(
+        NetworkConfig(
+            n_kinds=n_kinds,
+            dim=m.dim,
+            n_heads=m.n_heads,
+            ff_dim=m.ff_dim,
+            n_layers=m.n_layers,
+            dropout=m.dropout,
+            head_width=m.head_width,
+            head_layers=m.head_layers,
+            steps=m.steps,
+            beta_start=m.beta_start,
+            beta_end=m.beta_end,
+        )
+    )
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: unknown device {name!r} (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device = {name!r} but no CUDA device is available")
+    return dev
+
+
+def _noise_and_steps(batch: Batch, n_steps: int, gen: torch.Generator):
+    B, dev = batch.target.shape[0], batch.target.device
+    t = torch.randint(0, n_steps, (B,), generator=gen, device=dev)
+    return t, torch.randn(B, generator=gen, device=dev)
+
+
+class _Run:
+    """State of one training run (kept small: the loop itself is in :func:`fit`)."""
+
+    def __init__(self, prep: Prepared, out: Path, device: torch.device):
+        r = prep.recipe
+        self.prep, self.out, self.device, self.t = prep, out, device, r.train
+        torch.manual_seed(r.train.seed)  # dropout and initialization
+        self.net = _network(r, len(prep.pre.vocab)).to(device)
+        self.loss_fn = torch.compile(self.net) if r.train.compile else self.net
+        self.opt = torch.optim.AdamW(
+            self.net.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay
+        )
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.opt, T_0=r.train.cycle_epochs, eta_min=r.train.lr_min
+        )
+        z = torch.as_tensor(prep.z, device=device)
+        requestable = torch.zeros(z.shape[1], dtype=torch.bool)
+        requestable[torch.as_tensor(prep.pre.vocab.ids(prep.requestable) - 1)] = True
+        self.builder = BatchBuilder(z, requestable, r.train.context, r.train.target_in_context)
+        rows = torch.as_tensor(prep.train_rows, device=device)
+        ok = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
+        ok[self.builder.trainable_rows()] = True
+        self.train_rows = rows[ok[rows]]
+        if self.train_rows.numel() == 0:
+            raise ValueError("no training row has a present, requestable column")
+        self.gen = torch.Generator(device=device).manual_seed(r.train.seed)
+        self.val = self._fixed_validation(ok)
+        self.epoch, self.history = 0, []
+
+    def _fixed_validation(self, ok):
+        rows = torch.as_tensor(self.prep.val_rows, device=self.device)
+        rows = rows[ok[rows]]
+        if rows.numel() == 0:
+            return None
+        gen = torch.Generator(device=self.device).manual_seed(self.t.seed + 1)
+        batch = self.builder(rows, gen)
+        return batch, *_noise_and_steps(batch, self.net.config.steps, gen)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.bf16)
+
+    def train_epoch(self, bar=None) -> float:
+        self.net.train()
+        n = self.train_rows.numel()
+        perm = self.train_rows[torch.randperm(n, generator=self.gen, device=self.device)]
+        n_batches = math.ceil(n / self.t.batch_size)
+        total = 0.0
+        for i in range(n_batches):
+            batch = self.builder(
+                perm[i * self.t.batch_size : (i + 1) * self.t.batch_size], self.gen
+            )
+            t, noise = _noise_and_steps(batch, self.net.config.steps, self.gen)
+            with self.autocast():
+                loss = self.loss_fn(
+                    batch.tokens, batch.values, batch.request, batch.target, t, noise
+                )
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch "
+                    f"{self.epoch + 1}, batch {i}; lower train.lr or add "
+                    "a transform for heavy-tailed columns"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.t.grad_clip)
+            self.opt.step()
+            self.sched.step(self.epoch + (i + 1) / n_batches)
+            total += loss.item() * batch.target.shape[0]
+        return total / n
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        if self.val is None:
+            return float("nan")
+        self.net.eval()
+        batch, t, noise = self.val
+        total, B = 0.0, 4096
+        for s in range(0, batch.target.shape[0], B):
+            sl = slice(s, s + B)
+            with self.autocast():
+                loss = self.net(
+                    batch.tokens[sl],
+                    batch.values[sl],
+                    batch.request[sl],
+                    batch.target[sl],
+                    t[sl],
+                    noise[sl],
+                )
+            total += loss.item() * batch.target[sl].shape[0]
+        return total / batch.target.shape[0]
+
+    def model(self) -> DensityModel:
+        meta = {
+            "recipe": self.prep.recipe.to_dict(),
+            "training": {
+                "epochs_done": self.epoch,
+                "history": self.history[-1:],
+                "n_parameters": self.net.n_parameters(),
+                "train_rows": int(self.train_rows.numel()),
+                "validation_rows": int(self.prep.val_rows.size),
+                "test_rows": int(self.prep.test_rows.size),
+            },
+        }
+        net = _network(self.prep.recipe, len(self.prep.pre.vocab))
+        net.load_state_dict(self.net.state_dict())
+        return DensityModel(net, self.prep.pre, self.prep.requestable, meta)
+
+    def rng_state(self) -> dict:
+        rng = {"data": self.gen.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def checkpoint(self) -> None:
+        self.model().save(self.out)
+        persist.save_training_state(
+            self.out,
+            model=self.net,
+            optimizer=self.opt,
+            rng=self.rng_state(),
+            info={
+                "epoch": self.epoch,
+                "history": self.history,
+                "scheduler": self.sched.state_dict(),
+            },
+        )
+        _write_metrics(self.out / METRICS, self.history)
+
+    def restore(self) -> None:
+        model, optim, rng, info = persist.load_training_state(self.out)
+        self.net.load_state_dict(model)
+        self.opt.load_state_dict(optim)
+        self.sched.load_state_dict(info["scheduler"])
+        self.gen.set_state(rng["data"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.epoch, self.history = info["epoch"], info["history"]
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    persist.atomic_write_text(path, buf.getvalue())
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    has_ck = (out / persist.CHECKPOINT).exists()
+    if resume:
+        if not has_ck:
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from in {out}")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"output folder {out} is not empty; use --resume to continue "
+                "its training or --overwrite to start again"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def fit(
+    recipe: Recipe | str | Path,
+    *,
+    out: str | Path | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+) -> DensityModel:
+    """Train the model a recipe describes and write its model folder.
+
+    Parameters
+    ----------
+    recipe : Recipe or path
+        A recipe object or a TOML file.
+    out, epochs, device, seed
+        Override the recipe's ``train.out``, ``train.epochs``, ``train.device``, ``train.seed``.
+    resume : bool
+        Continue from ``out/checkpoint`` exactly where it stopped.
+    overwrite : bool
+        Delete a non-empty ``out`` first (otherwise that is an error).
+    progress : bool
+        Show a progress bar with loss and ETA.
+    figures : bool
+        Write the unconditional and conditional density figures next to the model.
+
+    Returns
+    -------
+    DensityModel
+        The trained model (also saved in ``out``).
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    recipe = override(
+        recipe,
+        "train",
+        out=None if out is None else str(out),
+        epochs=epochs,
+        device=device,
+        seed=seed,
+    )
+    dev = _device(recipe.train.device)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    prep = prepare(recipe)
+    out_dir = recipe.out_dir()
+    _prepare_out(out_dir, resume, overwrite)
+    run = _Run(prep, out_dir, dev)
+    if resume:
+        run.restore()
+    if progress:
+        print(
+            f"{recipe.name}: {run.net.n_parameters():,} parameters, "
+            f"{run.train_rows.numel():,} training rows, device {dev}"
+        )
+    _loop(run, recipe.train.epochs, progress)
+    model = run.model()
+    model.save(out_dir)
+    if figures and run.epoch == recipe.train.epochs:
+        from stardiff.figures import training_figures
+
+        training_figures(model, prep, out_dir)
+    return model
+
+
+def _loop(run: _Run, epochs: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=epochs, initial=run.epoch, disable=not progress, unit="epoch", dynamic_ncols=True
+    )
+    try:
+        while run.epoch < epochs:
+            t0 = time.perf_counter()
+            train_loss = run.train_epoch()
+            run.epoch += 1
+            val_loss = run.validate()
+            dt = time.perf_counter() - t0
+            run.history.append(
+                {
+                    "epoch": run.epoch,
+                    "train_loss": round(train_loss, 6),
+                    "val_loss": round(val_loss, 6),
+                    "lr": run.opt.param_groups[0]["lr"],
+                    "seconds": round(dt, 3),
+                    "rows_per_s": round(run.train_rows.numel() / dt, 1),
+                }
+            )
+            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            bar.update(1)
+            if run.epoch % run.t.checkpoint_every == 0 or run.epoch == epochs:
+                run.checkpoint()
+    finally:
+        bar.close()

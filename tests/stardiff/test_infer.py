@@ -1,0 +1,99 @@
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+
+def test_sample_shapes_for_every_kind_of_input(api_model):
+    model, _ = api_model
+    one = model.sample({"x": 0.5}, "y", 64, seed=0)
+    assert one.shape == (64,)
+    rows = {"x": [0.5, -1.0, np.nan], "z": [0.0, np.nan, np.nan]}
+    many = model.sample(rows, "y", 32, seed=0)
+    assert many.shape == (3, 32)
+    for table in (pl.DataFrame(rows), pd.DataFrame(rows), pa.table(rows)):
+        np.testing.assert_array_equal(model.sample(table, "y", 32, seed=0), many)
+    both = model.sample(rows, ["y", "z"], 16, seed=1)
+    assert set(both) == {"y", "z"} and both["z"].shape == (3, 16)
+    assert model.sample(None, "x", 10, seed=0).shape == (10,)
+
+
+def test_same_seed_same_samples_and_different_seed_differs(api_model):
+    model, _ = api_model
+    a = model.sample({"x": 1.0}, "y", 100, seed=3)
+    np.testing.assert_array_equal(a, model.sample({"x": 1.0}, "y", 100, seed=3))
+    assert not np.array_equal(a, model.sample({"x": 1.0}, "y", 100, seed=4))
+
+
+def test_chunking_under_a_memory_bound_keeps_samples_identical(api_model):
+    model, _ = api_model
+    rows = {"x": np.linspace(-2, 2, 9)}
+    full = model.sample(rows, "y", 50, seed=5)
+    old = model.max_memory
+    try:
+        model.max_memory = 20_000  # forces chunks of rows
+        chunked = model.sample(rows, "y", 50, seed=5)
+    finally:
+        model.max_memory = old
+    assert chunked.shape == full.shape and np.isfinite(chunked).all()
+
+
+def test_unknown_and_unrequestable_columns_are_errors_listing_valid_ones(api_model, bimodal_model):
+    model, _ = api_model
+    with pytest.raises(KeyError, match="unknown column 'w'.*x, y, z"):
+        model.sample({"w": 1.0}, "y", 10)
+    with pytest.raises(KeyError, match="unknown column 'q'"):
+        model.sample({"x": 1.0}, "q", 10)
+    only_y, _ = bimodal_model
+    with pytest.raises(KeyError, match="not requestable; requestable: y"):
+        only_y.sample({}, "x", 10)
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        model.sample({}, "y", 0)
+    with pytest.raises(ValueError, match="shape"):
+        model.sample({"x": [1.0, 2.0], "z": [1.0]}, "y", 5)
+
+
+def test_more_inputs_than_the_training_context(bimodal_model):
+    model, recipe = bimodal_model
+    assert recipe.train.context == 1
+    s = model.sample({"x": 1.0, "y": 0.9}, "y", 200, seed=0)  # 2 inputs, trained with 1
+    assert np.isfinite(s).all()
+
+
+def test_summary_and_quantiles(api_model):
+    model, _ = api_model
+    rows = {"x": [0.5, -1.0]}
+    summ = model.summary(rows, ["y", "z"], 200, seed=0)
+    s = model.sample(rows, ["y", "z"], 200, seed=0)
+    np.testing.assert_allclose(summ["y"], np.median(s["y"], axis=1))
+    mad = np.median(np.abs(s["y"] - np.median(s["y"], axis=1)[:, None]), axis=1)
+    np.testing.assert_allclose(summ["y_std"], 1.4826 * mad)
+    q = model.quantiles(rows, "y", (0.1, 0.5, 0.9), 200, seed=0)
+    assert q.shape == (2, 3) and (np.diff(q, axis=1) >= 0).all()
+    np.testing.assert_allclose(q[:, 1], summ["y"])
+
+
+def test_joint_samples_chain_the_requests(api_model, monkeypatch):
+    model, _ = api_model
+    seen = []
+    real = type(model)._sample_z
+
+    def spy(self, z, column, n, *a):
+        seen.append((z.copy(), column, n))
+        return real(self, z, column, n, *a)
+
+    monkeypatch.setattr(type(model), "_sample_z", spy)
+    out = model.sample_joint({"z": 0.3}, ["x", "y"], 40, seed=0)
+    assert out["x"].shape == out["y"].shape == (40,)
+    (z0, c0, n0), (z1, c1, n1) = seen
+    assert (c0, n0, z0.shape[0]) == (0, 40, 1)
+    assert (c1, n1, z1.shape[0]) == (1, 1, 40)  # one draw of y per draw of x
+    np.testing.assert_allclose(model.pre.decode(z1[:, 0], 0), out["x"], rtol=1e-6)
+    assert np.all(z1[:, 2] == z0[0, 2])  # the given value rides along every chain
+
+
+def test_few_step_sampler_runs(api_model):
+    model, _ = api_model
+    s = model.sample({"x": 0.5}, "y", 100, seed=0, steps=10)
+    assert s.shape == (100,) and np.isfinite(s).all()

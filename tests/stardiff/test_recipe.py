@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from stardiff.recipe import RecipeError, load_recipe, override, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bundled_recipes_load_and_describe_the_paper_models():
+    cal = load_recipe(ROOT / "recipes" / "california.toml")
+    assert cal.table_path().exists()
+    assert (cal.model.dim, cal.model.n_heads, cal.model.ff_dim, cal.model.n_layers) == (
+        32,
+        4,
+        128,
+        2,
+    )
+    assert (cal.model.head_width, cal.model.head_layers, cal.model.steps) == (64, 2, 100)
+    xp = load_recipe(ROOT / "recipes" / "xp_apogee.toml")
+    assert (xp.model.dim, xp.model.n_heads, xp.model.ff_dim) == (192, 24, 2048)
+    assert (xp.model.head_width, xp.model.head_layers, xp.model.steps) == (512, 5, 120)
+    assert len(xp.data.columns) == 118 and len(xp.data.requestable) == 116
+    assert xp.train.context == 64 and xp.train.epochs == 10240
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[data]\ntable = "t.parquet"\n[model]\ndims = 3\n', "unknown key 'model.dims'"),
+        ('[data]\ntable = "t.parquet"\n[train]\nlr = "fast"\n', "'train.lr' must be float"),
+        ('[data]\ntable = "t.parquet"\n[train]\nepochs = 1.5\n', "'train.epochs' must be int"),
+        ('[data]\ntable = "t.parquet"\n[train]\nbf16 = 1\n', "'train.bf16' must be bool"),
+        ("[model]\ndim = 8\n", "missing required key 'data.table'"),
+        ('[data]\ntable = "t.parquet"\n[transforms]\nx = "sqrt"\n', "'transforms.x'"),
+        ('[data]\ntable = "t.parquet"\n[model]\ndim = 10\nn_heads = 3\n', "'model.dim'"),
+        ('[data]\ntable = "t.parquet"\n[train]\nepochs = 0\n', "'train.epochs' must be positive"),
+        ('[data]\ntable = "t.parquet"\n[data]\n', "not valid TOML"),
+        ('[data]\ntable = "t.parquet"\ncolumns = "a"\n', "'data.columns' must be a list"),
+        (
+            '[data]\ntable = "t.parquet"\n[[evaluate.conditional]]\nrequest = "a"\n',
+            r"missing required key 'evaluate.conditional\[0\].given'",
+        ),
+        (
+            '[data]\ntable = "t.parquet"\n[[evaluate.conditional]]\nrequest = "a"\n'
+            "given = { b = [[2.0, 1.0]] }\n",
+            "bins must be",
+        ),
+        ("bogus = 1\n", "unknown key 'bogus'"),
+    ],
+)
+def test_bad_recipes_give_one_line_errors_naming_the_key(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message) as e:
+        load_recipe(_write(tmp_path, text))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="cannot read recipe"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_override_and_defaults():
+    r = recipe_from_dict({"data": {"table": "x.parquet"}}, name="demo")
+    assert r.out_dir() == Path("runs/demo")
+    r2 = override(r, "train", epochs=3, device=None)
+    assert r2.train.epochs == 3 and r2.train.device == "cpu"
+    with pytest.raises(RecipeError, match="'train.epochs' must be int"):
+        override(r, "train", epochs="3")

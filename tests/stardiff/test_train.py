@@ -1,0 +1,115 @@
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stardiff import fit, load
+from stardiff.train import _Run, prepare
+from tests.stardiff.conftest import bimodal_table, make_recipe
+
+CALIFORNIA = "stardiff/datasets/california_housing.parquet"
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    table = bimodal_table(600)
+    full = make_recipe(tmp_path, table, name="full", train={"epochs": 4, "checkpoint_every": 2})
+    fit(full, progress=False, figures=False)
+
+    part = make_recipe(tmp_path, table, name="part", train={"epochs": 4, "checkpoint_every": 2})
+    real_epoch = _Run.train_epoch
+    crashed = []
+
+    def crash_in_epoch_3(self, *a, **k):
+        if self.epoch == 2 and not crashed:
+            crashed.append(True)
+            raise KeyboardInterrupt  # the run dies mid-way, after the epoch-2 checkpoint
+        return real_epoch(self, *a, **k)
+
+    monkeypatch.setattr(_Run, "train_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(part, progress=False, figures=False)
+    fit(part, resume=True, progress=False, figures=False)
+
+    a, b = _weights(tmp_path / "full-model"), _weights(tmp_path / "part-model")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ha = pl.read_csv(tmp_path / "full-model" / "metrics.csv")
+    hb = pl.read_csv(tmp_path / "part-model" / "metrics.csv")
+    assert ha["train_loss"].to_list() == hb["train_loss"].to_list()
+    assert ha["val_loss"].to_list() == hb["val_loss"].to_list()
+
+
+def test_existing_output_folder_needs_resume_or_overwrite(tmp_path):
+    r = make_recipe(tmp_path, bimodal_table(300), train={"epochs": 1})
+    fit(r, progress=False, figures=False)
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        fit(r, progress=False, figures=False)
+    fit(r, progress=False, figures=False, overwrite=True)
+    empty = make_recipe(tmp_path, bimodal_table(300), name="other", train={"epochs": 1})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fit(empty, resume=True, progress=False)
+
+
+def test_validation_set_is_fixed_between_epochs(tmp_path):
+    r = make_recipe(tmp_path, bimodal_table(600), train={"epochs": 1})
+    prep = prepare(r)
+    run = _Run(prep, tmp_path, torch.device("cpu"))
+    v1 = run.validate()
+    assert v1 == run.validate()  # same masks, steps and noise every time
+    run.train_epoch()
+    run2 = _Run(prep, tmp_path, torch.device("cpu"))
+    assert torch.equal(run.val[0].tokens, run2.val[0].tokens)
+
+
+def test_save_and_load_give_identical_samples(tmp_path):
+    r = make_recipe(tmp_path, bimodal_table(400), train={"epochs": 1})
+    model = fit(r, progress=False, figures=False)
+    again = load(tmp_path / "tiny-model")
+    a = model.sample({"x": 1.0}, "y", 300, seed=7)
+    b = again.sample({"x": 1.0}, "y", 300, seed=7)
+    np.testing.assert_array_equal(a, b)
+    assert again.network.config == model.network.config
+    torch.testing.assert_close(again.network.schedule.betas, model.network.schedule.betas)
+
+
+def test_all_nan_and_empty_tables_are_clear_errors(tmp_path):
+    t = bimodal_table(100).with_columns(pl.lit(None, dtype=pl.Float64).alias("z"))
+    with pytest.raises(ValueError, match="'z' has no finite value"):
+        fit(make_recipe(tmp_path, t), progress=False)
+    with pytest.raises(KeyError, match="unknown column 'w'"):
+        fit(
+            make_recipe(tmp_path, bimodal_table(100), name="w", data={"requestable": ["w"]}),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="train.device"):
+        fit(make_recipe(tmp_path, bimodal_table(100), name="d"), device="gpu7", progress=False)
+
+
+def test_heavy_tailed_column_trains_finite_and_stable(tmp_path):
+    """California's AveOccup lies ~2,000 robust sigma out; a log transform tames it."""
+    table = pl.read_parquet(CALIFORNIA).select("MedInc", "AveOccup", "Population")
+    raw = make_recipe(tmp_path, table, name="raw")
+    z_raw = prepare(raw).z
+    assert np.nanmax(np.abs(z_raw[:, 1])) > 1000  # the problem
+    r = make_recipe(
+        tmp_path,
+        table,
+        name="logged",
+        transforms={"AveOccup": "log", "Population": "log"},
+        train={"epochs": 6, "lr": 5e-3, "batch_size": 512, "cycle_epochs": 6},
+    )
+    assert np.nanmax(np.abs(prepare(r).z)) < 100
+    model = fit(r, progress=False, figures=False)
+    hist = pl.read_csv(tmp_path / "logged-model" / "metrics.csv")
+    losses = hist["train_loss"].to_numpy()
+    assert np.isfinite(losses).all() and np.isfinite(hist["val_loss"].to_numpy()).all()
+    assert losses.max() < 3 * np.median(losses)  # no jump
+    assert losses[-1] < losses[0]
+    s = model.sample({"MedInc": 3.0}, "AveOccup", 500, seed=0)
+    assert np.isfinite(s).all() and (s > 0).all()  # physical units, positive by construction
