@@ -93,7 +93,8 @@ def _cmd_fit(a) -> int:
 
 
 def _cmd_sample(a) -> int:
-    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from stardiff.infer import load
 
@@ -108,15 +109,15 @@ def _cmd_sample(a) -> int:
     if multi:
         n_rows = np.asarray(next(iter(s.values()))).shape[0]
         cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
-    df = pl.DataFrame(cols)
     if a.out:
         from stardiff.persist import _tmp_path
 
+        table = pa.table(cols)
         out = Path(a.out)
         tmp = _tmp_path(out)
-        df.write_parquet(tmp)
+        pq.write_table(table, tmp)
         tmp.replace(out)
-        print(f"wrote {df.height} samples to {out}")
+        print(f"wrote {table.num_rows} samples to {out}")
     else:
         q = {c: np.percentile(v, [16, 50, 84]) for c, v in cols.items() if c != "row"}
         for c, (lo, med, hi) in q.items():

@@ -44,29 +44,41 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
         return _read_h5(path, columns, split_column)
-    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     if suffix == ".parquet":
-        df = pl.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        tbl = pq.read_table(path)
     elif suffix == ".csv":
-        df = pl.read_csv(path, infer_schema_length=10_000)
+        import pyarrow.csv as pacsv
+
+        tbl = pacsv.read_csv(path)
     else:
         raise ValueError(f"{path.name}: unsupported table format {suffix!r} (parquet, csv, h5)")
-    if df.height == 0:
+    if tbl.num_rows == 0:
         raise ValueError(f"{path.name}: the table has no rows")
-    numeric = [c for c, t in df.schema.items() if t.is_numeric() and c != split_column]
+    is_num = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)  # noqa: E731
+    numeric = [f.name for f in tbl.schema if is_num(f.type) and f.name != split_column]
     names = list(columns) if columns else numeric
     for c in names:
-        if c not in df.columns:
-            raise KeyError(f"{path.name}: no column {c!r}; columns are: {', '.join(df.columns)}")
+        if c not in tbl.column_names:
+            raise KeyError(
+                f"{path.name}: no column {c!r}; columns are: {', '.join(tbl.column_names)}"
+            )
         if c not in numeric:
-            raise TypeError(f"{path.name}: column {c!r} is not numeric ({df.schema[c]})")
-    values = df.select(names).cast(pl.Float64).to_numpy().astype(np.float64)
+            raise TypeError(
+                f"{path.name}: column {c!r} is not numeric ({tbl.schema.field(c).type})"
+            )
+    values = np.column_stack(
+        [pc.cast(tbl[c], pa.float64()).to_numpy(zero_copy_only=False) for c in names]
+    ).astype(np.float64)
     split = None
     if split_column:
-        if split_column not in df.columns:
+        if split_column not in tbl.column_names:
             raise KeyError(f"{path.name}: no split column {split_column!r}")
-        split = df[split_column].cast(pl.Utf8).to_numpy()
+        split = np.asarray(pc.cast(tbl[split_column], pa.string()).to_pylist(), dtype=object)
     return Table(names, values, split)
 
 

@@ -44,6 +44,7 @@ class DensityModel:
         self.requestable = list(requestable)
         self.meta = dict(meta or {})
         self.max_memory = 2 * 1024**3  # bytes of activations per chunk of rows × draws
+        self.folder: Path | None = None  # where it was saved or loaded from
 
     # ------------------------------------------------------------------ properties
     @property
@@ -86,6 +87,7 @@ class DensityModel:
         folder.mkdir(parents=True, exist_ok=True)
         persist.save_weights(folder / persist.WEIGHTS, self.network)
         persist.write_json(folder / persist.CONFIG, self.config())
+        self.folder = folder
         return folder
 
     @classmethod
@@ -106,7 +108,9 @@ class DensityModel:
         persist.load_weights(folder / persist.WEIGHTS, net)
         pre = Preprocessor.from_dict(cfg)
         meta = {k: cfg[k] for k in ("recipe", "training") if k in cfg}
-        return cls(net, pre, cfg["requestable"], meta).to(device)
+        model = cls(net, pre, cfg["requestable"], meta).to(device)
+        model.folder = folder
+        return model
 
     # ------------------------------------------------------------------ inputs
     def _column(self, name: str) -> int:

@@ -113,7 +113,10 @@ class _Run:
         self.net = _network(r, len(prep.pre.vocab)).to(device)
         self.loss_fn = torch.compile(self.net) if r.train.compile else self.net
         self.opt = torch.optim.AdamW(
-            self.net.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay
+            self.net.parameters(),
+            lr=r.train.lr,
+            weight_decay=r.train.weight_decay,
+            fused=device.type == "cuda",
         )
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.opt, T_0=r.train.cycle_epochs, eta_min=r.train.lr_min
@@ -149,29 +152,28 @@ class _Run:
         n = self.train_rows.numel()
         perm = self.train_rows[torch.randperm(n, generator=self.gen, device=self.device)]
         n_batches = math.ceil(n / self.t.batch_size)
-        total = 0.0
+        total = torch.zeros((), device=self.device)  # summed on device: no sync per step
         for i in range(n_batches):
-            batch = self.builder(
-                perm[i * self.t.batch_size : (i + 1) * self.t.batch_size], self.gen
-            )
+            rows = perm[i * self.t.batch_size : (i + 1) * self.t.batch_size]
+            batch = self.builder(rows, self.gen)
             t, noise = _noise_and_steps(batch, self.net.config.steps, self.gen)
             with self.autocast():
                 loss = self.loss_fn(
                     batch.tokens, batch.values, batch.request, batch.target, t, noise
-                )
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch "
-                    f"{self.epoch + 1}, batch {i}; lower train.lr or add "
-                    "a transform for heavy-tailed columns"
                 )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.t.grad_clip)
             self.opt.step()
             self.sched.step(self.epoch + (i + 1) / n_batches)
-            total += loss.item() * batch.target.shape[0]
-        return total / n
+            total += loss.detach() * rows.numel()
+        mean = total.item() / n
+        if not math.isfinite(mean):
+            raise FloatingPointError(
+                f"training loss became {mean} in epoch {self.epoch + 1}; lower train.lr or "
+                "add a transform for heavy-tailed columns"
+            )
+        return mean
 
     @torch.no_grad()
     def validate(self) -> float:

@@ -73,3 +73,21 @@ def test_override_and_defaults():
     assert r2.train.epochs == 3 and r2.train.device == "cpu"
     with pytest.raises(RecipeError, match="'train.epochs' must be int"):
         override(r, "train", epochs="3")
+
+
+def test_every_recipe_key_is_documented():
+    import dataclasses
+
+    from stardiff import recipe as rmod
+
+    doc = (ROOT / "docs" / "recipes.md").read_text()
+    sections = {
+        "data": rmod.DataSection,
+        "model": rmod.ModelSection,
+        "train": rmod.TrainSection,
+        "evaluate": rmod.EvaluateSection,
+    }
+    for section, cls in sections.items():
+        assert f"[{section}]" in doc
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.name}` |" in doc, f"{section}.{f.name} is not in docs/recipes.md"

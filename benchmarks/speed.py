@@ -1,0 +1,221 @@
+"""Training rows/s, sampling draws/s and peak memory of stardiff; prints one JSON record.
+
+    python -m benchmarks.speed --config california            # the bundled California recipe
+    python -m benchmarks.speed --config paper --device cuda --bf16 --compile
+
+``paper`` is the paper's configuration (118 columns, D=192, 24 heads, ff 2048, head
+512 × 5, 120 steps, context 64, batch 1024) on ``synthetic_stars`` with 118 columns;
+``small`` is a reduced configuration for a quick CPU check of the same code path.
+The keys of the printed record are stable so that results compare across commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stardata.tokens import Vocabulary
+from stardiff.recipe import recipe_from_dict
+from stardiff.train import Prepared, _Run, prepare
+from stardiff.transforms import Preprocessor
+
+CONFIGS = {
+    "paper": {
+        "model": {
+            "dim": 192,
+            "n_heads": 24,
+            "ff_dim": 2048,
+            "n_layers": 2,
+            "head_width": 512,
+            "head_layers": 5,
+            "steps": 120,
+        },
+        "columns": 118,
+        "context": 64,
+        "batch": 1024,
+    },
+    "small": {
+        "model": {
+            "dim": 64,
+            "n_heads": 8,
+            "ff_dim": 256,
+            "n_layers": 2,
+            "head_width": 128,
+            "head_layers": 3,
+            "steps": 50,
+        },
+        "columns": 40,
+        "context": 32,
+        "batch": 256,
+    },
+}
+
+
+def _synthetic_prepared(cfg: dict, rows: int, args) -> Prepared:
+    """A prepared synthetic_stars table (numpy only, no file) for the given configuration."""
+    from stardiff.datasets.synthetic import synthetic_stars_model
+
+    sm = synthetic_stars_model(cfg["columns"] - 7)
+    rng = np.random.default_rng(0)
+    values, _ = sm.sample(rows, rng)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    recipe = recipe_from_dict(
+        {
+            "data": {"table": "synthetic"},
+            "model": {**cfg["model"], "dropout": 0.1},
+            "train": {
+                "batch_size": args.batch or cfg["batch"],
+                "context": cfg["context"],
+                "lr": 1e-3,
+                "bf16": args.bf16,
+                "compile": args.compile,
+                "device": args.device,
+                "epochs": 1,
+            },
+        },
+        name=f"speed-{args.config}",
+    )
+    vocab = Vocabulary(sm.columns)
+    pre = Preprocessor.fit(values, vocab, {})
+    n_val = min(2048, rows // 10)
+    return Prepared(
+        recipe,
+        pre,
+        list(sm.columns),
+        pre.encode(values),
+        np.arange(n_val, rows),
+        np.arange(n_val),
+        np.arange(0),
+    )
+
+
+def _california_prepared(args) -> Prepared:
+    from stardiff.recipe import load_recipe, override
+
+    root = Path(__file__).resolve().parents[1]
+    r = load_recipe(root / "recipes" / "california.toml")
+    r = override(
+        r,
+        "train",
+        device=args.device,
+        bf16=args.bf16,
+        compile=args.compile,
+        batch_size=args.batch or None,
+    )
+    return prepare(r)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _peak_memory_gb(device: torch.device) -> dict:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB → GiB
+    out = {"peak_rss_gb": round(rss, 3)}
+    if device.type == "cuda":
+        out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 1024**3, 3)
+    return out
+
+
+def train_speed(prep: Prepared, device: torch.device, steps: int, warmup: int):
+    """Rows per second of the full training step (batch building included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _Run(prep, Path(tmp), device)
+        bs = run.t.batch_size
+        need = bs * (steps + warmup)
+        reps = -(-need // run.train_rows.numel())
+        run.train_rows = run.train_rows.repeat(reps)[:need]  # one "epoch" = warmup + steps
+        rows_w = run.train_rows[: bs * warmup]
+        timed = run.train_rows[bs * warmup :]
+        run.train_rows = rows_w
+        run.train_epoch()  # warm-up (and compilation)
+        _sync(device)
+        run.train_rows = timed
+        t0 = time.perf_counter()
+        run.train_epoch()
+        _sync(device)
+        return timed.numel() / (time.perf_counter() - t0), run.model().to(device)
+
+
+def sample_speed(model, prep: Prepared, device, rows: int, draws: int, steps, bf16: bool):
+    """Draws per second for ``rows`` rows × ``draws`` draws of one requested column."""
+    given = {
+        c: prep.pre.decode(prep.z[:rows, j].astype(np.float64), j)
+        for j, c in enumerate(model.columns[:-1])
+    }
+    request = model.requestable[-1]
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with ctx:
+        model.sample({k: v[:2] for k, v in given.items()}, request, 8, seed=0, steps=steps)
+        _sync(device)
+        t0 = time.perf_counter()
+        model.sample(given, request, draws, seed=0, steps=steps)
+        _sync(device)
+    return rows * draws / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=["california", *CONFIGS], default="california")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=50, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=0, help="override the batch size")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--sample-rows", type=int, default=64)
+    p.add_argument("--sample-draws", type=int, default=1000)
+    p.add_argument("--fast-steps", type=int, default=20, help="DDIM steps for the fast sampler")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.config == "california":
+        prep = _california_prepared(args)
+    else:
+        prep = _synthetic_prepared(CONFIGS[args.config], 20_000, args)
+    rows_s, model = train_speed(prep, device, args.steps, args.warmup)
+    ancestral = sample_speed(
+        model, prep, device, args.sample_rows, args.sample_draws, None, args.bf16
+    )
+    fast = sample_speed(
+        model, prep, device, args.sample_rows, args.sample_draws, args.fast_steps, args.bf16
+    )
+    record = {
+        "benchmark": "speed",
+        "config": args.config,
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "n_parameters": model.n_parameters(),
+        "batch_size": prep.recipe.train.batch_size,
+        "bf16": args.bf16,
+        "compile": args.compile,
+        "train_rows_per_s": round(rows_s, 1),
+        "sample_draws_per_s_ancestral": round(ancestral, 1),
+        f"sample_draws_per_s_ddim{args.fast_steps}": round(fast, 1),
+        **_peak_memory_gb(device),
+    }
+    json.dump(record, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""E(B-V) from the Combined19 3-D dust map with Monte-Carlo distances, and the parallax zero point.
+
+``mwdust`` reads ``$DUST_DIR`` once, when it is first imported (default ``~/.mwdust``; the import
+creates that folder, so its parent must exist), and downloads ``combined19/combine19.h5`` there
+the first time ``mwdust.Combined19()`` is built. Passing ``dust_dir=`` here sets ``$DUST_DIR``
+before the import; if mwdust was already imported with another folder, the folder is switched in
+mwdust's Combined19 module as well, so the map is read from ``dust_dir`` either way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "LOG_EBV_FLOOR",
+    "ebv_combined19",
+    "load_combined19",
+    "zero_point_parallax",
+]
+
+LOG_EBV_FLOOR = -7.0
+"""ln E(B-V) given to draws with E(B-V) <= 0."""
+_EBV_MAX = 10.0
+_FAR_KPC = 99.0
+_MAD_TO_SIGMA = 1.4826
+_MAPS: dict[str, object] = {}
+
+
+def _point_mwdust_at(dust_dir: str | os.PathLike | None) -> str:
+    """Make mwdust use ``dust_dir`` (or ``$DUST_DIR``/default) and return the folder in use."""
+    if dust_dir is not None:
+        folder = str(Path(dust_dir).expanduser().resolve())
+        os.environ["DUST_DIR"] = folder
+    else:
+        folder = os.environ.get("DUST_DIR", os.path.expanduser(os.path.join("~", ".mwdust")))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    import mwdust.Combined19  # noqa: F401 - reads $DUST_DIR on first import
+
+    module = sys.modules["mwdust.Combined19"]
+    if os.path.abspath(module.dust_dir) != os.path.abspath(folder):
+        module.dust_dir = folder
+        module._combineddir = os.path.join(folder, "combined19")
+    return folder
+
+
+def load_combined19(dust_dir: str | os.PathLike | None = None, *, allow_download: bool = True):
+    """Build (once per folder) the ``mwdust.Combined19`` map, returning E(B-V).
+
+    Parameters
+    ----------
+    dust_dir : path-like, optional
+        Folder holding ``combined19/combine19.h5`` (mwdust's ``$DUST_DIR``).
+    allow_download : bool, optional
+        If False, fail instead of letting mwdust download the map (~GB) when it is missing.
+
+    Returns
+    -------
+    mwdust.Combined19
+        The map object (cached).
+    """
+    folder = _point_mwdust_at(dust_dir)
+    path = Path(folder) / "combined19" / "combine19.h5"
+    if not allow_download and not path.exists():
+        raise FileNotFoundError(f"{path} not found and allow_download=False")
+    if folder not in _MAPS:
+        import mwdust
+
+        _MAPS[folder] = mwdust.Combined19(filter=None)
+    return _MAPS[folder]
+
+
+def _evaluate(dust_map, glon: np.ndarray, glat: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """E(B-V) at each star's (l, b) and each of its distances ``dist`` (n_stars, n_draws).
+
+    Groups the draws by map pixel and evaluates each pixel's spline once, exactly as
+    ``mwdust.HierarchicalHealpixMap._evaluate`` does element by element; falls back to the
+    public call if mwdust's internals differ.
+    """
+    needed = ("_lbIndx", "_intps", "_best_fit", "_distmods", "_interpk", "_filter")
+    if not all(hasattr(dust_map, name) for name in needed) or dust_map._filter is not None:
+        flat = dust_map(
+            np.repeat(glon, dist.shape[1]), np.repeat(glat, dist.shape[1]), dist.ravel()
+        )
+        return np.asarray(flat, dtype=float).reshape(dist.shape)
+    from scipy.interpolate import InterpolatedUnivariateSpline
+
+    pixel = dust_map._lbIndx(glon, glat)
+    distmod = 5.0 * np.log10(dist) + 10.0
+    out = np.full(dist.shape, np.nan)
+    order = np.argsort(pixel, kind="stable")
+    values, starts = np.unique(pixel[order], return_index=True)
+    for value, rows in zip(values, np.split(order, starts[1:]), strict=True):
+        if value < 0:
+            continue
+        spline = dust_map._intps[value]
+        if isinstance(spline, int | float) and spline == 0:
+            spline = InterpolatedUnivariateSpline(
+                dust_map._distmods, dust_map._best_fit[value], k=dust_map._interpk
+            )
+            dust_map._intps[value] = spline
+        out[rows] = spline(distmod[rows].ravel()).reshape(len(rows), -1)
+    return out
+
+
+def _summaries(log_ebv: np.ndarray, propagate_nan: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Median and 1.4826 * MAD of each row (NaN draws skipped unless ``propagate_nan``)."""
+    median, mad = (np.median, np.median) if propagate_nan else (np.nanmedian, np.nanmedian)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
+            centre = median(log_ebv, axis=1)
+            spread = _MAD_TO_SIGMA * mad(np.abs(log_ebv - centre[:, None]), axis=1)
+    return centre, spread
+
+
+def ebv_combined19(
+    glon,
+    glat,
+    parallax,
+    parallax_error,
+    *,
+    n_draws: int = 1000,
+    seed: int = 0,
+    dust_dir: str | os.PathLike | None = None,
+    chunk: int = 4096,
+    good_astrometry=None,
+    propagate_nan: bool = False,
+    dust_map=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ln E(B-V) from Combined19 with Monte-Carlo distances, and its robust scatter.
+
+    For each star, ``n_draws`` parallaxes are drawn from N(parallax, parallax_error) [mas] and
+    turned into distances 1/parallax [kpc]; draws with parallax <= 0 are put at 99 kpc. The map
+    is evaluated at (glon, glat, distance); E(B-V) > 10 becomes NaN and E(B-V) <= 0 becomes
+    e^-7. The result is the median of ln E(B-V) over the draws and 1.4826 times their median
+    absolute deviation.
+
+    Parameters
+    ----------
+    glon, glat : array-like
+        Galactic longitude and latitude [deg].
+    parallax, parallax_error : array-like
+        Zero-point-corrected parallax and its error [mas] (see :func:`zero_point_parallax`);
+        NaN where the astrometry is not to be used.
+    n_draws : int, optional
+        Draws per star.
+    seed : int, optional
+        Seed of the draws; a star's result depends only on its own inputs, its row position,
+        ``n_draws`` and ``seed`` (not on ``chunk`` or on the other rows' values).
+    dust_dir : path-like, optional
+        mwdust's data folder (see the module notes); default ``$DUST_DIR`` or ``~/.mwdust``.
+    chunk : int, optional
+        Stars per step; memory is about ``chunk * n_draws * 40`` bytes.
+    good_astrometry : array-like of bool, optional
+        Stars whose parallax may be used (default: all with finite parallax and error).
+    propagate_nan : bool, optional
+        If True, a star with any NaN draw (E(B-V) > 10 or off the map) gets NaN; by default
+        those draws are skipped and only a star with no valid draw gets NaN.
+    dust_map : object, optional
+        A ready map (``mwdust.Combined19`` or compatible); overrides ``dust_dir``.
+
+    Returns
+    -------
+    logebv, logebv_err : numpy.ndarray
+        Median and 1.4826 * MAD of ln E(B-V); NaN for NaN inputs or bad astrometry.
+    """
+    glon, glat, plx, plx_err = (
+        np.atleast_1d(np.asarray(v, dtype=float)) for v in (glon, glat, parallax, parallax_error)
+    )
+    n = glon.size
+    if not (glat.size == plx.size == plx_err.size == n):
+        raise ValueError("glon, glat, parallax and parallax_error must have the same length")
+    if n_draws < 1 or chunk < 1:
+        raise ValueError("n_draws and chunk must be >= 1")
+    good = np.isfinite(glon) & np.isfinite(glat) & np.isfinite(plx) & np.isfinite(plx_err)
+    good &= plx_err >= 0
+    if good_astrometry is not None:
+        good &= np.asarray(good_astrometry, dtype=bool)
+    dust_map = dust_map if dust_map is not None else load_combined19(dust_dir)
+    rng = np.random.default_rng(seed)
+    logebv, logebv_err = np.full(n, np.nan), np.full(n, np.nan)
+    for start in range(0, n, chunk):
+        # Draws are made for every row (used or not), so a star's draws depend only on its
+        # position in the input and the seed, not on chunking or on which other rows are good.
+        z = rng.standard_normal((min(chunk, n - start), n_draws))
+        keep = np.flatnonzero(good[start : start + chunk])
+        if keep.size == 0:
+            continue
+        rows = start + keep
+        draws = plx[rows, None] + plx_err[rows, None] * z[keep]
+        with np.errstate(divide="ignore"):
+            dist = np.where(draws > 0, 1.0 / draws, _FAR_KPC)
+        ebv = _evaluate(dust_map, glon[rows], glat[rows], dist)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_ebv = np.where(ebv > _EBV_MAX, np.nan, np.log(np.where(ebv > 0, ebv, 1.0)))
+            log_ebv = np.where(ebv <= 0, LOG_EBV_FLOOR, log_ebv)
+        logebv[rows], logebv_err[rows] = _summaries(log_ebv, propagate_nan)
+    return logebv, logebv_err
+
+
+def zero_point_parallax(
+    parallax,
+    phot_g_mean_mag,
+    nu_eff_used_in_astrometry,
+    pseudocolour,
+    ecl_lat,
+    astrometric_params_solved,
+    *,
+    lb24_offset: bool = True,
+) -> np.ndarray:
+    """Parallax corrected by the Lindegren et al. (2021) zero point (``gaiadr3-zeropoint``).
+
+    Only 5- and 6-parameter solutions (``astrometric_params_solved`` 31 or 95) are corrected;
+    others, and sources where the zero point is undefined, become NaN.
+
+    Parameters
+    ----------
+    parallax : array-like
+        Catalogue parallax [mas].
+    phot_g_mean_mag, nu_eff_used_in_astrometry, pseudocolour, ecl_lat, astrometric_params_solved
+        The ``gaia_source`` columns the zero point depends on.
+    lb24_offset : bool, optional
+        Also add LB24's ``0.005 * clip(G - 13, 0, 4)`` mas.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``parallax - zero_point (+ LB24 offset)`` [mas].
+    """
+    from zero_point import zpt
+
+    zpt.load_tables()
+    plx = np.asarray(parallax, dtype=float)
+    g = np.asarray(phot_g_mean_mag, dtype=float)
+    solved = np.asarray(astrometric_params_solved)
+    nu_eff = np.asarray(nu_eff_used_in_astrometry, dtype=float)
+    colour = np.asarray(pseudocolour, dtype=float)
+    lat = np.asarray(ecl_lat, dtype=float)
+    out = np.full(plx.shape, np.nan)
+    use = ((solved == 31) & np.isfinite(nu_eff)) | ((solved == 95) & np.isfinite(colour))
+    use &= np.isfinite(plx) & np.isfinite(g) & np.isfinite(lat)
+    if use.any():
+        # The unused colour of each solution type is NaN in gaia_source; give it a dummy value.
+        zero = zpt.get_zpt(
+            g[use],
+            np.where(solved[use] == 31, nu_eff[use], 1.5),
+            np.where(solved[use] == 95, colour[use], 1.5),
+            lat[use],
+            solved[use].astype(int),
+            _warnings=False,
+        )
+        out[use] = plx[use] - zero
+    if lb24_offset:
+        out = out + 0.005 * np.clip(g - 13.0, 0.0, 4.0)
+    return out

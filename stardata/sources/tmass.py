@@ -1,0 +1,233 @@
+"""2MASS J, H, Ks through Gaia DR3's 2MASS best-neighbour table, compared with APOGEE's own.
+
+Gaia DR3 links each source to its best 2MASS neighbour in ``gaiadr3.tmass_psc_xsc_best_neighbour``
+(``source_id``, ``original_ext_source_id`` = the 2MASS designation); the photometry is in
+``gaiadr1.tmass_original_valid`` (``designation``, ``j_m``, ``j_msigcom``, ..., ``ph_qual``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from stardata.sources.gaia import (
+    GAIA_TAP_URL,
+    cached_chunks,
+    clean_source_ids,
+    merge_chunks,
+    upload_query,
+)
+
+__all__ = ["APOGEE_BAD_MAG", "TMASS_COLUMNS", "combine_tmass", "compare_jhk", "query_tmass"]
+
+log = logging.getLogger(__name__)
+
+TMASS_COLUMNS: tuple[str, ...] = (
+    "source_id",
+    "tmass_designation",
+    "j_m",
+    "j_msigcom",
+    "h_m",
+    "h_msigcom",
+    "ks_m",
+    "ks_msigcom",
+    "ph_qual",
+)
+"""Columns returned by :func:`query_tmass`."""
+
+APOGEE_BAD_MAG = 99.0
+"""APOGEE writes 99.999 (anything >= 99) for a missing 2MASS magnitude."""
+
+#: (output band, APOGEE magnitude, APOGEE error, 2MASS magnitude, 2MASS error)
+_BANDS = (
+    ("j", "J", "J_ERR", "j_m", "j_msigcom"),
+    ("h", "H", "H_ERR", "h_m", "h_msigcom"),
+    ("k", "K", "K_ERR", "ks_m", "ks_msigcom"),
+)
+
+
+def _tmass_query() -> str:
+    photometry = ", ".join(f"t.{c}" for c in TMASS_COLUMNS[2:])
+    return (
+        f"SELECT u.source_id AS source_id, t.designation AS tmass_designation, {photometry} "
+        "FROM tap_upload.ids AS u "
+        "JOIN gaiadr3.tmass_psc_xsc_best_neighbour AS x ON x.source_id = u.source_id "
+        "JOIN gaiadr1.tmass_original_valid AS t ON t.designation = x.original_ext_source_id"
+    )
+
+
+def query_tmass(
+    source_ids: Sequence[int] | np.ndarray,
+    cache_dir: str | os.PathLike,
+    *,
+    tap_url: str = GAIA_TAP_URL,
+    chunk_size: int = 50_000,
+    progress: bool = True,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 600,
+) -> pl.DataFrame:
+    """2MASS photometry of the best 2MASS neighbour of each Gaia DR3 source.
+
+    Parameters
+    ----------
+    source_ids : array-like of int
+        Gaia DR3 source ids (duplicates, 0 and negatives dropped).
+    cache_dir : path-like
+        Folder for the per-chunk Parquet cache.
+    tap_url : str, optional
+        TAP service.
+    chunk_size : int, optional
+        Ids uploaded per job.
+    progress, retries, backoff, timeout : optional
+        As for :func:`stardata.sources.gaia.query_gaia_source`.
+
+    Returns
+    -------
+    polars.DataFrame
+        :data:`TMASS_COLUMNS`, one row per source with a 2MASS neighbour, sorted by
+        ``source_id``.
+    """
+    ids = clean_source_ids(source_ids)
+    query = _tmass_query()
+    frames = list(
+        cached_chunks(
+            ids,
+            cache_dir,
+            prefix="tmass",
+            chunk_size=chunk_size,
+            salt=query,
+            fetch=lambda chunk: upload_query(chunk, query, tap_url, timeout=timeout),
+            progress=progress,
+            retries=retries,
+            backoff=backoff,
+        )
+    )
+    frame = merge_chunks(frames, ids, "drop", "tmass")
+    if frame.height == 0:
+        return pl.DataFrame(schema={c: pl.Float64 for c in TMASS_COLUMNS}).with_columns(
+            pl.col("source_id").cast(pl.Int64),
+            pl.col("tmass_designation").cast(pl.String),
+            pl.col("ph_qual").cast(pl.String),
+        )
+    return frame
+
+
+def _apogee_frame(apogee: Mapping | pl.DataFrame) -> pl.DataFrame:
+    frame = apogee if isinstance(apogee, pl.DataFrame) else pl.DataFrame(dict(apogee))
+    if "source_id" not in frame.columns:
+        if "GAIAEDR3_SOURCE_ID" not in frame.columns:
+            raise KeyError("apogee table needs GAIAEDR3_SOURCE_ID (or source_id)")
+        frame = frame.with_columns(pl.col("GAIAEDR3_SOURCE_ID").alias("source_id"))
+    missing = [c for band in _BANDS for c in band[1:3] if c not in frame.columns]
+    if missing:
+        raise KeyError(f"apogee table lacks column(s): {', '.join(missing)}")
+    return frame
+
+
+def _clean(values: pl.Series, *, sentinel: bool) -> np.ndarray:
+    out = values.cast(pl.Float64).fill_null(np.nan).to_numpy().copy()
+    if sentinel:
+        out[out >= APOGEE_BAD_MAG] = np.nan
+    return out
+
+
+def _joined(apogee: Mapping | pl.DataFrame, tmass: pl.DataFrame) -> pl.DataFrame:
+    frame = (
+        _apogee_frame(apogee)
+        .select("source_id", *[c for band in _BANDS for c in band[1:3]])
+        .with_row_index("_row")
+    )
+    if tmass["source_id"].is_duplicated().any():
+        raise ValueError("tmass table has duplicate source_id rows")
+    keep = [c for c in TMASS_COLUMNS if c in tmass.columns]
+    right = tmass.select(keep).with_columns(pl.col("source_id").cast(frame["source_id"].dtype))
+    return frame.join(right, on="source_id", how="left").sort("_row")
+
+
+def compare_jhk(apogee: Mapping | pl.DataFrame, tmass: pl.DataFrame) -> dict[str, dict]:
+    """Compare APOGEE's J/H/K with the Gaia-linked 2MASS magnitudes, band by band.
+
+    Returns
+    -------
+    dict
+        For each of ``j``, ``h``, ``k``: ``n_both``, ``n_apogee_only``, ``n_tmass_only``,
+        ``median_diff`` (APOGEE minus 2MASS, mag) and ``max_abs_diff``.
+    """
+    return _compare(_joined(apogee, tmass))
+
+
+def _compare(joined: pl.DataFrame) -> dict[str, dict]:
+    report = {}
+    for band, a_mag, _, t_mag, _ in _BANDS:
+        a = _clean(joined[a_mag], sentinel=True)
+        t = _clean(joined[t_mag], sentinel=False) if t_mag in joined.columns else a * np.nan
+        both = np.isfinite(a) & np.isfinite(t)
+        diff = a[both] - t[both]
+        report[band] = {
+            "n_both": int(both.sum()),
+            "n_apogee_only": int((np.isfinite(a) & ~np.isfinite(t)).sum()),
+            "n_tmass_only": int((~np.isfinite(a) & np.isfinite(t)).sum()),
+            "median_diff": float(np.median(diff)) if diff.size else float("nan"),
+            "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else float("nan"),
+        }
+    return report
+
+
+def combine_tmass(
+    apogee: Mapping | pl.DataFrame,
+    tmass: pl.DataFrame,
+    *,
+    prefer: str = "apogee",
+    report: dict | None = None,
+) -> pl.DataFrame:
+    """J, H, K per APOGEE row from the preferred source, falling back to the other.
+
+    Parameters
+    ----------
+    apogee : dict or polars.DataFrame
+        allStar columns ``GAIAEDR3_SOURCE_ID`` (or ``source_id``), ``J``, ``J_ERR``, ``H``,
+        ``H_ERR``, ``K``, ``K_ERR``; magnitudes >= 99 (APOGEE's 99.999) are missing.
+    tmass : polars.DataFrame
+        :func:`query_tmass` output.
+    prefer : {"apogee", "tmass"}, optional
+        Which source to use where both have a band (LB24 used APOGEE's).
+    report : dict, optional
+        Filled with the :func:`compare_jhk` comparison (also logged).
+
+    Returns
+    -------
+    polars.DataFrame
+        In APOGEE row order: ``source_id``, ``tmass_designation``, ``ph_qual``, ``j``,
+        ``j_err``, ``h``, ``h_err``, ``k``, ``k_err`` (NaN when neither source has the band)
+        and ``j_src``, ``h_src``, ``k_src`` (``"apogee"``, ``"tmass"`` or ``""``).
+    """
+    if prefer not in ("apogee", "tmass"):
+        raise ValueError(f"prefer must be 'apogee' or 'tmass', not {prefer!r}")
+    joined = _joined(apogee, tmass)
+    comparison = _compare(joined)
+    if report is not None:
+        report.update(comparison)
+    log.info("APOGEE vs 2MASS J/H/K: %s", comparison)
+    out = {"source_id": joined["source_id"]}
+    for name in ("tmass_designation", "ph_qual"):
+        out[name] = (
+            joined[name]
+            if name in joined.columns
+            else pl.Series(name, [None] * len(joined), dtype=pl.String)
+        )
+    for band, a_mag, a_err, t_mag, t_err in _BANDS:
+        a, ae = _clean(joined[a_mag], sentinel=True), _clean(joined[a_err], sentinel=True)
+        t, te = (_clean(joined[c], sentinel=False) for c in (t_mag, t_err))
+        ae = np.where(np.isfinite(a), ae, np.nan)
+        first, second = ((a, ae, "apogee"), (t, te, "tmass"))[:: 1 if prefer == "apogee" else -1]
+        use_first = np.isfinite(first[0])
+        use_second = ~use_first & np.isfinite(second[0])
+        out[band] = np.where(use_first, first[0], np.where(use_second, second[0], np.nan))
+        out[f"{band}_err"] = np.where(use_first, first[1], np.where(use_second, second[1], np.nan))
+        out[f"{band}_src"] = np.where(use_first, first[2], np.where(use_second, second[2], ""))
+    return pl.DataFrame(out)

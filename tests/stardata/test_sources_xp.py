@@ -1,0 +1,159 @@
+"""XP continuous spectra: parsers on real DR3 archive products; DataLink via the emulator."""
+
+from __future__ import annotations
+
+import io
+import urllib.parse
+
+import numpy as np
+import polars as pl
+import pytest
+
+from stardata.mirror import real_xp_product, synthetic_xp
+from stardata.sources.gaia import fetch_xp_continuous, parse_xp_continuous, parse_xp_csv
+from stardata.sources.http import RemoteError
+
+REAL_ID = 5937083312263887616
+FORMATS = ["csv", "ecsv", "fits", "vot"]
+
+
+@pytest.fixture(scope="module")
+def parsed():
+    out = {}
+    for fmt in FORMATS:
+        name, data = real_xp_product(fmt)
+        out[fmt] = parse_xp_continuous(io.BytesIO(data), name, correlations=True)
+    return out
+
+
+def test_real_products_parse_identically_in_every_format(parsed):
+    fits = parsed["fits"]
+    assert fits["source_id"].to_list() == [REAL_ID]
+    assert fits.schema["bp_coefficients"] == pl.Array(pl.Float64, 55)
+    assert fits.schema["rp_coefficient_correlations"] == pl.Array(pl.Float64, 1485)
+    assert fits["bp_n_relevant_bases"].to_list() == [22]
+    assert fits["rp_n_relevant_bases"].to_list() == [12]
+    bp = np.asarray(fits["bp_coefficients"][0])
+    assert bp[0] == pytest.approx(3325.743093963916, rel=1e-15)
+    assert np.isfinite(bp).all() and np.isfinite(np.asarray(fits["rp_coefficient_errors"][0])).all()
+    for fmt in ("csv", "ecsv", "vot"):
+        other = parsed[fmt]
+        assert other.columns == fits.columns
+        for column in fits.columns:
+            a = np.asarray(other[column].to_list(), dtype=float)
+            b = np.asarray(fits[column].to_list(), dtype=float)
+            np.testing.assert_allclose(a, b, rtol=2e-7, err_msg=f"{fmt} {column}")
+
+
+@pytest.mark.filterwarnings("ignore:The 'mode.chained_assignment' option is deprecated")
+def test_parsed_coefficients_reproduce_the_archive_sampled_spectrum(parsed):
+    """gaiaxpy on *our* parsed table reproduces the archive's own XP_SAMPLED flux."""
+    from astropy.table import Table
+    from gaiaxpy import calibrate
+
+    name, data = real_xp_product("ecsv", "XP_SAMPLED")
+    sampled = Table.read(data.decode(), format="ascii.ecsv")
+    frame = parsed["fits"].to_pandas()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(np.asarray)
+    spectra, sampling = calibrate(frame, save_file=False)
+    np.testing.assert_allclose(sampling, np.asarray(sampled["wavelength"]))
+    flux = np.asarray(spectra["flux"].iloc[0])
+    np.testing.assert_allclose(flux, np.asarray(sampled["flux"]), rtol=5e-4)
+
+
+def test_unparseable_product_is_named():
+    with pytest.raises(ValueError, match="broken.fits: cannot parse XP_CONTINUOUS"):
+        parse_xp_continuous(io.BytesIO(b"not a fits file"), "broken.fits")
+
+
+@pytest.fixture
+def xp_archive(mirror):
+    ids = np.random.default_rng(5).integers(10**15, 6 * 10**18, 30, dtype=np.int64)
+    mirror.xp = synthetic_xp(ids[:24], seed=1)
+    return mirror, ids
+
+
+@pytest.mark.parametrize("data_format", ["fits", "votable", "ecsv", "csv"])
+def test_fetch_through_datalink_in_each_format(xp_archive, tmp_path, data_format):
+    mirror, ids = xp_archive
+    got = fetch_xp_continuous(
+        ids,
+        tmp_path,
+        datalink_url=mirror.datalink_url,
+        chunk_size=10,
+        data_format=data_format,
+        progress=False,
+    )
+    truth = mirror.xp.sort("source_id")
+    assert got["source_id"].to_list() == truth["source_id"].to_list()  # ids without XP absent
+    for column in got.columns:
+        np.testing.assert_allclose(
+            np.asarray(got[column].to_list(), dtype=float),
+            np.asarray(truth[column].to_list(), dtype=float),
+            rtol=1e-6,
+            err_msg=column,
+        )
+    posts = [r for r in mirror.requests if r["method"] == "POST"]
+    assert len(posts) == 3
+    fields = dict(urllib.parse.parse_qsl(posts[0]["body"].decode()))
+    assert fields["RETRIEVAL_TYPE"] == "XP_CONTINUOUS" and fields["FORMAT"] == data_format
+    assert fields["DATA_STRUCTURE"] == "INDIVIDUAL" and fields["RELEASE"] == "Gaia DR3"
+    assert len(fields["ID"].split(",")) == 10
+    again = fetch_xp_continuous(
+        ids,
+        tmp_path,
+        datalink_url=mirror.datalink_url,
+        chunk_size=10,
+        data_format=data_format,
+        progress=False,
+    )
+    assert again.equals(got) and len(mirror.requests) == 3  # served from the chunk cache
+
+
+def test_truncated_zip_is_refetched_and_errors_name_the_chunk(xp_archive, tmp_path):
+    mirror, ids = xp_archive
+    mirror.inject("/data-server/data", "truncate", keep=0.5)
+    got = fetch_xp_continuous(ids, tmp_path / "a", datalink_url=mirror.datalink_url, progress=False)
+    assert got.height == 24 and mirror.count("/data-server/data") == 2
+    mirror.inject("/data-server/data", status=502, times=10)
+    with pytest.raises(RemoteError, match=r"xp_continuous chunk 0 \(30 ids, .*\) failed after 3"):
+        fetch_xp_continuous(
+            ids, tmp_path / "b", datalink_url=mirror.datalink_url, retries=2, progress=False
+        )
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_datalink_limit(xp_archive, tmp_path):
+    mirror, ids = xp_archive
+    with pytest.raises(ValueError, match="5000"):
+        fetch_xp_continuous(ids, tmp_path, datalink_url=mirror.datalink_url, chunk_size=5001)
+    mirror.max_datalink_ids = 5
+    with pytest.raises(RemoteError, match="HTTP Error 400 .*Too many ids: 10 > 5"):
+        fetch_xp_continuous(
+            ids, tmp_path, datalink_url=mirror.datalink_url, chunk_size=10, progress=False
+        )
+
+
+@pytest.mark.parametrize("correlations", [False, True])
+def test_fast_csv_reader_equals_the_astropy_reader_on_the_real_product(correlations):
+    name, data = real_xp_product("csv")
+    slow = parse_xp_continuous(io.BytesIO(data), name, correlations=correlations)
+    fast = parse_xp_csv([(name, data), (name, data)], correlations=correlations)
+    assert fast.schema == slow.schema
+    assert fast.slice(1, 1).equals(slow) and fast.slice(0, 1).equals(slow)
+
+
+def test_a_missing_band_becomes_nan(mirror, tmp_path):
+    xp = synthetic_xp([11, 12], seed=2)
+    mirror.xp = xp.with_columns(
+        pl.when(pl.col("source_id") == 12)
+        .then(None)
+        .otherwise(pl.col("rp_coefficients"))
+        .alias("rp_coefficients")
+    )
+    got = fetch_xp_continuous([11, 12], tmp_path, datalink_url=mirror.datalink_url, progress=False)
+    rp = np.asarray(got["rp_coefficients"].to_list())
+    assert np.isfinite(rp[0]).all() and np.isnan(rp[1]).all()
+    assert np.isfinite(np.asarray(got["bp_coefficients"].to_list())).all()
