@@ -22,6 +22,7 @@ import torch
 from stardata.tokens import Vocabulary
 from stardiff import persist
 from stardiff.data import Batch, BatchBuilder, read_table, split_rows
+from stardiff.distributed import World, init_world, rank_slice
 from stardiff.infer import DensityModel
 from stardiff.model import DensityNetwork, NetworkConfig
 from stardiff.recipe import Recipe, load_recipe, override
@@ -106,12 +107,20 @@ def _noise_and_steps(batch: Batch, n_steps: int, gen: torch.Generator):
 class _Run:
     """State of one training run (kept small: the loop itself is in :func:`fit`)."""
 
-    def __init__(self, prep: Prepared, out: Path, device: torch.device):
+    def __init__(self, prep: Prepared, out: Path, device: torch.device, world: World | None = None):
         r = prep.recipe
         self.prep, self.out, self.device, self.t = prep, out, device, r.train
+        self.world = world = world or World()
         torch.manual_seed(r.train.seed)  # dropout and initialization
         self.net = _network(r, len(prep.pre.vocab)).to(device)
-        self.loss_fn = torch.compile(self.net) if r.train.compile else self.net
+        self.loss_fn = self.net
+        if world.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.loss_fn = DistributedDataParallel(self.net, device_ids=ids)
+        if r.train.compile:
+            self.loss_fn = torch.compile(self.loss_fn)
         self.opt = torch.optim.AdamW(
             self.net.parameters(),
             lr=r.train.lr,
@@ -151,22 +160,33 @@ class _Run:
         self.net.train()
         n = self.train_rows.numel()
         perm = self.train_rows[torch.randperm(n, generator=self.gen, device=self.device)]
-        n_batches = math.ceil(n / self.t.batch_size)
+        step = self.t.batch_size * self.world.size  # the global batch
+        n_batches = math.ceil(n / step)
         total = torch.zeros((), device=self.device)  # summed on device: no sync per step
         for i in range(n_batches):
-            rows = perm[i * self.t.batch_size : (i + 1) * self.t.batch_size]
+            rows = perm[i * step : (i + 1) * step]
             batch = self.builder(rows, self.gen)
             t, noise = _noise_and_steps(batch, self.net.config.steps, self.gen)
+            mine = rank_slice(rows.numel(), self.world)
             with self.autocast():
                 loss = self.loss_fn(
-                    batch.tokens, batch.values, batch.request, batch.target, t, noise
+                    batch.tokens[mine],
+                    batch.values[mine],
+                    batch.request[mine],
+                    batch.target[mine],
+                    t[mine],
+                    noise[mine],
                 )
+            # DDP averages gradients over ranks; weight each rank's mean by its share of rows
+            share = (mine.stop - mine.start) * self.world.size / rows.numel()
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.t.grad_clip)
             self.opt.step()
             self.sched.step(self.epoch + (i + 1) / n_batches)
-            total += loss.detach() * rows.numel()
+            total += loss.detach() * (mine.stop - mine.start)
+        if self.world.active:
+            torch.distributed.all_reduce(total)
         mean = total.item() / n
         if not math.isfinite(mean):
             raise FloatingPointError(
@@ -219,6 +239,9 @@ class _Run:
         return rng
 
     def checkpoint(self) -> None:
+        if not self.world.main:
+            self.world.barrier()
+            return
         self.model().save(self.out)
         persist.save_training_state(
             self.out,
@@ -232,6 +255,7 @@ class _Run:
             },
         )
         _write_metrics(self.out / METRICS, self.history)
+        self.world.barrier()
 
     def restore(self) -> None:
         model, optim, rng, info = persist.load_training_state(self.out)
@@ -316,10 +340,14 @@ def fit(
     dev = _device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    world, dev = init_world(dev)
+    progress = progress and world.main
     prep = prepare(recipe)
     out_dir = recipe.out_dir()
-    _prepare_out(out_dir, resume, overwrite)
-    run = _Run(prep, out_dir, dev)
+    if world.main:
+        _prepare_out(out_dir, resume, overwrite)
+    world.barrier()
+    run = _Run(prep, out_dir, dev, world)
     if resume:
         run.restore()
     if progress:
@@ -329,11 +357,15 @@ def fit(
         )
     _loop(run, recipe.train.epochs, progress)
     model = run.model()
+    if not world.main:
+        world.barrier()  # rank 0 is writing the model and figures
+        return model
     model.save(out_dir)
     if figures and run.epoch == recipe.train.epochs:
         from stardiff.figures import training_figures
 
         training_figures(model, prep, out_dir)
+    world.barrier()
     return model
 
 

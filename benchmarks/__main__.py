@@ -1,0 +1,154 @@
+"""``python -m benchmarks``: speed and quality of stardiff in one JSON record.
+
+Runs, on whatever machine it is started on (about 10-15 minutes on 2 CPU cores):
+
+1. training rows/s and sampling draws/s at the California configuration (the bundled
+   recipe) and at the paper's configuration on ``synthetic_stars`` with 118 columns;
+2. the fixed California quality protocol (``benchmarks.california_protocol``) for a model
+   trained with the California recipe for a fixed budget of ``--epochs`` epochs, with the
+   full ancestral sampler and with the few-step DDIM sampler, next to the two baselines.
+
+The record's keys are stable so results compare across commits; store quoted results
+under ``benchmarks/results/`` with the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from benchmarks import california_protocol as cp
+from benchmarks import speed
+
+
+def model_sampler(model, steps: int | None = None, seed: int = 0):
+    """Adapt a DensityModel to the protocol's ``sampler(given, col, n, rng)`` interface."""
+
+    def sampler(given: np.ndarray, col: int, n: int, rng) -> np.ndarray:
+        cols = {c: given[:, j] for j, c in enumerate(cp.COLUMNS) if not np.isnan(given[:, j]).all()}
+        if not cols:
+            draws = model.sample({}, cp.COLUMNS[col], n * given.shape[0], seed=seed, steps=steps)
+            return draws.reshape(given.shape[0], n)
+        return model.sample(cols, cp.COLUMNS[col], n, seed=seed, steps=steps)
+
+    return sampler
+
+
+def _speed(argv: list[str]) -> dict:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        speed.main(argv)
+    return json.loads(buf.getvalue())
+
+
+def _quality(epochs: int, fast_steps: int) -> dict:
+    from pathlib import Path
+
+    from stardiff import fit
+    from stardiff.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "california.toml")
+    table = cp.load_table()
+    train = table[cp.split_indices(table.shape[0])[0]]
+    out: dict = {"quality_epochs": epochs}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        model = fit(recipe, out=tmp, epochs=epochs, progress=False, figures=False)
+        out["quality_train_seconds"] = round(time.perf_counter() - t0, 1)
+        for name, steps in (("ancestral", None), (f"ddim{fast_steps}", fast_steps)):
+            t0 = time.perf_counter()
+            res = cp.run_protocol(model_sampler(model, steps))
+            out[f"quality_{name}_seconds"] = round(time.perf_counter() - t0, 1)
+            for k in ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein"):
+                out[f"california_{name}_{k}"] = round(res[k], 4)
+    for name, make in (("marginal", cp.empirical_marginal_sampler), ("knn", cp.knn_sampler)):
+        res = cp.run_protocol(make(train))
+        for k in ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein"):
+            out[f"baseline_{name}_{k}"] = round(res[k], 4)
+    return out
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=64, help="training budget of the quality run")
+    p.add_argument("--paper-steps", type=int, default=3, help="timed paper-size training steps")
+    p.add_argument("--fast-steps", type=int, default=20)
+    p.add_argument("--skip-quality", action="store_true")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    cal = _speed(
+        [
+            "--config",
+            "california",
+            "--steps",
+            "100",
+            "--fast-steps",
+            str(args.fast_steps),
+            "--sample-rows",
+            "256",
+            "--sample-draws",
+            "1000",
+        ]
+    )
+    paper = _speed(
+        [
+            "--config",
+            "paper",
+            "--steps",
+            str(args.paper_steps),
+            "--warmup",
+            "1",
+            "--fast-steps",
+            str(args.fast_steps),
+            "--sample-rows",
+            "16",
+            "--sample-draws",
+            "200",
+        ]
+    )
+    record = {
+        "benchmark": "stardiff",
+        "commit": _commit(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__,
+    }
+    for prefix, r in (("california", cal), ("paper", paper)):
+        for k in (
+            "n_parameters",
+            "batch_size",
+            "train_rows_per_s",
+            "sample_draws_per_s_ancestral",
+            f"sample_draws_per_s_ddim{args.fast_steps}",
+            "peak_rss_gb",
+        ):
+            record[f"{prefix}_{k}"] = r[k]
+    if not args.skip_quality:
+        record.update(_quality(args.epochs, args.fast_steps))
+    record["peak_rss_gb"] = speed._peak_memory_gb(torch.device("cpu"))["peak_rss_gb"]
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    json.dump(record, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
