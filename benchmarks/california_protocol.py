@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from stardiff.metrics import crps_samples, ks_uniform, pit, wasserstein_1d
 
@@ -77,7 +76,10 @@ TABLE_PATH = (
 
 def load_table(path: str | Path = TABLE_PATH) -> np.ndarray:
     """Read the California Housing table as a float array ``(20640, 9)`` in ``COLUMNS`` order."""
-    return pl.read_parquet(path).select(COLUMNS).to_numpy().astype(float)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=list(COLUMNS))
+    return np.column_stack([table[c].to_numpy() for c in COLUMNS]).astype(float)
 
 
 def split_indices(n_rows: int = N_ROWS) -> tuple[np.ndarray, np.ndarray]:

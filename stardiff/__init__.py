@@ -10,8 +10,18 @@ An encoder-only Transformer over (column, value) tokens with a denoising-diffusi
 
 __version__ = "0.1.0"
 
+from stardiff.evaluate import evaluate  # noqa: E402
 from stardiff.infer import DensityModel, load  # noqa: E402
 from stardiff.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 from stardiff.train import fit  # noqa: E402
 
-__all__ = ["DensityModel", "Recipe", "RecipeError", "fit", "load", "load_recipe", "__version__"]
+__all__ = [
+    "DensityModel",
+    "Recipe",
+    "RecipeError",
+    "evaluate",
+    "fit",
+    "load",
+    "load_recipe",
+    "__version__",
+]

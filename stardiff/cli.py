@@ -45,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", help="write samples to this Parquet file (default: print a summary)")
 
+    e = sub.add_parser("evaluate", help="score a model on a table: metrics.json and figures")
+    e.add_argument("model", help="model folder")
+    e.add_argument("--table", required=True, help="Parquet/CSV/tokens.h5 table to score on")
+    e.add_argument("--split", default="test", help="test, validation, train or all (default test)")
+    e.add_argument("--out", required=True, help="folder for metrics.json and the figures")
+    e.add_argument("--recipe", help="take the [evaluate] settings from this recipe instead")
+    e.add_argument("--columns", nargs="+", metavar="COL", help="score only these columns")
+    e.add_argument("--rows", type=int, help="override evaluate.rows")
+    e.add_argument("--samples", type=int, help="override evaluate.samples_per_row")
+    e.add_argument("--tasks", type=int, help="override evaluate.tasks")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+
     i = sub.add_parser("info", help="describe a model folder")
     i.add_argument("model", help="model folder")
     return p
@@ -125,6 +139,33 @@ def _cmd_sample(a) -> int:
     return 0
 
 
+def _cmd_evaluate(a) -> int:
+    from stardiff.evaluate import evaluate
+
+    res = evaluate(
+        a.model,
+        a.table,
+        out_dir=a.out,
+        split=a.split,
+        recipe=a.recipe,
+        columns=a.columns,
+        rows=a.rows,
+        samples=a.samples,
+        tasks=a.tasks,
+        seed=a.seed,
+        device=a.device,
+        figures=not a.no_figures,
+    )
+    p = res["pooled"]
+    if p.get("n"):
+        print(
+            f"{res['split']} rows: CRPS/std {p['crps_norm']:.3f}, PIT KS {p['pit_ks']:.3f}, "
+            f"coverage 68% {p['cover68']:.3f}, 95% {p['cover95']:.3f}"
+        )
+    print(f"wrote metrics.json and {len(res.get('figures', []))} figure(s) to {a.out}")
+    return 0
+
+
 def _cmd_info(a) -> int:
     from stardiff.infer import load
 
@@ -157,7 +198,12 @@ def _cmd_info(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stardiff`` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    handler = {"fit": _cmd_fit, "sample": _cmd_sample, "info": _cmd_info}[args.command]
+    handler = {
+        "fit": _cmd_fit,
+        "sample": _cmd_sample,
+        "evaluate": _cmd_evaluate,
+        "info": _cmd_info,
+    }[args.command]
     try:
         return handler(args)
     except (

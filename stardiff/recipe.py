@@ -76,10 +76,35 @@ class ConditionalPanel:
 
 
 @dataclass(frozen=True)
+class EvaluateSubset:
+    name: str = REQUIRED  # label of the panel (Fig. 4) and key in metrics.json
+    request: str = REQUIRED
+    given: list[str] = field(default_factory=list)  # names or glob patterns; empty = all others
+    include_target: bool = False  # also give the requested column's own true value
+
+
+@dataclass(frozen=True)
 class EvaluateSection:
     samples: int = 4000  # draws per unconditional density
     rows_per_panel: int = 256  # data rows drawn from each conditional bin
     conditional: list[ConditionalPanel] = field(default_factory=list)
+    rows: int = 500  # evaluation rows per column / subset (stardiff evaluate)
+    samples_per_row: int = 200  # draws per evaluation row
+    tasks: int = 1000  # random (row, request, inputs) tasks, as in the paper's Fig. 5
+    subsets: list[EvaluateSubset] = field(default_factory=list)  # Fig. 4 input subsets
+    joint: list[str] = field(default_factory=list)  # chained columns of the Fig. 6 density
+
+    def __post_init__(self) -> None:
+        for key in ("rows", "samples_per_row"):
+            if getattr(self, key) <= 0:
+                raise RecipeError(f"'evaluate.{key}' must be positive, got {getattr(self, key)}")
+        if self.tasks < 0:
+            raise RecipeError(f"'evaluate.tasks' must be >= 0, got {self.tasks}")
+        if len(self.joint) == 1 or len(set(self.joint)) != len(self.joint):
+            raise RecipeError("'evaluate.joint' must name 0 or at least 2 distinct columns")
+        names = [s.name for s in self.subsets]
+        if len(set(names)) != len(names):
+            raise RecipeError("'evaluate.subsets' names must be distinct")
 
 
 @dataclass(frozen=True)
