@@ -16,6 +16,7 @@ import torch
 
 from stardiff import persist
 from stardiff.model import DensityNetwork, NetworkConfig, ancestral, ddim
+from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
 from stardiff.transforms import Preprocessor
 
 __all__ = ["DensityModel", "load"]
@@ -170,31 +171,40 @@ class DensityModel:
         return max(1, int(self.max_memory // max(per_row, 1)))
 
     @torch.no_grad()
-    def _sample_z(self, z: np.ndarray, column: int, n: int, gen, steps, eta) -> np.ndarray:
-        """Standardized samples (R, n) of ``column`` given standardized rows ``z``."""
+    def _sample_z(self, z: np.ndarray, column: int, n: int, seed: int, steps, eta) -> np.ndarray:
+        """Standardized samples (R, n) of ``column`` given standardized rows ``z``.
+
+        Work is chunked over whole noise blocks of rows and draws so that memory stays
+        under ``max_memory`` and the samples do not depend on the chunking.
+        """
         net = self.network
         tokens, values = self._encode_inputs(z)
-        out = np.empty((z.shape[0], n), dtype=np.float64)
-        rows = self._rows_per_chunk(n, tokens.shape[1])
-        draws = n if rows > 1 else max(1, int(self.max_memory // (16 * net.config.head_width)))
-        for r0 in range(0, z.shape[0], rows):
-            sl = slice(r0, r0 + rows)
-            req = torch.full((tokens[sl].shape[0],), column + 1, device=self.device)
+        R = z.shape[0]
+        out = np.empty((R, n), dtype=np.float64)
+        fit_rows = self._rows_per_chunk(n, tokens.shape[1])
+        rows = max(ROW_BLOCK, fit_rows // ROW_BLOCK * ROW_BLOCK)
+        draws = n
+        if fit_rows < ROW_BLOCK:  # even one block of rows is too much: chunk the draws too
+            per_draw = 4 * ROW_BLOCK * (3 * net.config.head_width + 8)
+            draws = max(DRAW_BLOCK, int(self.max_memory // per_draw) // DRAW_BLOCK * DRAW_BLOCK)
+        for r0 in range(0, R, rows):
+            sl = slice(r0, min(R, r0 + rows))
+            req = torch.full((sl.stop - sl.start,), column + 1, device=self.device)
             cond = net.head.project_condition(net.condition(tokens[sl], values[sl], req))
             cond = [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
             for d0 in range(0, n, draws):
-                shape = (req.shape[0], min(draws, n - d0))
+                ds = slice(d0, min(n, d0 + draws))
+                noise = BlockNoise(seed, column, sl, ds, self.device)
                 if steps is None or steps == net.config.steps:
-                    x = ancestral(net.head, net.schedule, cond, shape, gen)
+                    x = ancestral(net.head, net.schedule, cond, noise)
                 else:
-                    x = ddim(net.head, net.schedule, cond, shape, steps, eta, gen)
-                out[sl, d0 : d0 + shape[1]] = x.double().cpu().numpy()
+                    x = ddim(net.head, net.schedule, cond, noise, steps, eta)
+                out[sl, ds] = x.double().cpu().numpy()
         return out
 
-    def _generator(self, seed: int | None) -> torch.Generator:
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
-        return gen
+    @staticmethod
+    def _seed(seed: int | None) -> int:
+        return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
 
     # ------------------------------------------------------------------ public API
     def sample(
@@ -235,11 +245,11 @@ class DensityModel:
             raise ValueError(f"n must be at least 1, got {n}")
         phys, one_row = self.given_matrix(given)
         z = self.pre.encode(phys, where="given")
-        gen = self._generator(seed)
+        seed = self._seed(seed)
         out = {}
         for name in names:
             j = self._column(name)
-            s = self.pre.decode(self._sample_z(z, j, n, gen, steps, eta), j)
+            s = self.pre.decode(self._sample_z(z, j, n, seed, steps, eta), j)
             out[name] = s[0] if one_row else s
         return out[names[0]] if single else out
 
@@ -266,14 +276,14 @@ class DensityModel:
         names, _ = self._request_list(list(request))
         phys, one_row = self.given_matrix(given)
         z = self.pre.encode(phys, where="given")
-        gen = self._generator(seed)
+        seed = self._seed(seed)
         R, V = z.shape
         chain = np.repeat(z, n, axis=0)  # (R·n, V): one virtual row per joint draw
         first = self._column(names[0])
-        chain[:, first] = self._sample_z(z, first, n, gen, steps, 0.0).reshape(-1)
+        chain[:, first] = self._sample_z(z, first, n, seed, steps, 0.0).reshape(-1)
         for name in names[1:]:
             j = self._column(name)
-            chain[:, j] = self._sample_z(chain, j, 1, gen, steps, 0.0)[:, 0]
+            chain[:, j] = self._sample_z(chain, j, 1, seed, steps, 0.0)[:, 0]
         out = {}
         for name in names:
             j = self._column(name)

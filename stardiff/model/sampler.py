@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from stardiff.model.head import DiffusionHead
@@ -17,8 +19,7 @@ def ancestral(
     head: DiffusionHead,
     schedule: SigmoidSchedule,
     cond: list[torch.Tensor],
-    shape: tuple[int, ...],
-    generator: torch.Generator | None = None,
+    noise: Callable[[], torch.Tensor],
 ) -> torch.Tensor:
     """DDPM ancestral sampling through all ``T`` steps (no noise at the last step).
 
@@ -26,18 +27,19 @@ def ancestral(
     ----------
     cond : list of Tensor
         Per-block condition projections, shape ``(R, 1, width)`` (broadcast over draws).
-    shape : tuple
-        ``(R, n)``: rows and draws per row.
+    noise : callable
+        Returns a fresh standard-normal ``(R, n, 1)`` tensor at each call
+        (see :class:`stardiff.model.noise.BlockNoise`).
     """
     device = schedule.betas.device
-    x = torch.randn(*shape, 1, generator=generator, device=device)
+    x = noise()
     betas, abar = schedule.betas, schedule.alpha_bar
     for t in reversed(range(schedule.n_steps)):
         eps = head(x, _step_tensor(t, device), cond).float()
         x = (x - betas[t] / (1.0 - abar[t]).sqrt() * eps) / (1.0 - betas[t]).sqrt()
         if t > 0:
             var = betas[t] * (1.0 - abar[t - 1]) / (1.0 - abar[t])
-            x = x + var.sqrt() * torch.randn(x.shape, generator=generator, device=device)
+            x = x + var.sqrt() * noise()
     return x.squeeze(-1)
 
 
@@ -53,15 +55,14 @@ def ddim(
     head: DiffusionHead,
     schedule: SigmoidSchedule,
     cond: list[torch.Tensor],
-    shape: tuple[int, ...],
+    noise: Callable[[], torch.Tensor],
     k: int,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DDIM sampling over ``k`` of the ``T`` training steps (deterministic for ``eta = 0``)."""
     device = schedule.betas.device
     abar = schedule.alpha_bar
-    x = torch.randn(*shape, 1, generator=generator, device=device)
+    x = noise()
     steps = ddim_steps(schedule.n_steps, k)
     for i in reversed(range(len(steps))):
         t = steps[i]
@@ -72,5 +73,5 @@ def ddim(
         sigma = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).clamp(min=0).sqrt()
         x = a_prev.sqrt() * x0 + (1.0 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
         if i > 0 and eta > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=device)
+            x = x + sigma * noise()
     return x.squeeze(-1)

@@ -28,15 +28,33 @@ def test_same_seed_same_samples_and_different_seed_differs(api_model):
 
 def test_chunking_under_a_memory_bound_keeps_samples_identical(api_model):
     model, _ = api_model
-    rows = {"x": np.linspace(-2, 2, 9)}
+    rows = {"x": np.linspace(-2, 2, 150)}
     full = model.sample(rows, "y", 50, seed=5)
     old = model.max_memory
     try:
-        model.max_memory = 20_000  # forces chunks of rows
+        model.max_memory = 200_000  # forces chunks of one noise block of rows
         chunked = model.sample(rows, "y", 50, seed=5)
     finally:
         model.max_memory = old
-    assert chunked.shape == full.shape and np.isfinite(chunked).all()
+    np.testing.assert_array_equal(chunked, full)
+    alone = model.sample(rows, "y", 50, seed=5)
+    together = model.sample(rows, ["z", "y"], 50, seed=5)["y"]
+    np.testing.assert_array_equal(alone, together)  # a column's draws ignore the others
+
+
+def test_chunking_over_draws_keeps_samples_identical(api_model):
+    from stardiff.model.noise import DRAW_BLOCK
+
+    model, _ = api_model
+    n = DRAW_BLOCK + 100
+    full = model.sample({"x": [0.1, 0.2]}, "y", n, seed=2)
+    old = model.max_memory
+    try:
+        model.max_memory = 1000  # below one block of rows: the draws are chunked too
+        chunked = model.sample({"x": [0.1, 0.2]}, "y", n, seed=2)
+    finally:
+        model.max_memory = old
+    np.testing.assert_array_equal(chunked, full)
 
 
 def test_unknown_and_unrequestable_columns_are_errors_listing_valid_ones(api_model, bimodal_model):
