@@ -1,0 +1,238 @@
+"""File output with no half-written results and reproducible bytes.
+
+* :func:`atomic_path` writes to a temporary sibling and renames it into place only on success.
+* :class:`ParquetRowWriter` streams Arrow tables into a Parquet file with a fixed row-group
+  size (independent of how the rows were chunked when computed) and fixed writer options, so the
+  same rows give the same bytes with the same pyarrow version (Parquet stores no timestamps; the
+  ``created_by`` string names the pyarrow version, which the manifest records).
+* :func:`h5_file` opens an HDF5 file for deterministic writing (no object timestamps, fixed
+  library format bounds); use :func:`h5_dataset` to create datasets in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "LazyWriter",
+    "ParquetRowWriter",
+    "atomic_path",
+    "h5_dataset",
+    "h5_file",
+    "read_json",
+    "sha256_file",
+    "write_json",
+    "write_parquet",
+]
+
+#: Writer options fixed once, so outputs do not depend on pyarrow's defaults changing.
+PARQUET_OPTIONS = dict(
+    version="2.6",
+    compression="zstd",
+    compression_level=3,
+    use_dictionary=False,
+    write_statistics=True,
+    data_page_version="1.0",
+    store_schema=True,
+)
+DEFAULT_ROW_GROUP = 65536
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: nothing was written for {path}")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as sorted, indented JSON (stable bytes), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON file, naming the file in the error if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+class ParquetRowWriter:
+    """Stream tables into one Parquet file with exactly ``row_group_size`` rows per group.
+
+    Use as a context manager; the file appears at ``path`` only when the block exits cleanly.
+
+    Parameters
+    ----------
+    path : path-like
+    schema : pyarrow.Schema
+        Every written table is cast to it (same column order); schema metadata is dropped.
+    row_group_size : int
+    """
+
+    def __init__(self, path, schema: pa.Schema, *, row_group_size: int = DEFAULT_ROW_GROUP):
+        if row_group_size < 1:
+            raise ValueError(f"row_group_size must be positive, got {row_group_size}")
+        self.path = Path(path)
+        self.schema = schema.remove_metadata()
+        self.row_group_size = int(row_group_size)
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._ctx = None
+        self._writer = None
+
+    def __enter__(self) -> ParquetRowWriter:
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, **PARQUET_OPTIONS)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (a table with the writer's column names)."""
+        have = set(table.column_names)
+        missing = [n for n in self.schema.names if n not in have]
+        if missing:
+            raise KeyError(f"{self.path.name}: missing column(s) {missing}")
+        table = table.select(self.schema.names).cast(self.schema)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self.row_group_size:
+            self._flush(self.row_group_size)
+
+    def _flush(self, n: int) -> None:
+        buf = pa.concat_tables(self._pending).combine_chunks()
+        head, tail = buf.slice(0, n), buf.slice(n)
+        self._writer.write_table(head, row_group_size=n)
+        self.rows += head.num_rows
+        self._pending = [tail] if tail.num_rows else []
+        self._pending_rows = tail.num_rows
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None and self._pending_rows:
+                self._flush(self._pending_rows)
+            if exc_type is None and self.rows == 0:
+                # an empty file still needs its schema
+                self._writer.write_table(self.schema.empty_table())
+        finally:
+            self._writer.close()
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+
+class LazyWriter:
+    """A :class:`ParquetRowWriter` whose schema is that of the first table written.
+
+    Use as a context manager; on an exception nothing is left at ``path``.
+    """
+
+    def __init__(self, path: Path, row_group_size: int):
+        self.path, self.row_group_size = path, row_group_size
+        self._w: ParquetRowWriter | None = None
+
+    def __enter__(self) -> LazyWriter:
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if self._w is None:
+            self._w = ParquetRowWriter(self.path, table.schema, row_group_size=self.row_group_size)
+            self._w.__enter__()
+        self._w.write(table)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self._w is None else self._w.rows
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._w is not None:
+            return self._w.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            raise ValueError(f"{Path(self.path).name}: no rows were written")
+        return False
+
+
+def write_parquet(path, table: pa.Table, *, row_group_size: int = DEFAULT_ROW_GROUP) -> Path:
+    """Write one table deterministically (see :class:`ParquetRowWriter`)."""
+    with ParquetRowWriter(path, table.schema, row_group_size=row_group_size) as w:
+        w.write(table)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def h5_file(path: str | os.PathLike):
+    """Open a new HDF5 file for deterministic writing; it appears at ``path`` only on success.
+
+    The file uses fixed format bounds (``libver=("v110", "v110")``) and insertion-ordered
+    attributes; create datasets with :func:`h5_dataset` (no object timestamps).
+    """
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", libver=("v110", "v110"), track_order=True) as f:
+            yield f
+
+
+def h5_dataset(group, name: str, shape, dtype, *, data=None, chunk_rows: int = 4096, **kwargs):
+    """Create a gzip-compressed, row-chunked dataset with ``track_times=False``."""
+    shape = tuple(int(s) for s in shape)
+    chunks = None
+    if shape and shape[0] > 0 and all(s > 0 for s in shape):
+        chunks = (min(chunk_rows, shape[0]),) + shape[1:]
+    opts = dict(compression="gzip", compression_opts=4, shuffle=True) if chunks else {}
+    return group.create_dataset(
+        name,
+        shape=shape,
+        dtype=dtype,
+        data=data,
+        chunks=chunks,
+        track_times=False,
+        **opts,
+        **kwargs,
+    )

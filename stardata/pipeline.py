@@ -1,0 +1,416 @@
+"""The stages of a release build, each cached under ``DATA_DIR/stages/<release>/``.
+
+Every stage file has one row per deduplicated allStar row, in allStar order, in row groups of
+``Settings.chunk_rows`` rows, so stage ``k``-th row groups line up and later stages stream one
+block at a time (bounded memory). Stages that call remote services or do heavy work cache each
+finished block under ``<stage>.parts/``, so an interrupted stage resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stardata import columns as C
+from stardata import cuts
+from stardata.io import (
+    LazyWriter,
+    ParquetRowWriter,
+    read_json,
+    sha256_file,
+    write_json,
+    write_parquet,
+)
+from stardata.split import split_ids
+
+__all__ = ["Context", "read_group", "run", "to_table"]
+
+
+@dataclass
+class Context:
+    """Everything a stage needs: where, which settings, which sources, and what happened."""
+
+    release: str
+    data_dir: Path
+    s: object
+    src: object
+    offline: bool = False
+    progress: bool = True
+    inputs: list = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.data_dir / "stages" / self.release
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw" / self.release
+
+    def cache_dir(self, name: str) -> Path:
+        return self.data_dir / "cache" / self.release / name
+
+    def path(self, name: str) -> Path:
+        return self.stage_dir / f"{name}.parquet"
+
+    def done(self, name: str, key: str) -> dict | None:
+        """The stage's record if its output exists and was made from the same inputs."""
+        rec_path = self.stage_dir / f"{name}.json"
+        if not rec_path.exists() or not self.path(name).exists():
+            return None
+        rec = read_json(rec_path)
+        if rec.get("key") != key or rec.get("size") != self.path(name).stat().st_size:
+            return None
+        return rec
+
+    def record(self, name: str, key: str, **info) -> dict:
+        p = self.path(name)
+        rec = {"key": key, "size": p.stat().st_size, "sha256": sha256_file(p), **info}
+        write_json(self.stage_dir / f"{name}.json", rec)
+        return rec
+
+    def bar(self, iterable, desc: str, total: int | None = None):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, disable=not self.progress, unit="block")
+
+
+def _key(*parts) -> str:
+    from stardata.release import stage_key
+
+    return stage_key(*parts)
+
+
+def _groups(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_row_groups
+
+
+def read_group(path: Path, k: int, columns=None) -> dict[str, np.ndarray]:
+    """Row group ``k`` of a stage file as NumPy arrays (fixed-size lists → 2-D arrays)."""
+    return to_numpy(pq.ParquetFile(path).read_row_group(k, columns=columns))
+
+
+def to_numpy(table: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Columns as NumPy arrays: fixed-size lists → 2-D arrays, strings → object arrays."""
+    out = {}
+    for name in table.column_names:
+        col = table[name]
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if pa.types.is_fixed_size_list(col.type):
+            width = col.type.list_size
+            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            out[name] = np.asarray(col.to_pylist(), dtype=object)
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+def to_table(cols: dict) -> pa.Table:
+    """Arrow table from NumPy columns; 2-D float arrays become fixed-size lists."""
+    arrays = {}
+    for name, v in cols.items():
+        v = np.asarray(v)
+        if v.ndim == 2:
+            flat = pa.array(np.ascontiguousarray(v, dtype=np.float64).ravel())
+            arrays[name] = pa.FixedSizeListArray.from_arrays(flat, v.shape[1])
+        elif v.dtype.kind in "OUS":
+            arrays[name] = pa.array(v.astype(str).tolist(), type=pa.string())
+        else:
+            arrays[name] = pa.array(v)
+    return pa.table(arrays)
+
+
+def _chunked_stage(ctx: Context, name: str, key: str, n: int, make: Callable[[int], dict], **info):
+    """Run ``make(k)`` for blocks ``0..n-1`` (cached as parts), then merge into the stage file."""
+    rec = ctx.done(name, key)
+    if rec is not None:
+        return rec
+    if n == 0:
+        from stardata.release import BuildError
+
+        raise BuildError(f"stage {name}: no allStar rows to process")
+    parts = ctx.stage_dir / f"{name}.parts"
+    keyfile = parts / "KEY"
+    if parts.exists() and (not keyfile.exists() or keyfile.read_text() != key):
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    keyfile.write_text(key)
+    for k in ctx.bar(range(n), desc=name):
+        part = parts / f"{k:06d}.parquet"
+        if not part.exists():
+            table = to_table(make(k))
+            write_parquet(part, table, row_group_size=max(1, table.num_rows))
+    schema = pq.read_schema(parts / f"{0:06d}.parquet")
+    with ParquetRowWriter(ctx.path(name), schema, row_group_size=ctx.s.chunk_rows) as w:
+        for k in range(n):
+            w.write(pq.read_table(parts / f"{k:06d}.parquet"))
+    rec = ctx.record(name, key, rows=w.rows, **info)
+    shutil.rmtree(parts)
+    return rec
+
+
+# -- local stages ------------------------------------------------------------------------------
+def stage_derive(ctx: Context, apogee: dict, gaia: dict, xp: dict) -> dict:
+    """Derived columns and per-row cut flags (all but the XP percentile cut)."""
+    s = ctx.s
+    key = _key("derive", apogee["key"], gaia["key"], xp["key"], s.to_dict())
+    paths = [ctx.path(n) for n in ("apogee", "gaia_source", "xp")]
+
+    def make(k: int) -> dict:
+        a, g, x = (read_group(p, k) for p in paths)
+        cols = C.derive(a, g, x, s)
+        for cut in cuts.xp_quality_cuts(cols, s):
+            cols[f"cut_{cut.name}"] = cut.keep
+        cols["gaia_found"], cols["has_xp"] = g["gaia_found"], x["has_xp"]
+        return cols
+
+    rec = _chunked_stage(ctx, "derived", key, _groups(paths[0]), make)
+    if "counts" not in rec:
+        t = pq.read_table(ctx.path("derived"), columns=["gaia_found", "has_xp", "labels_good"])
+        rec["counts"] = {
+            f"rows_{n}": int(np.count_nonzero(t[n].to_numpy())) for n in t.column_names
+        }
+        write_json(ctx.stage_dir / "derived.json", rec)
+    ctx.counts.update(rec["counts"])
+    return rec
+
+
+def stage_select(ctx: Context, derived: dict) -> dict:
+    """XP percentile bounds, which rows keep XP, which rows stay, and each row's split."""
+    s = ctx.s
+    key = _key("select", derived["key"], s.to_dict())
+    rec = ctx.done("select", key)
+    if rec is None:
+        path = ctx.path("derived")
+        lo, hi = [], []
+        for kind in ctx.bar(C.XP_KINDS, desc="xp percentiles", total=len(C.XP_KINDS)):
+            col = pq.read_table(path, columns=[kind])[kind].to_numpy()
+            b = cuts.xp_percentile_bounds(col[:, None], s.xp_percentile_lo, s.xp_percentile_hi)
+            lo.append(float(b[0][0]))
+            hi.append(float(b[1][0]))
+        need = [f"cut_{n}" for n in cuts.XP_CUT_ORDER if n != "xp_percentile"]
+        need += ["starflag", "aspcapflag", "apogee_id", "labels_good", *C.XP_KINDS]
+        totals: dict = {}
+        fractions = dict(s.split_fractions)
+        with ParquetRowWriter(ctx.path("select"), _SELECT_SCHEMA, row_group_size=s.chunk_rows) as w:
+            for k in ctx.bar(range(_groups(path)), desc="select"):
+                d = read_group(path, k, need)
+                norm = np.stack([d[n] for n in C.XP_KINDS], axis=1)
+                pct = cuts.xp_within_bounds(norm, lo, hi)
+                by_name = {
+                    n: cuts.Cut(n, d[f"cut_{n}"]) for n in cuts.XP_CUT_ORDER if n != pct.name
+                }
+                by_name[pct.name] = pct
+                seq = cuts.sequential_counts([by_name[n] for n in cuts.XP_CUT_ORDER])
+                xp_good = np.logical_and.reduce([c.keep for c in by_name.values()])
+                complete = d["cut_xp_complete"]
+                if s.apogee_only_requires_clean_flags:
+                    ap = cuts.apogee_only_good(complete, d["starflag"], d["aspcapflag"]).keep
+                else:
+                    ap = ~complete & d["labels_good"]
+                keep = xp_good | ap
+                split = split_ids(d["apogee_id"], seed=s.split_seed, fractions=fractions)
+                _add_counts(totals, seq, keep, xp_good, ap, split, d["labels_good"])
+                w.write(
+                    to_table(
+                        {
+                            "cut_xp_percentile": pct.keep,
+                            "xp_good": xp_good,
+                            "apogee_only_good": ap,
+                            "keep": keep,
+                            "split": split,
+                        }
+                    )
+                )
+        rec = ctx.record("select", key, bounds={"lo": lo, "hi": hi}, **totals)
+    ctx.counts.update(rec["counts"])
+    return rec
+
+
+_SELECT_SCHEMA = pa.schema(
+    [
+        ("cut_xp_percentile", pa.bool_()),
+        ("xp_good", pa.bool_()),
+        ("apogee_only_good", pa.bool_()),
+        ("keep", pa.bool_()),
+        ("split", pa.string()),
+    ]
+)
+
+
+def _add_counts(totals, seq, keep, xp_good, ap, split, labels_good) -> None:
+    cuts_tot = totals.setdefault("cuts", [])
+    if not cuts_tot:
+        cuts_tot.extend({"cut": r["cut"], "failed": 0, "removed": 0, "remaining": 0} for r in seq)
+    for tot, r in zip(cuts_tot, seq, strict=True):
+        for f in ("failed", "removed", "remaining"):
+            tot[f] += r[f]
+    c = totals.setdefault("counts", {})
+    for name, v in (
+        ("rows_xp_good", xp_good),
+        ("rows_apogee_only_good", ap & ~xp_good),
+        ("stars", keep),
+        ("stars_with_labels", keep & labels_good),
+    ):
+        c[name] = c.get(name, 0) + int(np.count_nonzero(v))
+    c["removed_no_good_xp_or_labels"] = c.get("removed_no_good_xp_or_labels", 0) + int(
+        np.count_nonzero(~keep)
+    )
+    for name in np.unique(split[keep]):
+        c[f"split_{name}"] = c.get(f"split_{name}", 0) + int(
+            np.count_nonzero(keep & (split == name))
+        )
+
+
+def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str) -> dict:
+    """log E(B−V) from Combined19 with Monte-Carlo distances, for the kept rows."""
+    from stardata.sources.extinction import ebv_combined19
+
+    s = ctx.s
+    key = _key(
+        "extinction",
+        derived["key"],
+        select["key"],
+        s.ebv_n_draws,
+        s.ebv_seed,
+        s.ebv_chunk_rows,
+        dust_sha256,
+    )
+    dust_dir = str(ctx.src.resolved_dust_dir())
+
+    def make(k: int) -> dict:
+        d = read_group(
+            ctx.path("derived"), k, ["glon", "glat", "parallax_corrected", "parallax_error"]
+        )
+        idx = np.flatnonzero(read_group(ctx.path("select"), k, ["keep"])["keep"])
+        out = {
+            "logebv": np.full(d["glon"].size, np.nan),
+            "logebv_err": np.full(d["glon"].size, np.nan),
+        }
+        if idx.size:
+            seed = int(np.random.SeedSequence([s.ebv_seed, k]).generate_state(1)[0])
+            out["logebv"][idx], out["logebv_err"][idx] = ebv_combined19(
+                d["glon"][idx],
+                d["glat"][idx],
+                d["parallax_corrected"][idx],
+                d["parallax_error"][idx],
+                n_draws=s.ebv_n_draws,
+                seed=seed,
+                dust_dir=dust_dir,
+                chunk=s.ebv_chunk_rows,
+            )
+        return out
+
+    return _chunked_stage(ctx, "extinction", key, _groups(ctx.path("derived")), make)
+
+
+# -- outputs -----------------------------------------------------------------------------------
+_ID_COLUMNS = [
+    "apogee_id",
+    "telescope",
+    "field",
+    "gaia_source_id",
+    "ra",
+    "dec",
+    "glon",
+    "glat",
+    "split",
+]
+_FLAG_COLUMNS = ["gaia_found", "has_xp", "labels_good", "xp_good", "apogee_only_good"]
+
+
+def _table_columns(derived_names: list[str]) -> list[str]:
+    from stardata.release import VOCABULARY
+
+    kinds = [c for kind in VOCABULARY.names for c in (kind, f"{kind}_err")]
+    first = _ID_COLUMNS + kinds
+    cut_flags = [f"cut_{n}" for n in cuts.XP_CUT_ORDER]
+    rest = [c for c in derived_names if c not in first and c not in _FLAG_COLUMNS + cut_flags]
+    return first + rest + _FLAG_COLUMNS + cut_flags
+
+
+def _star_block(ctx: Context, cols: dict, names: list[str]) -> pa.Table:
+    """One block of the table: kept rows, XP masked by quality and relevancy."""
+    keep = cols.pop("keep")
+    cols = {n: v[keep] for n, v in cols.items()}
+    for band in ("bp", "rp"):
+        rel = C.relevancy_mask(cols[f"{band}_n_relevant_bases"])
+        if not ctx.s.mask_irrelevant_xp:
+            rel[:] = True
+        for i in range(C.N_XP):
+            ok = cols["xp_good"] & rel[:, i]
+            for name in (f"{band}{i}", f"{band}{i}_err"):
+                cols[name] = np.where(ok, cols[name], np.nan).astype(np.float32)
+    return to_table({n: cols[n] for n in names})
+
+
+def _aligned_group(ctx: Context, k: int) -> dict:
+    cols = read_group(ctx.path("derived"), k)
+    for name in ("select", "extinction"):
+        cols.update(read_group(ctx.path(name), k))
+    return cols
+
+
+def write_stars(ctx: Context, out: Path) -> int:
+    """Stream the kept rows into ``out`` (stars.parquet) with fixed row groups.
+
+    Stage files share their row groups, so group ``k`` of each holds the same rows.
+    """
+    derived = ctx.path("derived")
+    names = _table_columns(pq.read_schema(derived).names)
+    with LazyWriter(out, ctx.s.row_group_size) as writer:
+        for k in ctx.bar(range(_groups(derived)), desc="stars.parquet"):
+            writer.write(_star_block(ctx, _aligned_group(ctx, k), names))
+    return writer.rows
+
+
+def write_tokens(ctx: Context, stars: Path, out: Path, n_rows: int) -> None:
+    """``tokens.h5`` from ``stars.parquet`` (same row order), one row group at a time."""
+    from stardata.release import VOCABULARY
+    from stardata.tokens import TokensH5Writer
+
+    kinds = list(VOCABULARY.names)
+    extra = {"apogee_id": str, "gaia_source_id": np.int64, "split": str}
+    pf = pq.ParquetFile(stars)
+    with TokensH5Writer(out, n_rows, VOCABULARY, extra=extra) as w:
+        for k in ctx.bar(range(pf.metadata.num_row_groups), desc="tokens.h5"):
+            d = read_group(stars, k, kinds + [f"{n}_err" for n in kinds] + list(extra))
+            values = np.stack([d[n] for n in kinds], axis=1)
+            errors = np.stack([d[f"{n}_err"] for n in kinds], axis=1)
+            w.write(values, errors, {n: d[n] for n in extra})
+
+
+def run(ctx: Context, out_dir: Path) -> dict:
+    """Run every stage, write ``stars.parquet`` and ``tokens.h5`` into ``out_dir``."""
+    from stardata import inputs
+
+    allstar = inputs.stage_allstar(ctx)
+    apogee = inputs.stage_apogee(ctx, allstar)
+    gaia = inputs.stage_gaia(ctx, apogee)
+    xp = inputs.stage_xp(ctx, apogee, gaia)
+    dust = inputs.stage_dust_map(ctx)
+    derived = stage_derive(ctx, apogee, gaia, xp)
+    select = stage_select(ctx, derived)
+    stage_extinction(ctx, derived, select, dust["sha256"])
+    n = write_stars(ctx, out_dir / "stars.parquet")
+    write_tokens(ctx, out_dir / "stars.parquet", out_dir / "tokens.h5", n)
+    counts = dict(ctx.counts)
+    return {
+        "inputs": ctx.inputs,
+        "row_counts": counts,
+        "cuts": select["cuts"],
+        "xp_percentile_bounds": {
+            kind: [lo, hi]
+            for kind, lo, hi in zip(
+                C.XP_KINDS, select["bounds"]["lo"], select["bounds"]["hi"], strict=True
+            )
+        },
+    }

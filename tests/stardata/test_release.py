@@ -1,0 +1,300 @@
+"""End-to-end builds of a small DR17 release from a local mirror (127.0.0.1; no network)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+
+from stardata import mirror as M
+from stardata.io import read_json, sha256_file
+from stardata.release import (
+    VOCABULARY,
+    OfflineMissing,
+    Settings,
+    Sources,
+    VerifyError,
+    build,
+    read_table,
+    verify,
+)
+from stardata.sources.http import RemoteError
+from stardata.split import split_ids
+from stardata.tokens import read_tokens_h5
+
+N_ROWS = 240
+ALLSTAR = "/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits"
+SUBSET = "/sas/subset/allStar-dr17-synspec_rev1.fits"
+SETTINGS = Settings(chunk_rows=64, row_group_size=100, ebv_n_draws=64, retries=1)
+OUTPUTS = ("stars.parquet", "tokens.h5", "manifest.json")
+
+# Hand-made stars: row 0 is fully controlled; row 1 has flagged labels.
+HAND = {
+    "J": 10.0, "J_ERR": 0.03, "H": 9.5, "H_ERR": 0.04, "K": 9.3, "K_ERR": 0.02,
+    "STARFLAG": 0, "ASPCAPFLAG": 0, "TEFF": 4800.0, "LOGG": 2.5, "M_H": -0.1,
+}  # fmt: skip
+HAND_GAIA = {
+    "phot_g_mean_mag": 12.0, "phot_bp_mean_mag": 12.5, "phot_rp_mean_mag": 11.7,
+    "phot_bp_mean_flux_over_error": 1085.7, "phot_rp_mean_flux_over_error": 542.85,
+    "parallax": 2.0, "parallax_error": 0.05, "ruwe": 1.0, "astrometric_params_solved": 3,
+    "phot_bp_rp_excess_factor": 1.2,
+}  # fmt: skip
+
+
+def _allstar(path):
+    rng = np.random.default_rng(5)
+    ids = rng.integers(10**15, 6 * 10**18, N_ROWS, dtype=np.int64)
+    ids[[7, 20]] = 0  # no Gaia match
+    ids[30] = ids[31]  # two APOGEE ids matched to one Gaia star
+    path = M.write_allstar(path, N_ROWS, seed=11, source_ids=ids, duplicates=4)
+    with fits.open(path, mode="update") as hdul:
+        data = hdul[1].data
+        for name, value in HAND.items():
+            data[name][0] = value
+        data["ASPCAPFLAG"][1] = 1 << 19
+        data["SNR"][31] = data["SNR"][30] + 1.0
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Mirror files and archive tables, and a started server."""
+    root = tmp_path_factory.mktemp("mirror")
+    allstar = _allstar(root / "allStar.fits")
+    with fits.open(allstar) as hdul:
+        sub = fits.HDUList([hdul[0], fits.BinTableHDU(hdul[1].data[::2].copy(), hdul[1].header)])
+        sub.writeto(root / "subset.fits")
+        ids = np.unique(hdul[1].data["GAIAEDR3_SOURCE_ID"])
+        id0 = int(hdul[1].data["GAIAEDR3_SOURCE_ID"][0])
+    ids = ids[ids > 0]
+    gaia = M.synthetic_gaia_source(ids[ids != ids[3]], seed=2)  # one id unknown to the archive
+    gaia = gaia.with_columns(
+        [pl.when(pl.col("source_id") == id0).then(pl.lit(v)).otherwise(pl.col(k)).alias(k)
+         .cast(gaia.schema[k]) for k, v in HAND_GAIA.items()]
+    )  # fmt: skip
+    xp = M.synthetic_xp(gaia.filter(pl.col("has_xp_continuous"))["source_id"].to_numpy(), seed=3)
+    dust = root / "dust"
+    M.write_tiny_combined19(dust)
+    files = {ALLSTAR: allstar, SUBSET: root / "subset.fits"}
+    with M.MirrorServer(files=files, tables={"gaiadr3.gaia_source": gaia}, xp=xp) as server:
+        yield {"server": server, "dust": dust, "allstar": allstar, "id0": id0}
+
+
+def _sources(env, path=ALLSTAR, **kw) -> Sources:
+    s = env["server"]
+    return Sources(allstar_url=s.url + path, gaia_tap_url=s.tap_url,
+                   gaia_datalink_url=s.datalink_url, dust_dir=str(env["dust"]), **kw)  # fmt: skip
+
+
+def _build(env, tmp, *, data="data", out="out", **kw):
+    kw.setdefault("sources", _sources(env))
+    return build("dr17", tmp / data, tmp / out, settings=SETTINGS, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    return _build(env, tmp)
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(env):
+    yield
+    env["server"].faults.clear()
+
+
+def _same_bytes(a, b):
+    return all(sha256_file(a / n) == sha256_file(b / n) for n in OUTPUTS)
+
+
+def test_counts_and_manifest(reference):
+    m = read_json(reference / "manifest.json")
+    c = m["row_counts"]
+    assert c["allstar_rows"] == N_ROWS
+    assert c["removed_duplicate_apogee_id"] == 4 and c["extratarg_duplicate_flagged"] == 4
+    assert c["removed_duplicate_gaia_source_id"] == 1
+    assert c["deduplicated_rows"] == N_ROWS - 5
+    assert c["stars"] + c["removed_no_good_xp_or_labels"] == c["deduplicated_rows"]
+    assert c["stars"] == c["rows_xp_good"] + c["rows_apogee_only_good"]
+    assert sum(c[f"split_{k}"] for k in ("train", "validation", "test")) == c["stars"]
+    assert [r["cut"] for r in m["cuts"]][:2] == ["xp_complete", "xp_percentile"]
+    assert m["cuts"][-1]["remaining"] == c["rows_xp_good"]
+    assert {i["name"] for i in m["inputs"]} == {"allStar", "gaia_source", "xp_continuous",
+                                                 "combined19"}  # fmt: skip
+    assert all(len(i["sha256"]) == 64 and i["size"] > 0 for i in m["inputs"])
+    assert m["settings"]["chunk_rows"] == 64 and m["seed"]["split"] == 0
+    assert m["vocabulary"] == list(VOCABULARY.names) and len(m["vocabulary"]) == 118
+    assert set(m["packages"]) >= {"numpy", "pyarrow", "h5py", "mwdust", "python"}
+    stars = read_table(reference)
+    assert stars.height == c["stars"] == m["outputs"]["stars.parquet"]["rows"]
+    assert stars["apogee_id"].n_unique() == stars.height
+    meta = pq.ParquetFile(reference / "stars.parquet").metadata
+    assert meta.row_group(0).num_rows == 100
+    assert verify(reference).keys() == {"stars.parquet", "tokens.h5"}
+
+
+def test_formulas_on_hand_computed_rows(reference, env):
+    stars = read_table(reference)
+    row = stars.filter(pl.col("gaia_source_id") == env["id0"]).row(0, named=True)
+    assert row["jh"] == pytest.approx(0.5, abs=1e-6)
+    assert row["jk"] == pytest.approx(0.7, abs=1e-6)
+    assert row["jh_err"] == pytest.approx(0.05, rel=1e-6)
+    bp_err, rp_err = np.hypot(0.001, 0.0027901700), np.hypot(0.002, 0.0037793818)
+    assert row["bprp"] == pytest.approx(0.8, abs=1e-6)
+    assert row["bprp_err"] == pytest.approx(np.hypot(bp_err, rp_err), rel=1e-5)
+    # 2-parameter solution: no Lindegren term; LB24's term is 0 at G = 12
+    assert row["parallax_corrected"] == pytest.approx(2.0)
+    assert row["g_fakemag"] == pytest.approx(2.0 * 10**2.4)
+    assert row["g_fakemag_err"] == pytest.approx(0.025 * 2.0 * 10**2.4)
+    assert row["teff"] == pytest.approx(4800.0) and row["logg"] == pytest.approx(2.5)
+    # every row: G-normalization, relevancy masking, label flags
+    flux = 10 ** ((25.6873668671 - stars["phot_g_mean_mag"].to_numpy()) / 2.5)
+    coef = np.stack(stars["bp_coefficients"].to_numpy())
+    nrel = stars["bp_n_relevant_bases"].to_numpy()
+    good = stars["xp_good"].to_numpy()
+    assert good.sum() > 20
+    for i in (0, 5, 30):
+        expect = np.where(good & (i < nrel), coef[:, i] / flux, np.nan).astype(np.float32)
+        np.testing.assert_allclose(stars[f"bp{i}"].to_numpy(), expect, rtol=1e-6)
+    flagged = (stars["aspcapflag"].to_numpy() & (1 << 19 | 1 << 23)) != 0
+    flagged |= stars["starflag"].to_numpy() != 0
+    assert np.isnan(stars["teff"].to_numpy()[flagged]).all()
+    np.testing.assert_allclose(stars["teff"].to_numpy()[~flagged],
+                               stars["apogee_teff"].to_numpy()[~flagged])  # fmt: skip
+    assert np.isfinite(stars["logebv"].to_numpy()).sum() > 0
+
+
+def test_tokens_match_table_rows(reference):
+    stars = read_table(reference)
+    tokens, values, errors, vocab, extra = read_tokens_h5(reference / "tokens.h5")
+    assert vocab == VOCABULARY and tokens.shape == (stars.height, 118)
+    assert extra["apogee_id"].tolist() == stars["apogee_id"].to_list()
+    assert extra["split"].tolist() == stars["split"].to_list()
+    table = np.stack([stars[k].to_numpy().astype(np.float32) for k in VOCABULARY.names], axis=1)
+    present = np.isfinite(table)
+    assert ((tokens != 0) == present).all()
+    np.testing.assert_array_equal(values[present], table[present])
+    assert (values[~present] == 0).all() and (errors[~present] == 0).all()
+
+
+def test_split_is_stable_and_seeded(reference, env, tmp_path):
+    stars = read_table(reference, columns=["apogee_id", "split"])
+    expect = split_ids(stars["apogee_id"].to_numpy(), seed=0,
+                       fractions=dict(SETTINGS.split_fractions))  # fmt: skip
+    assert stars["split"].to_list() == expect.tolist()
+    sub = read_table(
+        _build(env, tmp_path, sources=_sources(env, SUBSET)), columns=["apogee_id", "split"]
+    )
+    both = sub.join(stars, on="apogee_id", suffix="_full")
+    assert both.height > 50 and (both["split"] == both["split_full"]).all()
+
+
+def test_rebuild_is_byte_identical_online_and_offline(reference, env, tmp_path):
+    out = _build(env, tmp_path)
+    assert _same_bytes(reference, out)
+    before = len(env["server"].requests)
+    shutil.rmtree(tmp_path / "out")
+    for stage in ("apogee", "derived", "select", "extinction"):  # recomputed from cached inputs
+        for suffix in (".parquet", ".json"):
+            (tmp_path / "data" / "stages" / "dr17" / (stage + suffix)).unlink()
+    out = _build(env, tmp_path, offline=True)
+    assert len(env["server"].requests) == before  # offline: no request at all
+    assert _same_bytes(reference, out)
+
+
+def test_offline_fails_fast_listing_missing(env, tmp_path):
+    before = len(env["server"].requests)
+    with pytest.raises(OfflineMissing) as err:
+        _build(env, tmp_path, offline=True)
+    msg = str(err.value)
+    assert "allStar" in msg and "gaia_source" in msg and "xp" in msg and "\n" not in msg
+    assert len(env["server"].requests) == before
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_resume_after_failure_mid_download(reference, env, tmp_path):
+    server = env["server"]
+    server.inject(ALLSTAR, kind="truncate", keep=0.4, times=2)
+    with pytest.raises(RemoteError, match="allStar"):
+        _build(env, tmp_path)
+    part = next((tmp_path / "data" / "raw" / "dr17").glob("*.part"))
+    assert 0 < part.stat().st_size < env["allstar"].stat().st_size
+    n = len(server.requests)
+    out = _build(env, tmp_path)
+    ranged = [r for r in server.requests[n:] if r["path"] == ALLSTAR]
+    assert ranged and "Range" in ranged[0]["headers"]
+    assert _same_bytes(reference, out)
+
+
+def test_resume_after_failure_mid_stage(reference, env, tmp_path):
+    server = env["server"]
+    server.inject("/data-server/data", status=500, skip=1, times=2)  # the 2nd block fails twice
+    with pytest.raises(RemoteError, match="xp_continuous"):
+        _build(env, tmp_path)
+    parts = tmp_path / "data" / "stages" / "dr17" / "xp.parts"
+    assert len(list(parts.glob("*.parquet"))) == 1
+    assert not (tmp_path / "out" / "dr17").exists()
+    n_gaia = server.count("/tap-server")
+    n_dl = server.count("/data-server")
+    out = _build(env, tmp_path)
+    assert server.count("/tap-server") == n_gaia  # gaia stage finished: not queried again
+    n_blocks = -(-(N_ROWS - 5) // SETTINGS.chunk_rows)
+    assert server.count("/data-server") - n_dl == n_blocks - 1
+    assert _same_bytes(reference, out)
+
+
+def test_corrupted_cache_and_truncated_transfer_are_refetched(reference, env, tmp_path):
+    size, digest = env["allstar"].stat().st_size, sha256_file(env["allstar"])
+    src = _sources(env, allstar_size=size, allstar_sha256=digest)
+    server = env["server"]
+    server.inject(ALLSTAR, kind="truncate", keep=0.5, times=1)  # recovered by a retry
+    first = _build(env, tmp_path, sources=src)
+    raw = next(p for p in (tmp_path / "data" / "raw" / "dr17").iterdir() if p.suffix == ".fits")
+    blob = bytearray(raw.read_bytes())
+    blob[5000:5010] = b"corrupted!"
+    raw.write_bytes(bytes(blob))
+    n = server.count(ALLSTAR)
+    second = _build(env, tmp_path, out="out2", sources=src)
+    assert server.count(ALLSTAR) > n and sha256_file(raw) == digest
+    assert _same_bytes(reference, first) and _same_bytes(reference, second)
+
+
+def test_archive_error_is_clear_and_writes_nothing(env, tmp_path):
+    with M.MirrorServer(files={ALLSTAR: env["allstar"]}) as bare:  # no gaia_source table
+        src = Sources(allstar_url=bare.url + ALLSTAR, gaia_tap_url=bare.tap_url,
+                      gaia_datalink_url=bare.datalink_url, dust_dir=str(env["dust"]))  # fmt: skip
+        with pytest.raises(RemoteError) as err:
+            _build(env, tmp_path, sources=src)
+    msg = str(err.value)
+    assert "gaia_source" in msg and "\n" not in msg
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_verify_detects_tampering(reference, tmp_path):
+    copy = tmp_path / "dr17"
+    shutil.copytree(reference, copy)
+    with open(copy / "tokens.h5", "r+b") as f:
+        f.seek(-10, 2)
+        f.write(b"0123456789")
+    with pytest.raises(VerifyError, match="tokens.h5 sha256"):
+        verify(copy)
+    (copy / "stars.parquet").unlink()
+    with pytest.raises(VerifyError, match="stars.parquet missing"):
+        verify(copy)
+
+
+def test_stardiff_reads_either_output(reference):
+    data = pytest.importorskip("stardiff.data")
+    kinds = list(VOCABULARY.names)
+    a = data.read_table(reference / "stars.parquet", kinds, split_column="split")
+    b = data.read_table(reference / "tokens.h5", kinds, split_column="split")
+    assert a.values.shape == b.values.shape == (read_table(reference).height, 118)
+    np.testing.assert_array_equal(np.isnan(a.values), np.isnan(b.values))
+    finite = np.isfinite(a.values)
+    np.testing.assert_allclose(a.values[finite], b.values[finite], rtol=1e-6)
+    assert a.split.tolist() == b.split.tolist()
