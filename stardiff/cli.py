@@ -92,7 +92,7 @@ def _given_table(model, path: str):
 def _cmd_fit(a) -> int:
     from stardiff.train import fit
 
-    fit(
+    model = fit(
         a.recipe,
         out=a.out,
         epochs=a.epochs,
@@ -103,7 +103,22 @@ def _cmd_fit(a) -> int:
         progress=not a.quiet,
         figures=not a.no_figures,
     )
+    if not a.quiet:
+        _describe_fit(model)
     return 0
+
+
+def _describe_fit(model) -> None:
+    """Print where the model and its figures are, and each column's unconditional density."""
+    out = model.folder
+    print(f"model: {out}/ ({model.n_parameters():,} parameters)")
+    for png in sorted(out.glob("*.png")):
+        print(f"figure: {png}")
+    draws = model.sample({}, model.requestable, 2000, seed=0)
+    print("unconditional densities (median [16%, 84%]):")
+    for c, v in draws.items():
+        lo, med, hi = np.percentile(v, [16, 50, 84])
+        print(f"  {c:>16}: {med:.4g}  [{lo:.4g}, {hi:.4g}]")
 
 
 def _cmd_sample(a) -> int:
