@@ -1,7 +1,8 @@
 """Benchmark: a full ``stardata build`` of a generated DR17-sized mirror (no network).
 
 Generates an allStar-format FITS file of ``--rows`` rows (with duplicates), a matching
-``gaia_source`` table and XP_CONTINUOUS coefficients (55 BP + 55 RP per star) and a tiny
+``gaia_source`` table, Gaia's 2MASS best-neighbour and 2MASS tables, XP_CONTINUOUS coefficients
+(55 BP + 55 RP per star) and a tiny
 Combined19 map, serves them from a local :class:`stardata.mirror.MirrorServer`, runs the build in
 a child process and prints one JSON record: wall time, peak RSS of the build, time per stage,
 rows removed by each cut and output sizes.
@@ -63,7 +64,8 @@ def timed(module, name):
             current[0] = "between stages"
     setattr(module, name, wrapper)
 
-for n in ("stage_allstar", "stage_apogee", "stage_gaia", "stage_xp", "stage_dust_map"):
+for n in ("stage_allstar", "stage_apogee", "stage_gaia", "stage_tmass", "stage_xp",
+          "stage_dust_map"):
     timed(inputs, n)
 for n in ("stage_derive", "stage_select", "stage_extinction", "write_stars", "write_tokens"):
     timed(pipeline, n)
@@ -82,7 +84,7 @@ def xp_frame(source_ids: np.ndarray, g_mag: np.ndarray, seed: int) -> pl.DataFra
 
     from stardata.columns import g_flux
     from stardata.mirror import real_xp_product
-    from stardata.sources.gaia import parse_xp_continuous
+    from stardata.sources.xp import parse_xp_continuous
 
     name, data = real_xp_product("fits")
     real = parse_xp_continuous(io.BytesIO(data), name).row(0, named=True)
@@ -117,9 +119,10 @@ def generate(work: Path, rows: int, duplicates: int, seed: int):
     gaia = M.synthetic_gaia_source(ids, seed=seed + 1)
     with_xp = gaia.filter(pl.col("has_xp_continuous"))
     xp = xp_frame(with_xp["source_id"].to_numpy(), with_xp["phot_g_mean_mag"].to_numpy(), seed)
+    tmass = M.synthetic_tmass(ids, seed=seed + 2)
     if not (src / "dust" / "combined19" / "combine19.h5").exists():
         M.write_tiny_combined19(src / "dust")
-    return allstar, gaia, xp, src / "dust"
+    return allstar, {"gaiadr3.gaia_source": gaia, **tmass}, xp, src / "dust"
 
 
 def main(argv=None) -> int:
@@ -137,11 +140,11 @@ def main(argv=None) -> int:
 
     work = Path(args.workdir)
     t0 = time.perf_counter()
-    allstar, gaia, xp, dust = generate(work, args.rows, args.duplicates, args.seed)
+    allstar, tables, xp, dust = generate(work, args.rows, args.duplicates, args.seed)
     generate_s = time.perf_counter() - t0
     shutil.rmtree(work / "data", ignore_errors=True)
     shutil.rmtree(work / "out", ignore_errors=True)
-    with MirrorServer(files={ALLSTAR: allstar}, tables={"gaiadr3.gaia_source": gaia}, xp=xp) as m:
+    with MirrorServer(files={ALLSTAR: allstar}, tables=tables, xp=xp) as m:
         cfg = {
             "data": str(work / "data"),
             "out": str(work / "out"),
@@ -171,6 +174,7 @@ def main(argv=None) -> int:
         "stage_peak_rss_mib": child["stage_peak_rss_mib"],
         "row_counts": manifest["row_counts"],
         "xp_cuts": manifest["cuts"],
+        "photometry": manifest["photometry"],
         "outputs_bytes": {k: v["size"] for k, v in manifest["outputs"].items()},
         "settings": {k: manifest["settings"][k] for k in ("chunk_rows", "ebv_n_draws")},
         "python": sys.version.split()[0],

@@ -21,8 +21,8 @@ def _parser() -> argparse.ArgumentParser:
         "build", help="build OUT/<release>/{stars.parquet, tokens.h5, manifest.json}"
     )
     b.add_argument("--release", default="dr17", help="data release (default dr17)")
-    b.add_argument("--data-dir", default="stardata-data", help="cache of inputs and stages")
-    b.add_argument("--out", default="stardata-out", help="parent folder of the release folder")
+    b.add_argument("--data-dir", default="data/cache", help="cache of inputs and stages")
+    b.add_argument("--out", default="data", help="parent folder of the release folder")
     b.add_argument("--offline", action="store_true", help="use cached inputs only")
     b.add_argument(
         "--set",

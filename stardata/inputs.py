@@ -1,4 +1,4 @@
-"""Input stages of a release build: the allStar file, deduplication, Gaia and XP joins.
+"""Input stages of a release build: the allStar file, deduplication, Gaia, 2MASS and XP joins.
 
 Each returns its stage record (see :class:`stardata.pipeline.Context`) and appends what it used
 to ``ctx.inputs`` (URL, size, SHA-256) for the manifest. Remote rows are always joined to the
@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from stardata import columns as C
 from stardata import cuts
+from stardata import derive as D
+from stardata.columns import N_XP
 from stardata.io import LazyWriter, sha256_file
-from stardata.pipeline import (
+from stardata.stagecache import (
     Context,
-    _chunked_stage,
-    _groups,
-    _key,
+    chunked_stage,
+    n_groups,
     read_group,
+    stage_key,
     to_table,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "stage_apogee",
     "stage_dust_map",
     "stage_gaia",
+    "stage_tmass",
     "stage_xp",
 ]
 
@@ -52,7 +54,7 @@ def missing_offline(ctx: Context) -> list[str]:
     missing = []
     if not _allstar_path(ctx).exists():
         missing.append(f"allStar file {_allstar_path(ctx)} (from {ctx.src.allstar_url})")
-    for stage in ("gaia_source", "xp"):
+    for stage in ("gaia_source", "tmass", "xp"):
         if not (ctx.stage_dir / f"{stage}.json").exists():
             missing.append(f"{stage} stage {ctx.path(stage)} (needs {_remote_url(ctx, stage)})")
     if not dust_map(ctx).exists():
@@ -61,7 +63,7 @@ def missing_offline(ctx: Context) -> list[str]:
 
 
 def _remote_url(ctx: Context, stage: str) -> str:
-    return ctx.src.gaia_tap_url if stage == "gaia_source" else ctx.src.gaia_datalink_url
+    return ctx.src.gaia_datalink_url if stage == "xp" else ctx.src.gaia_tap_url
 
 
 def _offline_fail(ctx: Context, stage: str) -> None:
@@ -107,7 +109,7 @@ def stage_apogee(ctx: Context, allstar: dict) -> dict:
     from stardata.sources.apogee import ALLSTAR_COLUMNS, iter_allstar, read_allstar
 
     s = ctx.s
-    key = _key(
+    key = stage_key(
         "apogee", allstar["sha256"], s.duplicate_extratarg_bit, s.dedup_gaia_source_id, s.chunk_rows
     )
     rec = ctx.done("apogee", key)
@@ -145,8 +147,12 @@ def stage_apogee(ctx: Context, allstar: dict) -> dict:
     return rec
 
 
-def _align(ids: np.ndarray, frame, names, ints=()) -> tuple[dict, np.ndarray]:
-    """Rows of ``frame`` (with ``source_id``) placed at the positions of ``ids`` (join on id)."""
+def _align(ids: np.ndarray, frame, names, ints=(), strings=()) -> tuple[dict, np.ndarray]:
+    """Rows of ``frame`` (with ``source_id``) placed at the positions of ``ids`` (join on id).
+
+    Missing values are NaN, 0 for ``ints`` and None for ``strings``; also returns which ids were
+    found.
+    """
     fid = frame["source_id"].to_numpy().astype(np.int64)
     fid, first = np.unique(fid, return_index=True)
     pos = np.clip(np.searchsorted(fid, ids), 0, max(len(fid) - 1, 0))
@@ -159,6 +165,8 @@ def _align(ids: np.ndarray, frame, names, ints=()) -> tuple[dict, np.ndarray]:
             arr = np.full((ids.size, values.shape[1]), np.nan)
         elif name in ints:
             arr = np.zeros(ids.size, dtype=np.int64)
+        elif name in strings:
+            arr = np.full(ids.size, None, dtype=object)
         else:
             arr = np.full(ids.size, np.nan)
         if values is not None and found.any():
@@ -170,19 +178,37 @@ def _align(ids: np.ndarray, frame, names, ints=()) -> tuple[dict, np.ndarray]:
     return out, found
 
 
+def _block_ids(ctx: Context, k: int) -> np.ndarray:
+    """Gaia source ids of block ``k`` of the deduplicated allStar rows (0: no Gaia match)."""
+    ids = read_group(ctx.path("apogee"), k, ["GAIAEDR3_SOURCE_ID"])["GAIAEDR3_SOURCE_ID"]
+    return ids.astype(np.int64)
+
+
+def _input_record(ctx: Context, name: str, rec: dict, url: str, kind: str) -> None:
+    ctx.inputs.append(
+        {
+            "name": name,
+            "url": rec.get("url", url),
+            "kind": kind,
+            "rows": rec["rows"],
+            "size": rec["size"],
+            "sha256": rec["sha256"],
+        }
+    )
+
+
 def stage_gaia(ctx: Context, apogee: dict) -> dict:
     """gaiadr3.gaia_source columns, joined on source_id to the allStar rows."""
     from stardata.sources.gaia import query_gaia_source
 
     s, src = ctx.s, ctx.src
-    key = _key("gaia_source", apogee["key"], C.GAIA_RAW)  # where from is not what
+    key = stage_key("gaia_source", apogee["key"], D.GAIA_RAW)  # where from is not what
     if ctx.offline and ctx.done("gaia_source", key) is None:
         _offline_fail(ctx, "gaia_source")
-    wanted = list(C.GAIA_RAW) + ["has_xp_continuous"]
+    wanted = list(D.GAIA_RAW) + ["has_xp_continuous"]
 
     def make(k: int) -> dict:
-        ids = read_group(ctx.path("apogee"), k, ["GAIAEDR3_SOURCE_ID"])["GAIAEDR3_SOURCE_ID"]
-        ids = ids.astype(np.int64)
+        ids = _block_ids(ctx, k)
         frame = query_gaia_source(
             ids,
             ctx.cache_dir("gaia_source"),
@@ -196,40 +222,66 @@ def stage_gaia(ctx: Context, apogee: dict) -> dict:
         )
         if "has_xp_continuous" in frame.columns:
             frame = frame.with_columns(frame["has_xp_continuous"].cast(float))
-        cols, found = _align(ids, frame, wanted, ints=C.GAIA_INT)
+        cols, found = _align(ids, frame, wanted, ints=D.GAIA_INT)
         cols["has_xp_continuous"] = np.nan_to_num(cols["has_xp_continuous"], nan=1.0) > 0
         cols["gaia_found"] = found
         return cols
 
-    rec = _chunked_stage(
-        ctx, "gaia_source", key, _groups(ctx.path("apogee")), make, url=src.gaia_tap_url
+    rec = chunked_stage(
+        ctx, "gaia_source", key, n_groups(ctx.path("apogee")), make, url=src.gaia_tap_url
     )
-    ctx.inputs.append(
-        {
-            "name": "gaia_source",
-            "url": rec.get("url", src.gaia_tap_url),
-            "kind": "TAP upload join",
-            "rows": rec["rows"],
-            "size": rec["size"],
-            "sha256": rec["sha256"],
-        }
-    )
+    _input_record(ctx, "gaia_source", rec, src.gaia_tap_url, "TAP upload join")
+    return rec
+
+
+def stage_tmass(ctx: Context, apogee: dict) -> dict:
+    """2MASS of each star's Gaia DR3 best 2MASS neighbour (TAP), joined on source_id.
+
+    The stage keeps the archive's values (NaN, or None for ``tmass_designation`` and
+    ``ph_qual``, where a star has no 2MASS neighbour) and ``tmass_found``; the choice between
+    APOGEE's and these J/H/K is a setting, made by the local ``derived`` stage.
+    """
+    from stardata.sources.tmass import TMASS_COLUMNS, query_tmass
+
+    s, src = ctx.s, ctx.src
+    key = stage_key("tmass", apogee["key"], TMASS_COLUMNS)
+    if ctx.offline and ctx.done("tmass", key) is None:
+        _offline_fail(ctx, "tmass")
+
+    def make(k: int) -> dict:
+        ids = _block_ids(ctx, k)
+        frame = query_tmass(
+            ids,
+            ctx.cache_dir("tmass"),
+            tap_url=src.gaia_tap_url,
+            chunk_size=s.gaia_chunk_size,
+            progress=False,
+            retries=s.retries,
+            backoff=s.backoff,
+            timeout=s.timeout,
+        )
+        cols, found = _align(ids, frame, D.TMASS_RAW, strings=D.TMASS_STR)
+        cols["tmass_found"] = found
+        return cols
+
+    rec = chunked_stage(ctx, "tmass", key, n_groups(ctx.path("apogee")), make, url=src.gaia_tap_url)
+    kind = "TAP upload join gaiadr3.tmass_psc_xsc_best_neighbour x gaiadr1.tmass_original_valid"
+    _input_record(ctx, "tmass", rec, src.gaia_tap_url, kind)
     return rec
 
 
 def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
     """XP_CONTINUOUS coefficients (DataLink), joined on source_id; NaN where absent."""
-    from stardata.sources.gaia import fetch_xp_continuous
+    from stardata.sources.xp import fetch_xp_continuous
 
     s, src = ctx.s, ctx.src
-    key = _key("xp", apogee["key"], gaia["key"])
+    key = stage_key("xp", apogee["key"], gaia["key"])
     if ctx.offline and ctx.done("xp", key) is None:
         _offline_fail(ctx, "xp")
 
     def make(k: int) -> dict:
         g = read_group(ctx.path("gaia_source"), k, ["gaia_found", "has_xp_continuous"])
-        ids = read_group(ctx.path("apogee"), k, ["GAIAEDR3_SOURCE_ID"])["GAIAEDR3_SOURCE_ID"]
-        ids = ids.astype(np.int64)
+        ids = _block_ids(ctx, k)
         ask = ids[g["gaia_found"] & g["has_xp_continuous"]]
         frame = fetch_xp_continuous(
             ask,
@@ -244,28 +296,19 @@ def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
             timeout=s.timeout,
         )
         cols, found = _align(
-            ids, frame, C.XP_RAW, ints=("bp_n_relevant_bases", "rp_n_relevant_bases")
+            ids, frame, D.XP_RAW, ints=("bp_n_relevant_bases", "rp_n_relevant_bases")
         )
         for band in ("bp", "rp"):
             for name in (f"{band}_coefficients", f"{band}_coefficient_errors"):
                 if cols[name].ndim == 1:  # no star of this block has XP
-                    cols[name] = np.full((ids.size, C.N_XP), np.nan)
+                    cols[name] = np.full((ids.size, N_XP), np.nan)
         cols["has_xp"] = found
         return cols
 
-    rec = _chunked_stage(
-        ctx, "xp", key, _groups(ctx.path("apogee")), make, url=src.gaia_datalink_url
+    rec = chunked_stage(
+        ctx, "xp", key, n_groups(ctx.path("apogee")), make, url=src.gaia_datalink_url
     )
-    ctx.inputs.append(
-        {
-            "name": "xp_continuous",
-            "url": rec.get("url", src.gaia_datalink_url),
-            "kind": "DataLink XP_CONTINUOUS",
-            "rows": rec["rows"],
-            "size": rec["size"],
-            "sha256": rec["sha256"],
-        }
-    )
+    _input_record(ctx, "xp_continuous", rec, src.gaia_datalink_url, "DataLink XP_CONTINUOUS")
     return rec
 
 

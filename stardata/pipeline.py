@@ -1,16 +1,11 @@
-"""The stages of a release build, each cached under ``DATA_DIR/stages/<release>/``.
+"""The local stages of a release build (derived columns, selection, extinction) and its outputs.
 
-Every stage file has one row per deduplicated allStar row, in allStar order, in row groups of
-``Settings.chunk_rows`` rows, so stage ``k``-th row groups line up and later stages stream one
-block at a time (bounded memory). Stages that call remote services or do heavy work cache each
-finished block under ``<stage>.parts/``, so an interrupted stage resumes where it stopped.
+The input stages (allStar, Gaia, 2MASS, XP) are in :mod:`stardata.inputs`; the stage cache and
+block I/O they all share are in :mod:`stardata.stagecache`.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,174 +14,84 @@ import pyarrow.parquet as pq
 
 from stardata import columns as C
 from stardata import cuts
-from stardata.io import (
-    LazyWriter,
-    ParquetRowWriter,
-    read_json,
-    sha256_file,
-    write_json,
-    write_parquet,
-)
+from stardata import derive as D
+from stardata.io import LazyWriter, ParquetRowWriter, write_json
 from stardata.split import split_ids
+from stardata.stagecache import (
+    Context,
+    chunked_stage,
+    n_groups,
+    read_group,
+    stage_key,
+    to_numpy,
+    to_table,
+)
 
 __all__ = ["Context", "read_group", "run", "to_table"]
 
 
-@dataclass
-class Context:
-    """Everything a stage needs: where, which settings, which sources, and what happened."""
-
-    release: str
-    data_dir: Path
-    s: object
-    src: object
-    offline: bool = False
-    progress: bool = True
-    inputs: list = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
-
-    @property
-    def stage_dir(self) -> Path:
-        return self.data_dir / "stages" / self.release
-
-    @property
-    def raw_dir(self) -> Path:
-        return self.data_dir / "raw" / self.release
-
-    def cache_dir(self, name: str) -> Path:
-        return self.data_dir / "cache" / self.release / name
-
-    def path(self, name: str) -> Path:
-        return self.stage_dir / f"{name}.parquet"
-
-    def done(self, name: str, key: str) -> dict | None:
-        """The stage's record if its output exists and was made from the same inputs."""
-        rec_path = self.stage_dir / f"{name}.json"
-        if not rec_path.exists() or not self.path(name).exists():
-            return None
-        rec = read_json(rec_path)
-        if rec.get("key") != key or rec.get("size") != self.path(name).stat().st_size:
-            return None
-        return rec
-
-    def record(self, name: str, key: str, **info) -> dict:
-        p = self.path(name)
-        rec = {"key": key, "size": p.stat().st_size, "sha256": sha256_file(p), **info}
-        write_json(self.stage_dir / f"{name}.json", rec)
-        return rec
-
-    def bar(self, iterable, desc: str, total: int | None = None):
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, desc=desc, total=total, disable=not self.progress, unit="block")
-
-
-def _key(*parts) -> str:
-    from stardata.release import stage_key
-
-    return stage_key(*parts)
-
-
-def _groups(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_row_groups
-
-
-def read_group(path: Path, k: int, columns=None) -> dict[str, np.ndarray]:
-    """Row group ``k`` of a stage file as NumPy arrays (fixed-size lists → 2-D arrays)."""
-    return to_numpy(pq.ParquetFile(path).read_row_group(k, columns=columns))
-
-
-def to_numpy(table: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
-    """Columns as NumPy arrays: fixed-size lists → 2-D arrays, strings → object arrays."""
-    out = {}
-    for name in table.column_names:
-        col = table[name]
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
-        if pa.types.is_fixed_size_list(col.type):
-            width = col.type.list_size
-            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            out[name] = np.asarray(col.to_pylist(), dtype=object)
-        else:
-            out[name] = col.to_numpy(zero_copy_only=False)
-    return out
-
-
-def to_table(cols: dict) -> pa.Table:
-    """Arrow table from NumPy columns; 2-D float arrays become fixed-size lists."""
-    arrays = {}
-    for name, v in cols.items():
-        v = np.asarray(v)
-        if v.ndim == 2:
-            flat = pa.array(np.ascontiguousarray(v, dtype=np.float64).ravel())
-            arrays[name] = pa.FixedSizeListArray.from_arrays(flat, v.shape[1])
-        elif v.dtype.kind in "OUS":
-            arrays[name] = pa.array(v.astype(str).tolist(), type=pa.string())
-        else:
-            arrays[name] = pa.array(v)
-    return pa.table(arrays)
-
-
-def _chunked_stage(ctx: Context, name: str, key: str, n: int, make: Callable[[int], dict], **info):
-    """Run ``make(k)`` for blocks ``0..n-1`` (cached as parts), then merge into the stage file."""
-    rec = ctx.done(name, key)
-    if rec is not None:
-        return rec
-    if n == 0:
-        from stardata.release import BuildError
-
-        raise BuildError(f"stage {name}: no allStar rows to process")
-    parts = ctx.stage_dir / f"{name}.parts"
-    keyfile = parts / "KEY"
-    if parts.exists() and (not keyfile.exists() or keyfile.read_text() != key):
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    keyfile.write_text(key)
-    for k in ctx.bar(range(n), desc=name):
-        part = parts / f"{k:06d}.parquet"
-        if not part.exists():
-            table = to_table(make(k))
-            write_parquet(part, table, row_group_size=max(1, table.num_rows))
-    schema = pq.read_schema(parts / f"{0:06d}.parquet")
-    with ParquetRowWriter(ctx.path(name), schema, row_group_size=ctx.s.chunk_rows) as w:
-        for k in range(n):
-            w.write(pq.read_table(parts / f"{k:06d}.parquet"))
-    rec = ctx.record(name, key, rows=w.rows, **info)
-    shutil.rmtree(parts)
-    return rec
-
-
 # -- local stages ------------------------------------------------------------------------------
-def stage_derive(ctx: Context, apogee: dict, gaia: dict, xp: dict) -> dict:
-    """Derived columns and per-row cut flags (all but the XP percentile cut)."""
+def stage_derive(ctx: Context, apogee: dict, gaia: dict, xp: dict, tmass: dict) -> dict:
+    """Derived columns and per-row cut flags (all but the XP percentile cut).
+
+    Its record also holds the row counts and the APOGEE vs 2MASS J/H/K comparison
+    (:func:`photometry_report`).
+    """
     s = ctx.s
-    key = _key("derive", apogee["key"], gaia["key"], xp["key"], s.to_dict())
-    paths = [ctx.path(n) for n in ("apogee", "gaia_source", "xp")]
+    key = stage_key("derive", apogee["key"], gaia["key"], xp["key"], tmass["key"], s.to_dict())
+    paths = [ctx.path(n) for n in ("apogee", "gaia_source", "xp", "tmass")]
 
     def make(k: int) -> dict:
-        a, g, x = (read_group(p, k) for p in paths)
-        cols = C.derive(a, g, x, s)
+        a, g, x, t = (read_group(p, k) for p in paths)
+        cols = D.derive(a, g, x, t, s)
         for cut in cuts.xp_quality_cuts(cols, s):
             cols[f"cut_{cut.name}"] = cut.keep
         cols["gaia_found"], cols["has_xp"] = g["gaia_found"], x["has_xp"]
+        cols["tmass_found"] = t["tmass_found"]
         return cols
 
-    rec = _chunked_stage(ctx, "derived", key, _groups(paths[0]), make)
-    if "counts" not in rec:
-        t = pq.read_table(ctx.path("derived"), columns=["gaia_found", "has_xp", "labels_good"])
-        rec["counts"] = {
-            f"rows_{n}": int(np.count_nonzero(t[n].to_numpy())) for n in t.column_names
-        }
+    rec = chunked_stage(ctx, "derived", key, n_groups(paths[0]), make)
+    if "counts" not in rec or "photometry" not in rec:
+        flags = ["gaia_found", "has_xp", "tmass_found", "labels_good"]
+        t = pq.read_table(ctx.path("derived"), columns=flags)
+        rec["counts"] = {f"rows_{n}": int(np.count_nonzero(t[n].to_numpy())) for n in flags}
+        rec["photometry"] = photometry_report(ctx.path("derived"), s.jhk_prefer)
         write_json(ctx.stage_dir / "derived.json", rec)
     ctx.counts.update(rec["counts"])
     return rec
 
 
+def photometry_report(derived: Path, prefer: str) -> dict:
+    """APOGEE vs Gaia-linked 2MASS J/H/K over the deduplicated rows, and which one was used.
+
+    Returns
+    -------
+    dict
+        ``prefer`` and, per band ``j``, ``h``, ``k``: the counts and differences of
+        :func:`stardata.sources.tmass.compare_band` (APOGEE minus 2MASS, mag; None when no star
+        has both) and
+        ``used_apogee``, ``used_tmass``, ``used_none`` (rows whose band came from each source).
+    """
+    from stardata.sources.tmass import compare_band
+
+    report: dict = {"prefer": prefer}
+    for band in ("j", "h", "k"):
+        names = [f"apogee_{band}", f"tmass_{band}", f"{band}_src"]
+        d = to_numpy(pq.read_table(derived, columns=names))
+        stats = compare_band(d[names[0]], d[names[1]])
+        stats = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in stats.items()}
+        src = d[names[2]]
+        for used in ("apogee", "tmass"):
+            stats[f"used_{used}"] = int(np.count_nonzero(src == used))
+        stats["used_none"] = int(np.count_nonzero(src == ""))
+        report[band] = stats
+    return report
+
+
 def stage_select(ctx: Context, derived: dict) -> dict:
     """XP percentile bounds, which rows keep XP, which rows stay, and each row's split."""
     s = ctx.s
-    key = _key("select", derived["key"], s.to_dict())
+    key = stage_key("select", derived["key"], s.to_dict())
     rec = ctx.done("select", key)
     if rec is None:
         path = ctx.path("derived")
@@ -201,7 +106,7 @@ def stage_select(ctx: Context, derived: dict) -> dict:
         totals: dict = {}
         fractions = dict(s.split_fractions)
         with ParquetRowWriter(ctx.path("select"), _SELECT_SCHEMA, row_group_size=s.chunk_rows) as w:
-            for k in ctx.bar(range(_groups(path)), desc="select"):
+            for k in ctx.bar(range(n_groups(path)), desc="select"):
                 d = read_group(path, k, need)
                 norm = np.stack([d[n] for n in C.XP_KINDS], axis=1)
                 pct = cuts.xp_within_bounds(norm, lo, hi)
@@ -275,7 +180,7 @@ def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str
     from stardata.sources.extinction import ebv_combined19
 
     s = ctx.s
-    key = _key(
+    key = stage_key(
         "extinction",
         derived["key"],
         select["key"],
@@ -309,7 +214,7 @@ def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str
             )
         return out
 
-    return _chunked_stage(ctx, "extinction", key, _groups(ctx.path("derived")), make)
+    return chunked_stage(ctx, "extinction", key, n_groups(ctx.path("derived")), make)
 
 
 # -- outputs -----------------------------------------------------------------------------------
@@ -318,13 +223,21 @@ _ID_COLUMNS = [
     "telescope",
     "field",
     "gaia_source_id",
+    "tmass_designation",
     "ra",
     "dec",
     "glon",
     "glat",
     "split",
 ]
-_FLAG_COLUMNS = ["gaia_found", "has_xp", "labels_good", "xp_good", "apogee_only_good"]
+_FLAG_COLUMNS = [
+    "gaia_found",
+    "tmass_found",
+    "has_xp",
+    "labels_good",
+    "xp_good",
+    "apogee_only_good",
+]
 
 
 def _table_columns(derived_names: list[str]) -> list[str]:
@@ -367,7 +280,7 @@ def write_stars(ctx: Context, out: Path) -> int:
     derived = ctx.path("derived")
     names = _table_columns(pq.read_schema(derived).names)
     with LazyWriter(out, ctx.s.row_group_size) as writer:
-        for k in ctx.bar(range(_groups(derived)), desc="stars.parquet"):
+        for k in ctx.bar(range(n_groups(derived)), desc="stars.parquet"):
             writer.write(_star_block(ctx, _aligned_group(ctx, k), names))
     return writer.rows
 
@@ -395,9 +308,10 @@ def run(ctx: Context, out_dir: Path) -> dict:
     allstar = inputs.stage_allstar(ctx)
     apogee = inputs.stage_apogee(ctx, allstar)
     gaia = inputs.stage_gaia(ctx, apogee)
+    tmass = inputs.stage_tmass(ctx, apogee)
     xp = inputs.stage_xp(ctx, apogee, gaia)
     dust = inputs.stage_dust_map(ctx)
-    derived = stage_derive(ctx, apogee, gaia, xp)
+    derived = stage_derive(ctx, apogee, gaia, xp, tmass)
     select = stage_select(ctx, derived)
     stage_extinction(ctx, derived, select, dust["sha256"])
     n = write_stars(ctx, out_dir / "stars.parquet")
@@ -407,6 +321,7 @@ def run(ctx: Context, out_dir: Path) -> dict:
         "inputs": ctx.inputs,
         "row_counts": counts,
         "cuts": select["cuts"],
+        "photometry": derived["photometry"],
         "xp_percentile_bounds": {
             kind: [lo, hi]
             for kind, lo, hi in zip(

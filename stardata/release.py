@@ -5,12 +5,12 @@
 per ``chunk_rows`` rows) and a JSON record holding the key of its inputs and settings; a rerun
 skips every stage whose key matches, and a stage interrupted half-way resumes from its finished
 chunks (and the connectors' own caches). Outputs appear in ``OUT/<release>/`` all at once, only
-when every one of them is complete. See :mod:`stardata.pipeline` for the stages themselves.
+when every one of them is complete. See :mod:`stardata.inputs` (remote inputs) and
+:mod:`stardata.pipeline` (local stages, outputs) for the stages themselves.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -126,6 +126,11 @@ class Settings:
     bp_zp_err: float = 0.0027901700
     rp_zp_err: float = 0.0037793818
     tmass_sentinel: float = 99.999
+    #: J/H/K source used where both have a band ("apogee": allStar's J/H/K, as LB24; "tmass":
+    #: Gaia DR3's best 2MASS neighbour); the other fills in where the preferred one is missing
+    jhk_prefer: str = "apogee"
+    #: 2MASS ph_qual letters whose band is not a measurement (U: upper limit; X: no brightness)
+    tmass_bad_ph_qual: str = "UX"
     # parallax
     zp_extra_slope: float = 0.005
     zp_extra_g_min: float = 13.0
@@ -153,7 +158,12 @@ class Settings:
     backoff: float = 1.0
     timeout: float = 120.0
 
+    def __post_init__(self) -> None:
+        if self.jhk_prefer not in ("apogee", "tmass"):
+            raise BuildError(f"jhk_prefer must be 'apogee' or 'tmass', not {self.jhk_prefer!r}")
+
     def to_dict(self) -> dict:
+        """All settings as JSON-ready values (tuples become lists)."""
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
@@ -171,12 +181,6 @@ class Settings:
         return cls(**conv)
 
 
-def stage_key(*parts) -> str:
-    """Hex digest of JSON-serializable parts (a stage's inputs and settings)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def package_versions() -> dict:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
@@ -189,8 +193,8 @@ def package_versions() -> dict:
 
 def build(
     release: str = "dr17",
-    data_dir: str | os.PathLike = "stardata-data",
-    out_dir: str | os.PathLike = "stardata-out",
+    data_dir: str | os.PathLike = "data/cache",
+    out_dir: str | os.PathLike = "data",
     *,
     offline: bool = False,
     settings: Settings | None = None,
@@ -258,6 +262,7 @@ def build(
             "row_counts": record["row_counts"],
             "cuts": record["cuts"],
             "xp_percentile_bounds": record["xp_percentile_bounds"],
+            "photometry": record["photometry"],
             "vocabulary": list(VOCABULARY.names),
             "outputs": outputs,
         }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stardiff.figures import _panel, _plt, _range, conditional_figures
+from stardiff.figures import _panel, _plt, _range, conditional_figures, plain_text
 
 __all__ = [
     "write_figures",
@@ -20,6 +20,7 @@ DPI = 90
 MAX_PIT_PANELS = 36
 
 
+@plain_text
 def write_figures(
     model, data, out: Path, ev, *, uncond, pits, task_pits, subsets, joint, seed
 ) -> list[str]:

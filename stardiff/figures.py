@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["unconditional_figure", "conditional_figures", "training_figures"]
+
+
+def plain_text(func):
+    """Draw with matplotlib's own text engine, even if an import (gaiaxpy does) set usetex."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.usetex": False}):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _plt():
@@ -41,6 +55,7 @@ def _panel(ax, data, samples, title, bins=50):
     ax.set_yticks([])
 
 
+@plain_text
 def unconditional_figure(model, data: np.ndarray, path: str | Path, n: int = 4000, seed=0):
     """Unconditional 1-D density of every requestable column vs the data (Fig. 2/7).
 
@@ -65,6 +80,7 @@ def unconditional_figure(model, data: np.ndarray, path: str | Path, n: int = 400
     return Path(path)
 
 
+@plain_text
 def conditional_figures(
     model,
     data: np.ndarray,
@@ -117,6 +133,7 @@ def conditional_figures(
     return paths
 
 
+@plain_text
 def training_figures(model, prep, out_dir: str | Path) -> list[Path]:
     """The figures ``stardiff fit`` writes next to the model, from its training rows."""
     from stardiff.data import read_table

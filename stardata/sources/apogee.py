@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from stardata.sources.http import DownloadResult, download
+from stardata.sources.download import DownloadResult, download
 
 __all__ = [
     "ALLSTAR_COLUMNS",

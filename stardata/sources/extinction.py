@@ -1,4 +1,4 @@
-"""E(B-V) from the Combined19 3-D dust map with Monte-Carlo distances, and the parallax zero point.
+"""E(B-V) from the Combined19 3-D dust map with Monte-Carlo distances.
 
 ``mwdust`` reads ``$DUST_DIR`` once, when it is first imported (default ``~/.mwdust``; the import
 creates that folder, so its parent must exist), and downloads ``combined19/combine19.h5`` there
@@ -19,7 +19,6 @@ __all__ = [
     "LOG_EBV_FLOOR",
     "ebv_combined19",
     "load_combined19",
-    "zero_point_parallax",
 ]
 
 LOG_EBV_FLOOR = -7.0
@@ -146,8 +145,8 @@ def ebv_combined19(
     glon, glat : array-like
         Galactic longitude and latitude [deg].
     parallax, parallax_error : array-like
-        Zero-point-corrected parallax and its error [mas] (see :func:`zero_point_parallax`);
-        NaN where the astrometry is not to be used.
+        Zero-point-corrected parallax and its error [mas] (see
+        :func:`stardata.columns.corrected_parallax`); NaN where the astrometry is not to be used.
     n_draws : int, optional
         Draws per star.
     seed : int, optional
@@ -202,60 +201,3 @@ def ebv_combined19(
             log_ebv = np.where(ebv <= 0, LOG_EBV_FLOOR, log_ebv)
         logebv[rows], logebv_err[rows] = _summaries(log_ebv, propagate_nan)
     return logebv, logebv_err
-
-
-def zero_point_parallax(
-    parallax,
-    phot_g_mean_mag,
-    nu_eff_used_in_astrometry,
-    pseudocolour,
-    ecl_lat,
-    astrometric_params_solved,
-    *,
-    lb24_offset: bool = True,
-) -> np.ndarray:
-    """Parallax corrected by the Lindegren et al. (2021) zero point (``gaiadr3-zeropoint``).
-
-    Only 5- and 6-parameter solutions (``astrometric_params_solved`` 31 or 95) are corrected;
-    others, and sources where the zero point is undefined, become NaN.
-
-    Parameters
-    ----------
-    parallax : array-like
-        Catalogue parallax [mas].
-    phot_g_mean_mag, nu_eff_used_in_astrometry, pseudocolour, ecl_lat, astrometric_params_solved
-        The ``gaia_source`` columns the zero point depends on.
-    lb24_offset : bool, optional
-        Also add LB24's ``0.005 * clip(G - 13, 0, 4)`` mas.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``parallax - zero_point (+ LB24 offset)`` [mas].
-    """
-    from zero_point import zpt
-
-    zpt.load_tables()
-    plx = np.asarray(parallax, dtype=float)
-    g = np.asarray(phot_g_mean_mag, dtype=float)
-    solved = np.asarray(astrometric_params_solved)
-    nu_eff = np.asarray(nu_eff_used_in_astrometry, dtype=float)
-    colour = np.asarray(pseudocolour, dtype=float)
-    lat = np.asarray(ecl_lat, dtype=float)
-    out = np.full(plx.shape, np.nan)
-    use = ((solved == 31) & np.isfinite(nu_eff)) | ((solved == 95) & np.isfinite(colour))
-    use &= np.isfinite(plx) & np.isfinite(g) & np.isfinite(lat)
-    if use.any():
-        # The unused colour of each solution type is NaN in gaia_source; give it a dummy value.
-        zero = zpt.get_zpt(
-            g[use],
-            np.where(solved[use] == 31, nu_eff[use], 1.5),
-            np.where(solved[use] == 95, colour[use], 1.5),
-            lat[use],
-            solved[use].astype(int),
-            _warnings=False,
-        )
-        out[use] = plx[use] - zero
-    if lb24_offset:
-        out = out + 0.005 * np.clip(g - 13.0, 0.0, 4.0)
-    return out

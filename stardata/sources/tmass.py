@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from stardata.sources.gaia import (
+from stardata.sources.tap import (
     GAIA_TAP_URL,
     cached_chunks,
     clean_source_ids,
@@ -22,7 +22,19 @@ from stardata.sources.gaia import (
     upload_query,
 )
 
-__all__ = ["APOGEE_BAD_MAG", "TMASS_COLUMNS", "combine_tmass", "compare_jhk", "query_tmass"]
+__all__ = [
+    "APOGEE_BAD_MAG",
+    "BAD_PH_QUAL",
+    "JHK_BANDS",
+    "PREFER",
+    "TMASS_COLUMNS",
+    "choose_band",
+    "combine_tmass",
+    "compare_band",
+    "compare_jhk",
+    "query_tmass",
+    "usable_tmass",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +54,15 @@ TMASS_COLUMNS: tuple[str, ...] = (
 APOGEE_BAD_MAG = 99.0
 """APOGEE writes 99.999 (anything >= 99) for a missing 2MASS magnitude."""
 
-#: (output band, APOGEE magnitude, APOGEE error, 2MASS magnitude, 2MASS error)
-_BANDS = (
+BAD_PH_QUAL = "UX"
+"""2MASS ``ph_qual`` letters whose magnitude is not a measurement (U: upper limit, X: no valid
+brightness estimate); such a band counts as missing."""
+
+PREFER = ("apogee", "tmass")
+"""The two sources of J, H, K (APOGEE's allStar columns, or 2MASS through Gaia's best neighbour)."""
+
+#: (output band, APOGEE magnitude, APOGEE error, 2MASS magnitude, 2MASS error), in ph_qual order
+JHK_BANDS = (
     ("j", "J", "J_ERR", "j_m", "j_msigcom"),
     ("h", "H", "H_ERR", "h_m", "h_msigcom"),
     ("k", "K", "K_ERR", "ks_m", "ks_msigcom"),
@@ -117,13 +136,99 @@ def query_tmass(
     return frame
 
 
+def usable_tmass(mag, err, ph_qual, band: int, *, bad: str = BAD_PH_QUAL):
+    """A 2MASS band's magnitude and error, NaN where it is not a usable measurement.
+
+    Parameters
+    ----------
+    mag, err : array-like
+        ``j_m``/``h_m``/``ks_m`` and their ``*_msigcom`` (NaN or null where absent).
+    ph_qual : array-like of str or None
+        The 3-letter 2MASS photometric quality (J, H, Ks); None where the star has no match.
+    band : int
+        0, 1 or 2 for J, H, Ks (the letter of ``ph_qual`` to look at).
+    bad : str, optional
+        Quality letters that make the band missing (:data:`BAD_PH_QUAL`).
+
+    Returns
+    -------
+    mag, err : numpy.ndarray of float64
+        NaN where the magnitude or its error is missing or the band's quality letter is bad.
+    """
+    m = np.asarray(mag, dtype=np.float64).copy()
+    e = np.asarray(err, dtype=np.float64).copy()
+    quality = np.asarray(ph_qual, dtype=object)
+    flagged = np.fromiter(
+        (isinstance(q, str) and len(q) > band and q[band] in bad for q in quality),
+        dtype=bool,
+        count=quality.size,
+    )
+    missing = flagged | ~np.isfinite(m) | ~np.isfinite(e)
+    m[missing], e[missing] = np.nan, np.nan
+    return m, e
+
+
+def choose_band(apogee_mag, apogee_err, tmass_mag, tmass_err, *, prefer: str = "apogee"):
+    """One band from the preferred source where it has the band, else from the other.
+
+    Parameters
+    ----------
+    apogee_mag, apogee_err, tmass_mag, tmass_err : array-like
+        Both sources' magnitudes and errors, NaN where missing (APOGEE's 99.999 already NaN).
+    prefer : {"apogee", "tmass"}, optional
+        Which source wins where both have the band (LB24 used APOGEE's).
+
+    Returns
+    -------
+    mag, err : numpy.ndarray of float64
+        NaN where neither source has the band.
+    source : numpy.ndarray of str
+        ``"apogee"``, ``"tmass"`` or ``""`` (neither) per row.
+    """
+    if prefer not in PREFER:
+        raise ValueError(f"prefer must be 'apogee' or 'tmass', not {prefer!r}")
+    a = (np.asarray(apogee_mag, dtype=np.float64), np.asarray(apogee_err, dtype=np.float64))
+    t = (np.asarray(tmass_mag, dtype=np.float64), np.asarray(tmass_err, dtype=np.float64))
+    (first, first_name), (second, second_name) = ((a, "apogee"), (t, "tmass"))[
+        :: 1 if prefer == "apogee" else -1
+    ]
+    use_first = np.isfinite(first[0])
+    use_second = ~use_first & np.isfinite(second[0])
+    mag = np.where(use_first, first[0], np.where(use_second, second[0], np.nan))
+    err = np.where(use_first, first[1], np.where(use_second, second[1], np.nan))
+    source = np.where(use_first, first_name, np.where(use_second, second_name, ""))
+    return mag, err, source
+
+
+def compare_band(apogee_mag, tmass_mag) -> dict:
+    """How one band's APOGEE and 2MASS magnitudes agree (NaN where a source lacks it).
+
+    Returns
+    -------
+    dict
+        ``n_both``, ``n_apogee_only``, ``n_tmass_only``, ``median_diff`` (APOGEE minus 2MASS,
+        mag) and ``max_abs_diff``; the last two NaN when no star has both.
+    """
+    a = np.asarray(apogee_mag, dtype=np.float64)
+    t = np.asarray(tmass_mag, dtype=np.float64)
+    both = np.isfinite(a) & np.isfinite(t)
+    diff = a[both] - t[both]
+    return {
+        "n_both": int(both.sum()),
+        "n_apogee_only": int((np.isfinite(a) & ~np.isfinite(t)).sum()),
+        "n_tmass_only": int((~np.isfinite(a) & np.isfinite(t)).sum()),
+        "median_diff": float(np.median(diff)) if diff.size else float("nan"),
+        "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else float("nan"),
+    }
+
+
 def _apogee_frame(apogee: Mapping | pl.DataFrame) -> pl.DataFrame:
     frame = apogee if isinstance(apogee, pl.DataFrame) else pl.DataFrame(dict(apogee))
     if "source_id" not in frame.columns:
         if "GAIAEDR3_SOURCE_ID" not in frame.columns:
             raise KeyError("apogee table needs GAIAEDR3_SOURCE_ID (or source_id)")
         frame = frame.with_columns(pl.col("GAIAEDR3_SOURCE_ID").alias("source_id"))
-    missing = [c for band in _BANDS for c in band[1:3] if c not in frame.columns]
+    missing = [c for band in JHK_BANDS for c in band[1:3] if c not in frame.columns]
     if missing:
         raise KeyError(f"apogee table lacks column(s): {', '.join(missing)}")
     return frame
@@ -139,43 +244,47 @@ def _clean(values: pl.Series, *, sentinel: bool) -> np.ndarray:
 def _joined(apogee: Mapping | pl.DataFrame, tmass: pl.DataFrame) -> pl.DataFrame:
     frame = (
         _apogee_frame(apogee)
-        .select("source_id", *[c for band in _BANDS for c in band[1:3]])
+        .select("source_id", *[c for band in JHK_BANDS for c in band[1:3]])
         .with_row_index("_row")
     )
     if tmass["source_id"].is_duplicated().any():
         raise ValueError("tmass table has duplicate source_id rows")
     keep = [c for c in TMASS_COLUMNS if c in tmass.columns]
     right = tmass.select(keep).with_columns(pl.col("source_id").cast(frame["source_id"].dtype))
-    return frame.join(right, on="source_id", how="left").sort("_row")
+    joined = frame.join(right, on="source_id", how="left").sort("_row")
+    missing = [c for c in TMASS_COLUMNS[1:] if c not in joined.columns]
+    return joined.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
 
 
-def compare_jhk(apogee: Mapping | pl.DataFrame, tmass: pl.DataFrame) -> dict[str, dict]:
+def _bands(joined: pl.DataFrame, bad_ph_qual: str):
+    """Per band: (name, APOGEE mag, APOGEE err, usable 2MASS mag, 2MASS err), all cleaned."""
+    quality = joined["ph_qual"].cast(pl.String).to_numpy()
+    for index, (band, a_mag, a_err, t_mag, t_err) in enumerate(JHK_BANDS):
+        a = _clean(joined[a_mag], sentinel=True)
+        ae = np.where(np.isfinite(a), _clean(joined[a_err], sentinel=True), np.nan)
+        t, te = usable_tmass(
+            _clean(joined[t_mag], sentinel=False),
+            _clean(joined[t_err], sentinel=False),
+            quality,
+            index,
+            bad=bad_ph_qual,
+        )
+        yield band, a, ae, t, te
+
+
+def compare_jhk(
+    apogee: Mapping | pl.DataFrame, tmass: pl.DataFrame, *, bad_ph_qual: str = BAD_PH_QUAL
+) -> dict[str, dict]:
     """Compare APOGEE's J/H/K with the Gaia-linked 2MASS magnitudes, band by band.
 
     Returns
     -------
     dict
-        For each of ``j``, ``h``, ``k``: ``n_both``, ``n_apogee_only``, ``n_tmass_only``,
-        ``median_diff`` (APOGEE minus 2MASS, mag) and ``max_abs_diff``.
+        For each of ``j``, ``h``, ``k``: :func:`compare_band` of the two sources (2MASS bands
+        whose ``ph_qual`` letter is in ``bad_ph_qual`` count as missing).
     """
-    return _compare(_joined(apogee, tmass))
-
-
-def _compare(joined: pl.DataFrame) -> dict[str, dict]:
-    report = {}
-    for band, a_mag, _, t_mag, _ in _BANDS:
-        a = _clean(joined[a_mag], sentinel=True)
-        t = _clean(joined[t_mag], sentinel=False) if t_mag in joined.columns else a * np.nan
-        both = np.isfinite(a) & np.isfinite(t)
-        diff = a[both] - t[both]
-        report[band] = {
-            "n_both": int(both.sum()),
-            "n_apogee_only": int((np.isfinite(a) & ~np.isfinite(t)).sum()),
-            "n_tmass_only": int((~np.isfinite(a) & np.isfinite(t)).sum()),
-            "median_diff": float(np.median(diff)) if diff.size else float("nan"),
-            "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else float("nan"),
-        }
-    return report
+    joined = _joined(apogee, tmass)
+    return {band: compare_band(a, t) for band, a, _, t, _ in _bands(joined, bad_ph_qual)}
 
 
 def combine_tmass(
@@ -183,6 +292,7 @@ def combine_tmass(
     tmass: pl.DataFrame,
     *,
     prefer: str = "apogee",
+    bad_ph_qual: str = BAD_PH_QUAL,
     report: dict | None = None,
 ) -> pl.DataFrame:
     """J, H, K per APOGEE row from the preferred source, falling back to the other.
@@ -196,6 +306,8 @@ def combine_tmass(
         :func:`query_tmass` output.
     prefer : {"apogee", "tmass"}, optional
         Which source to use where both have a band (LB24 used APOGEE's).
+    bad_ph_qual : str, optional
+        2MASS quality letters that make a band missing (see :func:`usable_tmass`).
     report : dict, optional
         Filled with the :func:`compare_jhk` comparison (also logged).
 
@@ -206,28 +318,15 @@ def combine_tmass(
         ``j_err``, ``h``, ``h_err``, ``k``, ``k_err`` (NaN when neither source has the band)
         and ``j_src``, ``h_src``, ``k_src`` (``"apogee"``, ``"tmass"`` or ``""``).
     """
-    if prefer not in ("apogee", "tmass"):
+    if prefer not in PREFER:
         raise ValueError(f"prefer must be 'apogee' or 'tmass', not {prefer!r}")
     joined = _joined(apogee, tmass)
-    comparison = _compare(joined)
+    out = {name: joined[name] for name in ("source_id", "tmass_designation", "ph_qual")}
+    comparison = {}
+    for band, a, ae, t, te in _bands(joined, bad_ph_qual):
+        comparison[band] = compare_band(a, t)
+        out[band], out[f"{band}_err"], out[f"{band}_src"] = choose_band(a, ae, t, te, prefer=prefer)
     if report is not None:
         report.update(comparison)
     log.info("APOGEE vs 2MASS J/H/K: %s", comparison)
-    out = {"source_id": joined["source_id"]}
-    for name in ("tmass_designation", "ph_qual"):
-        out[name] = (
-            joined[name]
-            if name in joined.columns
-            else pl.Series(name, [None] * len(joined), dtype=pl.String)
-        )
-    for band, a_mag, a_err, t_mag, t_err in _BANDS:
-        a, ae = _clean(joined[a_mag], sentinel=True), _clean(joined[a_err], sentinel=True)
-        t, te = (_clean(joined[c], sentinel=False) for c in (t_mag, t_err))
-        ae = np.where(np.isfinite(a), ae, np.nan)
-        first, second = ((a, ae, "apogee"), (t, te, "tmass"))[:: 1 if prefer == "apogee" else -1]
-        use_first = np.isfinite(first[0])
-        use_second = ~use_first & np.isfinite(second[0])
-        out[band] = np.where(use_first, first[0], np.where(use_second, second[0], np.nan))
-        out[f"{band}_err"] = np.where(use_first, first[1], np.where(use_second, second[1], np.nan))
-        out[f"{band}_src"] = np.where(use_first, first[2], np.where(use_second, second[2], ""))
     return pl.DataFrame(out)

@@ -55,6 +55,13 @@ class DiffusionHead(nn.Module):
             Output of :meth:`project_condition`, each broadcastable to ``(..., width)``.
         """
         h = x
-        for lin, emb, c in zip(self.inputs, self.step_embed, cond, strict=True):
-            h = F.gelu(lin(h) + emb(t) + c)
+        for i, (lin, emb, c) in enumerate(zip(self.inputs, self.step_embed, cond, strict=True)):
+            # The small per-row terms are summed first and added to the big (rows × draws)
+            # activation once, in place; the 1 → width input layer is one fused multiply-add.
+            pre = lin.bias + emb(t) + c
+            if i == 0:
+                h = torch.addcmul(pre, h, lin.weight[:, 0])
+            else:
+                h = torch.matmul(h, lin.weight.t()).add_(pre)
+            h = F.gelu(h)
         return self.out(h)

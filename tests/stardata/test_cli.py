@@ -19,10 +19,11 @@ def served(tmp_path_factory):
     from stardata.sources.apogee import read_allstar
 
     ids = read_allstar(allstar, ["GAIAEDR3_SOURCE_ID"])["GAIAEDR3_SOURCE_ID"]
-    gaia = M.synthetic_gaia_source(np.unique(ids[ids > 0]), seed=1)
+    ids = np.unique(ids[ids > 0])
+    gaia = M.synthetic_gaia_source(ids, seed=1)
     xp = M.synthetic_xp(gaia.filter(pl.col("has_xp_continuous"))["source_id"].to_numpy())
     M.write_tiny_combined19(root / "dust")
-    tables = {"gaiadr3.gaia_source": gaia}
+    tables = {"gaiadr3.gaia_source": gaia, **M.synthetic_tmass(ids[::2], seed=2)}
     with M.MirrorServer(files={ALLSTAR: allstar}, tables=tables, xp=xp) as server:
         yield server, root
 

@@ -61,8 +61,20 @@ def test_parallax_zero_point_matches_lindegren_plus_lb24_term():
     zp = C.parallax_zero_point(g, nu, pc, lat, solved)
     ref = zpt.get_zpt(g[:3], nu[:3], pc[:3], lat[:3], solved[:3], _warnings=False)
     extra = 0.005 * np.clip(g - 13.0, 0.0, 4.0)
+    assert np.isfinite(ref).all()  # the unused colour of each solution may be NaN
     np.testing.assert_allclose(zp[:3], ref + extra[:3])
     assert zp[3] == pytest.approx(0.02)  # 2-p solution: no Lindegren term, LB24 term only
+
+
+def test_corrected_parallax_subtracts_lindegren_and_lb24_terms():
+    # LB24: zp = zpt.get_zpt(...) + 0.005 clip(G - 13, 0, 4); parallax_corrected = parallax - zp
+    zpt.load_tables()
+    g, nu, lat = np.array([15.0, 12.0]), np.array([1.55, 1.5]), np.array([-40.0, 10.0])
+    solved, plx = np.array([31, 31]), np.array([0.5, 1.0])
+    zp = C.parallax_zero_point(g, nu, np.full(2, np.nan), lat, solved)
+    got = C.corrected_parallax(plx, np.full(2, 0.05), np.ones(2), zp)
+    lindegren = zpt.get_zpt(g, nu, np.full(2, 1.5), lat, solved)
+    np.testing.assert_allclose(got, plx - lindegren - np.array([0.01, 0.0]), rtol=1e-12)
 
 
 def test_corrected_parallax_thresholds_inclusive_like_lb24():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -14,6 +15,7 @@ from stardata import mirror as M
 from stardata.io import read_json, sha256_file
 from stardata.release import (
     VOCABULARY,
+    BuildError,
     OfflineMissing,
     Settings,
     Sources,
@@ -43,6 +45,11 @@ HAND_GAIA = {
     "parallax": 2.0, "parallax_error": 0.05, "ruwe": 1.0, "astrometric_params_solved": 3,
     "phot_bp_rp_excess_factor": 1.2,
 }  # fmt: skip
+# 2MASS rows (no XP, clean flags: kept as APOGEE-only stars). 10: APOGEE's J and H are the
+# 99.999 sentinel, 2MASS fills them in; 11: APOGEE's J is the sentinel and 2MASS's J an upper
+# limit (ph_qual U), so J is missing; 12: all three sentinels and no 2MASS neighbour.
+TMASS_HAND = {10: ("J", "H"), 11: ("J",), 12: ("J", "H", "K")}
+TMASS_OFFSET = {"J": 0.01, "H": 0.02, "K": 0.03}  # APOGEE minus 2MASS where both have a band
 
 
 def _allstar(path):
@@ -57,7 +64,36 @@ def _allstar(path):
             data[name][0] = value
         data["ASPCAPFLAG"][1] = 1 << 19
         data["SNR"][31] = data["SNR"][30] + 1.0
+        for row, sentinels in TMASS_HAND.items():
+            data["STARFLAG"][row] = data["ASPCAPFLAG"][row] = 0
+            for band, value in (("J", 11.5), ("H", 11.0), ("K", 10.8)):
+                data[band][row] = 99.999 if band in sentinels else value
     return path
+
+
+def _tmass_tables(data, hand: dict) -> dict:
+    """2MASS = APOGEE minus TMASS_OFFSET (12 where APOGEE has the sentinel), all ph_qual AAA,
+    except the TMASS_HAND rows."""
+    rows = pl.DataFrame(
+        {"source_id": data["GAIAEDR3_SOURCE_ID"].astype(np.int64)}
+        | {band: data[band].astype(np.float64) for band in TMASS_OFFSET}
+    )
+    rows = rows.filter((pl.col("source_id") > 0) & (pl.col("source_id") != hand[12]))
+    rows = rows.unique("source_id", keep="first", maintain_order=True)
+    tables = M.synthetic_tmass(rows["source_id"].to_numpy(), seed=4)
+    sid = rows["source_id"].to_numpy()
+    mags = {}
+    for band, column in zip(TMASS_OFFSET, ("j_m", "h_m", "ks_m"), strict=True):
+        v = rows[band].to_numpy()
+        mags[column] = np.where(v < 99, v - TMASS_OFFSET[band], 12.0)
+    mags["j_m"][sid == hand[10]], mags["h_m"][sid == hand[10]] = 11.0, 10.4
+    quality = np.where(sid == hand[11], "UAA", "AAA")
+    name = "gaiadr1.tmass_original_valid"
+    tables[name] = tables[name].with_columns(
+        *[pl.Series(c, v.astype(np.float32)) for c, v in mags.items()],
+        pl.Series("ph_qual", quality),
+    )
+    return tables
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +106,25 @@ def env(tmp_path_factory):
         sub.writeto(root / "subset.fits")
         ids = np.unique(hdul[1].data["GAIAEDR3_SOURCE_ID"])
         id0 = int(hdul[1].data["GAIAEDR3_SOURCE_ID"][0])
+        hand = {row: int(hdul[1].data["GAIAEDR3_SOURCE_ID"][row]) for row in TMASS_HAND}
+        tmass = _tmass_tables(hdul[1].data, hand)
     ids = ids[ids > 0]
     gaia = M.synthetic_gaia_source(ids[ids != ids[3]], seed=2)  # one id unknown to the archive
     gaia = gaia.with_columns(
         [pl.when(pl.col("source_id") == id0).then(pl.lit(v)).otherwise(pl.col(k)).alias(k)
          .cast(gaia.schema[k]) for k, v in HAND_GAIA.items()]
     )  # fmt: skip
+    no_xp = pl.col("source_id").is_in(list(hand.values()))
+    gaia = gaia.with_columns(pl.when(no_xp).then(False).otherwise("has_xp_continuous").alias(
+        "has_xp_continuous"))  # fmt: skip
     xp = M.synthetic_xp(gaia.filter(pl.col("has_xp_continuous"))["source_id"].to_numpy(), seed=3)
     dust = root / "dust"
     M.write_tiny_combined19(dust)
     files = {ALLSTAR: allstar, SUBSET: root / "subset.fits"}
-    with M.MirrorServer(files=files, tables={"gaiadr3.gaia_source": gaia}, xp=xp) as server:
-        yield {"server": server, "dust": dust, "allstar": allstar, "id0": id0}
+    tables = {"gaiadr3.gaia_source": gaia, **tmass}
+    with M.MirrorServer(files=files, tables=tables, xp=xp) as server:
+        yield {"server": server, "dust": dust, "allstar": allstar, "id0": id0, "hand": hand,
+               "tmass": tmass}  # fmt: skip
 
 
 def _sources(env, path=ALLSTAR, **kw) -> Sources:
@@ -123,8 +166,8 @@ def test_counts_and_manifest(reference):
     assert sum(c[f"split_{k}"] for k in ("train", "validation", "test")) == c["stars"]
     assert [r["cut"] for r in m["cuts"]][:2] == ["xp_complete", "xp_percentile"]
     assert m["cuts"][-1]["remaining"] == c["rows_xp_good"]
-    assert {i["name"] for i in m["inputs"]} == {"allStar", "gaia_source", "xp_continuous",
-                                                 "combined19"}  # fmt: skip
+    assert {i["name"] for i in m["inputs"]} == {"allStar", "gaia_source", "tmass",
+                                                 "xp_continuous", "combined19"}  # fmt: skip
     assert all(len(i["sha256"]) == 64 and i["size"] > 0 for i in m["inputs"])
     assert m["settings"]["chunk_rows"] == 64 and m["seed"]["split"] == 0
     assert m["vocabulary"] == list(VOCABULARY.names) and len(m["vocabulary"]) == 118
@@ -204,6 +247,10 @@ def test_rebuild_is_byte_identical_online_and_offline(reference, env, tmp_path):
     out = _build(env, tmp_path, offline=True)
     assert len(env["server"].requests) == before  # offline: no request at all
     assert _same_bytes(reference, out)
+    (tmp_path / "data" / "stages" / "dr17" / "tmass.json").unlink()  # 2MASS not cached
+    with pytest.raises(OfflineMissing, match="tmass stage"):
+        _build(env, tmp_path, out="out2", offline=True)
+    assert len(env["server"].requests) == before
 
 
 def test_offline_fails_fast_listing_missing(env, tmp_path):
@@ -212,6 +259,7 @@ def test_offline_fails_fast_listing_missing(env, tmp_path):
         _build(env, tmp_path, offline=True)
     msg = str(err.value)
     assert "allStar" in msg and "gaia_source" in msg and "xp" in msg and "\n" not in msg
+    assert "tmass stage" in msg
     assert len(env["server"].requests) == before
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -298,3 +346,75 @@ def test_stardiff_reads_either_output(reference):
     finite = np.isfinite(a.values)
     np.testing.assert_allclose(a.values[finite], b.values[finite], rtol=1e-6)
     assert a.split.tolist() == b.split.tolist()
+
+
+def _star(stars, source_id) -> dict:
+    return stars.filter(pl.col("gaia_source_id") == source_id).row(0, named=True)
+
+
+def test_2mass_fills_in_where_apogee_has_the_sentinel(reference, env):
+    stars = read_table(reference)
+    catalogue = env["tmass"]["gaiadr1.tmass_original_valid"]
+    best = env["tmass"]["gaiadr3.tmass_psc_xsc_best_neighbour"]
+    hand = env["hand"]
+    r = _star(stars, hand[10])  # J, H from 2MASS; K from APOGEE
+    name = best.filter(pl.col("source_id") == hand[10])["original_ext_source_id"][0]
+    tm = catalogue.filter(pl.col("designation") == name).row(0, named=True)
+    assert (r["tmass_designation"], r["ph_qual"], r["tmass_found"]) == (name, "AAA", True)
+    assert (r["j_src"], r["h_src"], r["k_src"]) == ("tmass", "tmass", "apogee")
+    assert r["j"] == pytest.approx(11.0) and r["j_err"] == pytest.approx(tm["j_msigcom"])
+    assert r["h"] == pytest.approx(10.4) and r["k"] == pytest.approx(10.8)
+    assert r["jh"] == pytest.approx(0.6, abs=1e-5) and r["jk"] == pytest.approx(0.2, abs=1e-5)
+    assert np.isnan(r["apogee_j"]) and np.isnan(r["apogee_h_err"])
+    r = _star(stars, hand[11])  # APOGEE J sentinel, 2MASS J an upper limit
+    assert r["ph_qual"] == "UAA" and r["j_src"] == "" and r["h_src"] == "apogee"
+    assert np.isnan(r["j"]) and np.isnan(r["tmass_j"]) and np.isnan(r["jh"])
+    r = _star(stars, hand[12])  # no 2MASS neighbour
+    assert r["tmass_designation"] is None and r["ph_qual"] is None and not r["tmass_found"]
+    assert (r["j_src"], r["h_src"], r["k_src"]) == ("", "", "")
+    assert np.isnan([r["j"], r["h"], r["k"], r["jh"], r["jk"]]).all()
+    r = _star(stars, env["id0"])  # both have it: APOGEE's, as LB24
+    assert r["j_src"] == "apogee" and r["j"] == pytest.approx(10.0)
+    assert r["tmass_j"] == pytest.approx(9.99, abs=1e-5)
+
+
+def _check_photometry(report: dict, n_rows: int, prefer: str) -> None:
+    assert report["prefer"] == prefer
+    for band, offset in zip("jhk", TMASS_OFFSET.values(), strict=True):
+        b = report[band]
+        assert b["median_diff"] == pytest.approx(offset, abs=1e-5), band
+        assert b["n_both"] > 150 and b["max_abs_diff"] >= b["median_diff"]
+        first, second = ("apogee", "tmass") if prefer == "apogee" else ("tmass", "apogee")
+        assert b[f"used_{first}"] == b["n_both"] + b[f"n_{first}_only"]
+        assert b[f"used_{second}"] == b[f"n_{second}_only"]
+        assert b["used_apogee"] + b["used_tmass"] + b["used_none"] == n_rows
+    assert report["j"]["n_tmass_only"] >= 1 and report["h"]["n_tmass_only"] >= 1
+    assert report["j"]["used_none"] >= 2
+
+
+def test_manifest_records_the_2mass_comparison(reference):
+    m = read_json(reference / "manifest.json")
+    c = m["row_counts"]
+    _check_photometry(m["photometry"], c["deduplicated_rows"], "apogee")
+    assert 0 < c["rows_tmass_found"] < c["deduplicated_rows"]
+    assert m["settings"]["jhk_prefer"] == "apogee"
+
+
+def test_preferring_2mass_reuses_the_cached_inputs_offline(reference, env, tmp_path):
+    shutil.copytree(reference.parent.parent / "data", tmp_path / "data")
+    before = len(env["server"].requests)
+    settings = dataclasses.replace(SETTINGS, jhk_prefer="tmass")
+    out = build("dr17", tmp_path / "data", tmp_path / "out", settings=settings, offline=True,
+                sources=_sources(env), progress=False)  # fmt: skip
+    assert len(env["server"].requests) == before
+    m, ref = read_json(out / "manifest.json"), read_json(reference / "manifest.json")
+    _check_photometry(m["photometry"], m["row_counts"]["deduplicated_rows"], "tmass")
+    keys = ("n_both", "n_apogee_only", "n_tmass_only", "median_diff")
+    for band in "jhk":  # the comparison does not depend on the preference
+        got, want = m["photometry"][band], ref["photometry"][band]
+        assert [got[k] for k in keys] == [want[k] for k in keys]
+    r = _star(read_table(out), env["id0"])
+    assert r["j_src"] == "tmass" and r["j"] == pytest.approx(9.99, abs=1e-5)
+    assert r["jh"] == pytest.approx(0.51, abs=1e-5)
+    with pytest.raises(BuildError, match="jhk_prefer"):
+        dataclasses.replace(SETTINGS, jhk_prefer="gaia")

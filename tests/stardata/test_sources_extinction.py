@@ -1,4 +1,4 @@
-"""E(B-V) with the real mwdust.Combined19 on a tiny real-layout map, and the parallax zero point."""
+"""E(B-V) with the real mwdust.Combined19 on a tiny real-layout map."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from stardata.sources.extinction import (
     _evaluate,
     ebv_combined19,
     load_combined19,
-    zero_point_parallax,
 )
 
 # (l, b) inside nside-1 pixels of the tiny map (amplitude a: E(B-V) = a (1 - exp(-d / 1.5 kpc)))
@@ -125,20 +124,3 @@ def test_dust_dir_is_set_before_mwdust_is_imported(dust_dir, tmp_path):
     assert used == environ == str(dust_dir.resolve())
     assert float(value) == pytest.approx(np.log(_expected_ebv(1.5, 2.0)), abs=1e-6)
     assert not (tmp_path / ".mwdust").exists()
-
-
-def test_zero_point_matches_the_reference_package():
-    from zero_point import zpt
-
-    zpt.load_tables()
-    g = np.array([12.0, 15.0, 16.0, 14.0])
-    nu, pc = np.array([1.5, 1.6, np.nan, 1.5]), np.array([np.nan, np.nan, 1.45, np.nan])
-    lat, solved = np.array([10.0, -40.0, 60.0, 5.0]), np.array([31, 31, 95, 3])
-    plx = np.array([1.0, 0.5, 0.2, 0.3])
-    got = zero_point_parallax(plx, g, nu, pc, lat, solved, lb24_offset=False)
-    ref5 = zpt.get_zpt(g[:2], nu[:2], np.array([1.5, 1.5]), lat[:2], solved[:2])
-    ref6 = zpt.get_zpt(g[2:3], np.array([1.5]), pc[2:3], lat[2:3], solved[2:3])
-    np.testing.assert_allclose(got[:3], plx[:3] - np.concatenate([ref5, ref6]))
-    assert np.isnan(got[3])  # 2-parameter solution: no parallax to correct
-    lb24 = zero_point_parallax(plx, g, nu, pc, lat, solved)
-    np.testing.assert_allclose(lb24[:3] - got[:3], 0.005 * np.array([0.0, 2.0, 3.0]))

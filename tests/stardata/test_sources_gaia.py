@@ -10,8 +10,9 @@ import pytest
 from astropy.table import Table
 
 from stardata.mirror import synthetic_gaia_source
-from stardata.sources.gaia import GAIA_SOURCE_COLUMNS, GAIA_TAP_URL, query_gaia_source
+from stardata.sources.gaia import GAIA_SOURCE_COLUMNS, query_gaia_source
 from stardata.sources.http import RemoteError
+from stardata.sources.tap import GAIA_TAP_URL
 
 IDS = np.random.default_rng(7).integers(10**15, 6 * 10**18, 250, dtype=np.int64)
 

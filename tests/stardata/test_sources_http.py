@@ -7,10 +7,10 @@ import urllib.error
 
 import pytest
 
+from stardata.sources.download import download
 from stardata.sources.http import (
     ArchiveError,
     RemoteError,
-    download,
     is_transient,
     retry_call,
 )

@@ -7,7 +7,14 @@ import polars as pl
 import pytest
 
 from stardata.mirror import synthetic_tmass
-from stardata.sources.tmass import TMASS_COLUMNS, combine_tmass, compare_jhk, query_tmass
+from stardata.sources.tmass import (
+    TMASS_COLUMNS,
+    choose_band,
+    combine_tmass,
+    compare_jhk,
+    query_tmass,
+    usable_tmass,
+)
 
 IDS = np.arange(1, 41, dtype=np.int64) * 1_000_000_007
 
@@ -83,6 +90,29 @@ def test_combine_can_prefer_2mass():
     assert out["h_src"].to_list() == ["tmass", "tmass", "apogee", "", "apogee"]
     with pytest.raises(ValueError, match="prefer"):
         combine_tmass(apogee, tmass, prefer="gaia")
+
+
+def test_2mass_upper_limits_are_not_used():
+    apogee, tmass = _tables()
+    tmass = tmass.with_columns(pl.Series("ph_qual", ["UAA", "AUA", "AAX"]))
+    report = {}
+    out = combine_tmass(apogee, tmass, report=report)
+    # row 2 (source 1): APOGEE J is the sentinel and 2MASS J an upper limit -> no J
+    assert np.isnan(out["j"][1]) and out["j_src"][1] == ""
+    assert out["k"].to_list()[0] == pytest.approx(9.0) and out["k_src"][0] == "apogee"
+    assert report["j"]["n_tmass_only"] == 0 and report["k"]["n_both"] == 2
+    kept = combine_tmass(apogee, tmass, bad_ph_qual="")
+    assert kept["j"][1] == pytest.approx(9.7) and kept["j_src"][1] == "tmass"
+
+
+def test_usable_tmass_and_choose_band_on_arrays():
+    mag, err = usable_tmass([10.0, 11.0, np.nan, 12.0], [0.02, np.nan, 0.1, 0.03],
+                            ["AAA", "AAA", "AAA", None], 0)  # fmt: skip
+    np.testing.assert_array_equal(np.isnan(mag), [False, True, True, False])  # no error: missing
+    m, e, src = choose_band([np.nan, 9.0, np.nan], [np.nan, 0.1, np.nan], mag[:3], err[:3],
+                            prefer="tmass")  # fmt: skip
+    np.testing.assert_allclose(m, [10.0, 9.0, np.nan])
+    assert src.tolist() == ["tmass", "apogee", ""]
 
 
 def test_duplicate_2mass_rows_are_refused():

@@ -1,0 +1,235 @@
+"""Gaia archive TAP: upload a table of source ids, run an ADQL join, cache each chunk.
+
+Every TAP connector (:mod:`stardata.sources.gaia`, :mod:`stardata.sources.tmass`) and the XP
+DataLink connector (:mod:`stardata.sources.xp`) split the ids into chunks and cache each chunk's
+result as a Parquet file named by the chunk index and a hash of its ids (so a rerun resumes where
+it stopped, and a changed id list never reuses a stale chunk), retry transient failures and join
+on ``source_id`` (the archive's row order is never relied upon).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from stardata.sources.http import ArchiveError, RemoteError, retry_call
+
+__all__ = [
+    "GAIA_TAP_URL",
+    "cached_chunks",
+    "clean_source_ids",
+    "merge_chunks",
+    "to_polars",
+    "upload_query",
+]
+
+log = logging.getLogger(__name__)
+
+GAIA_TAP_URL = "https://gea.esac.esa.int/tap-server/tap"
+"""The Gaia archive TAP service."""
+
+
+# -- ids and chunk cache ------------------------------------------------------------------------
+def clean_source_ids(source_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Unique, sorted, positive int64 source ids (0, negative and masked ids are dropped)."""
+    ids = np.ma.filled(np.ma.asarray(source_ids), 0)
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "f":
+        raise TypeError("source ids must be integers, not floats (precision would be lost)")
+    ids = ids.astype(np.int64, copy=False)
+    return np.unique(ids[ids > 0])
+
+
+def _chunk_hash(ids: np.ndarray, salt: str) -> str:
+    digest = hashlib.sha256(ids.astype("<i8").tobytes())
+    digest.update(salt.encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def cached_chunks(
+    ids: np.ndarray,
+    cache_dir: str | os.PathLike,
+    *,
+    prefix: str,
+    chunk_size: int,
+    fetch: Callable[[np.ndarray], pl.DataFrame],
+    salt: str = "",
+    progress: bool = True,
+    retries: int = 5,
+    backoff: float = 1.0,
+) -> Iterator[pl.DataFrame]:
+    """Yield ``fetch(chunk)`` for each chunk of ``ids``, cached as Parquet under ``cache_dir``.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        Ids, already cleaned (see :func:`clean_source_ids`).
+    cache_dir : path-like
+        Folder of the per-chunk files ``<prefix>-<index>-<hash>.parquet``.
+    prefix : str
+        Name of the query (also used in error messages).
+    chunk_size : int
+        Ids per remote call.
+    fetch : callable
+        The remote call for one chunk.
+    salt : str, optional
+        Anything else the result depends on (columns, format), mixed into the hash.
+    progress : bool, optional
+        Show a progress bar over chunks.
+    retries, backoff : optional
+        See :func:`stardata.sources.http.retry_call`.
+
+    Raises
+    ------
+    RemoteError
+        Naming the chunk, after its retries; completed chunks stay cached.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    starts = range(0, len(ids), chunk_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(starts), desc=prefix, unit="chunk")
+    try:
+        for index, start in enumerate(starts):
+            chunk = ids[start : start + chunk_size]
+            path = cache / f"{prefix}-{index:05d}-{_chunk_hash(chunk, salt)}.parquet"
+            if path.exists():
+                frame = pl.read_parquet(path)
+            else:
+                what = f"{prefix} chunk {index} ({len(chunk)} ids, {chunk[0]}..{chunk[-1]})"
+                frame = retry_call(
+                    lambda c=chunk: fetch(c), what=what, retries=retries, backoff=backoff
+                )
+                _check_ids(frame, chunk, what)
+                _write_parquet_atomic(frame, path)
+            if bar is not None:
+                bar.update(1)
+            yield frame
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _check_ids(frame: pl.DataFrame, chunk: np.ndarray, what: str) -> None:
+    got = frame["source_id"].to_numpy()
+    unknown = np.setdiff1d(got, chunk)
+    if unknown.size:
+        raise RemoteError(f"{what}: archive returned {unknown.size} ids not requested")
+
+
+# -- TAP upload ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _socket_timeout(seconds: float | None) -> Iterator[None]:
+    """astroquery's TAP connections have no time-out; bound them with the default one."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def upload_query(
+    ids: np.ndarray, query: str, tap_url: str = GAIA_TAP_URL, *, timeout: float = 600
+) -> pl.DataFrame:
+    """Run an asynchronous ADQL job on ``tap_url`` with ``ids`` uploaded as ``tap_upload.ids``.
+
+    The uploaded VOTable has one int64 column ``source_id``. Asynchronous jobs are used because
+    synchronous ones are capped at 2,000 rows (astroquery's ``launch_job`` adds ``TOP 2000``).
+
+    Raises
+    ------
+    ArchiveError
+        When the job ends in phase ERROR (e.g. an ADQL error); not retried.
+    """
+    from astropy.table import Table
+    from astroquery.utils.tap.core import TapPlus
+
+    upload = Table({"source_id": np.asarray(ids, dtype=np.int64)})
+    with _socket_timeout(timeout):
+        tap = TapPlus(url=tap_url, verbose=False)
+        try:
+            job = tap.launch_job_async(
+                query,
+                upload_resource=upload,
+                upload_table_name="ids",
+                output_format="votable",
+                verbose=False,
+                dump_to_file=False,
+            )
+            table = job.get_results()
+        except SystemError as exc:  # astroquery's signal for a job in phase ERROR
+            raise ArchiveError(" ".join(str(exc).split())) from exc
+    return to_polars(table)
+
+
+def to_polars(table) -> pl.DataFrame:
+    """An astropy table as polars: masked floats become NaN, other masked values null."""
+    columns = {}
+    for name in table.colnames:
+        column = table[name]
+        mask = np.ma.getmaskarray(column)
+        values = np.ma.getdata(column)
+        if values.dtype.kind in "SO":
+            values = np.array([v.decode() if isinstance(v, bytes) else v for v in values])
+        if values.dtype.kind == "f":
+            columns[name] = pl.Series(name, np.where(mask, np.nan, values))
+        elif mask.any():
+            columns[name] = pl.Series(name, values).scatter(np.flatnonzero(mask), None)
+        else:
+            columns[name] = pl.Series(name, values)
+    return pl.DataFrame(columns)
+
+
+def merge_chunks(
+    frames: list[pl.DataFrame], ids: np.ndarray, on_missing: str, what: str
+) -> pl.DataFrame:
+    """Concatenate per-chunk results, sorted by ``source_id``, refusing duplicate rows.
+
+    Parameters
+    ----------
+    frames : list of polars.DataFrame
+        Chunk results.
+    ids : numpy.ndarray
+        The (clean) ids that were asked for.
+    on_missing : {"drop", "null", "raise"}
+        What to do with ids absent from the results: leave them out, keep them as null rows
+        (only ``source_id`` set), or raise :class:`RemoteError`.
+    what : str
+        Query name for messages.
+    """
+    frame = pl.concat(frames, how="vertical_relaxed") if frames else None
+    if frame is None or frame.width == 0:
+        frame = pl.DataFrame({"source_id": np.empty(0, dtype=np.int64)})
+    frame = frame.sort("source_id")
+    dup = frame["source_id"].is_duplicated()
+    if dup.any():
+        first = frame["source_id"].filter(dup)[0]
+        raise RemoteError(f"{what}: archive returned duplicate rows (e.g. source_id {first})")
+    missing = ids.size - frame.height
+    if missing:
+        log.warning("%s: %d of %d ids not found", what, missing, ids.size)
+        if on_missing == "raise":
+            raise RemoteError(f"{what}: {missing} of {ids.size} ids not found in the archive")
+        if on_missing == "null":
+            frame = pl.DataFrame({"source_id": ids}).join(frame, on="source_id", how="left")
+    return frame
