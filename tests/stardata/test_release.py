@@ -418,3 +418,30 @@ def test_preferring_2mass_reuses_the_cached_inputs_offline(reference, env, tmp_p
     assert r["jh"] == pytest.approx(0.51, abs=1e-5)
     with pytest.raises(BuildError, match="jhk_prefer"):
         dataclasses.replace(SETTINGS, jhk_prefer="gaia")
+
+
+def test_the_paper_recipe_trains_on_the_built_table(reference, tmp_path):
+    """recipes/xp_apogee.toml reads what `stardata build` writes (columns, split labels)."""
+    import dataclasses
+    from pathlib import Path
+
+    from stardiff import fit
+    from stardiff.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[2]
+    r = load_recipe(root / "recipes" / "xp_apogee.toml")
+    tiny = dict(dim=16, n_heads=2, ff_dim=32, n_layers=1, head_width=16, head_layers=2, steps=10)
+    for table in ("stars.parquet", "tokens.h5"):
+        recipe = dataclasses.replace(
+            r,
+            data=dataclasses.replace(r.data, table=str(reference / table)),
+            model=dataclasses.replace(r.model, **tiny),
+            train=dataclasses.replace(r.train, epochs=1, device="cpu", bf16=False,
+                                      batch_size=64, out=str(tmp_path / table)),
+        )  # fmt: skip
+        model = fit(recipe, progress=False, figures=False)
+        assert len(model.columns) == 118 and "bprp" not in model.requestable
+        info = model.meta["training"]
+        assert info["train_rows"] > 0 and info["test_rows"] > 0  # the build's split labels
+        draws = model.sample({"teff": 4800.0, "logebv": -2.0}, "logg", 50, seed=0)
+        assert np.isfinite(draws).all()
