@@ -20,3 +20,12 @@ def test_unconditional_density_matches_marginal(bimodal_model):
     model, _ = bimodal_model
     s = model.sample({}, "y", 3000, seed=0)
     assert ks_2samp(s, np.random.default_rng(0).normal(size=3000)).statistic < 0.06
+
+
+def test_few_step_sampler_reproduces_the_full_sampler(bimodal_model):
+    """DDIM over 20 of the 100 training steps draws the same bimodal conditional."""
+    model, _ = bimodal_model
+    full = model.sample({"x": 1.2}, "y", 3000, seed=1)
+    fast = model.sample({"x": 1.2}, "y", 3000, seed=2, steps=20)
+    assert ks_2samp(full, fast).statistic < 0.08
+    assert np.mean(np.abs(fast) < 0.6) < 0.15  # still two modes
