@@ -80,6 +80,7 @@ def _synthetic_prepared(cfg: dict, rows: int, args) -> Prepared:
                 "compile": args.compile,
                 "device": args.device,
                 "epochs": 1,
+                "length_buckets": args.buckets,
             },
         },
         name=f"speed-{args.config}",
@@ -183,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample-draws", type=int, default=1000)
     p.add_argument("--fast-steps", type=int, default=20, help="DDIM steps for the fast sampler")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--buckets", type=int, default=1, help="train.length_buckets")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,6 +209,7 @@ def main(argv=None) -> int:
         "batch_size": prep.recipe.train.batch_size,
         "bf16": args.bf16,
         "compile": args.compile,
+        "length_buckets": args.buckets,
         "train_rows_per_s": round(rows_s, 1),
         "sample_draws_per_s_ancestral": round(ancestral, 1),
         f"sample_draws_per_s_ddim{args.fast_steps}": round(fast, 1),

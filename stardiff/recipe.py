@@ -60,6 +60,7 @@ class TrainSection:
     grad_clip: float = 1.0
     context: int = 64  # most inputs drawn per row and step
     target_in_context: bool = False  # may the requested column also be an input?
+    length_buckets: int = 1  # groups of rows of similar input length per step (CPU speed-up)
     seed: int = 0
     device: str = "cpu"
     bf16: bool = False
@@ -230,6 +231,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
         "train.lr": r.train.lr,
         "train.cycle_epochs": r.train.cycle_epochs,
         "train.checkpoint_every": r.train.checkpoint_every,
+        "train.length_buckets": r.train.length_buckets,
         "evaluate.samples": r.evaluate.samples,
     }
     for key, v in positive.items():

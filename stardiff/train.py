@@ -26,6 +26,7 @@ from stardiff.distributed import World, init_world, rank_slice
 from stardiff.infer import DensityModel
 from stardiff.model import DensityNetwork, NetworkConfig
 from stardiff.recipe import Recipe, load_recipe, override
+from stardiff.step import accumulate_gradients
 from stardiff.transforms import Preprocessor
 
 __all__ = ["fit", "prepare", "Prepared"]
@@ -168,23 +169,17 @@ class _Run:
             batch = self.builder(rows, self.gen)
             t, noise = _noise_and_steps(batch, self.net.config.steps, self.gen)
             mine = rank_slice(rows.numel(), self.world)
-            with self.autocast():
-                loss = self.loss_fn(
-                    batch.tokens[mine],
-                    batch.values[mine],
-                    batch.request[mine],
-                    batch.target[mine],
-                    t[mine],
-                    noise[mine],
-                )
-            # DDP averages gradients over ranks; weight each rank's mean by its share of rows
-            share = (mine.stop - mine.start) * self.world.size / rows.numel()
+            part = Batch(*(x[mine] for x in vars(batch).values()))
             self.opt.zero_grad(set_to_none=True)
-            (loss * share).backward()
+            # DDP averages gradients over ranks; weight each rank's mean by its share of rows
+            total += accumulate_gradients(
+                self.loss_fn, part, t[mine], noise[mine],
+                weight=(mine.stop - mine.start) * self.world.size / rows.numel(),
+                buckets=self.t.length_buckets, autocast=self.autocast, ddp=self.world.active,
+            )  # fmt: skip
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.t.grad_clip)
             self.opt.step()
             self.sched.step(self.epoch + (i + 1) / n_batches)
-            total += loss.detach() * (mine.stop - mine.start)
         if self.world.active:
             torch.distributed.all_reduce(total)
         mean = total.item() / n

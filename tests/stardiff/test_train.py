@@ -113,3 +113,23 @@ def test_heavy_tailed_column_trains_finite_and_stable(tmp_path):
     assert losses[-1] < losses[0]
     s = model.sample({"MedInc": 3.0}, "AveOccup", 500, seed=0)
     assert np.isfinite(s).all() and (s > 0).all()  # physical units, positive by construction
+
+
+def test_length_buckets_give_the_same_gradient(tmp_path):
+    from stardiff.step import accumulate_gradients
+    from stardiff.train import _noise_and_steps
+
+    table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=400) for i in range(8)})
+    r = make_recipe(tmp_path, table, train={"context": 7})
+    run = _Run(prepare(r), tmp_path, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    batch = run.builder(run.train_rows[:256], gen)
+    t, noise = _noise_and_steps(batch, run.net.config.steps, gen)
+    grads, totals = [], []
+    for buckets in (1, 4):
+        run.net.zero_grad(set_to_none=True)
+        totals.append(accumulate_gradients(run.net, batch, t, noise, weight=1.0, buckets=buckets))
+        grads.append([p.grad.clone() for p in run.net.parameters()])
+    torch.testing.assert_close(totals[0], totals[1], rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
