@@ -144,6 +144,8 @@ def _speed_record(args) -> dict:
             "16",
             "--sample-draws",
             "200",
+            "--buckets",
+            "4",
         ]
     )
     record = {}
