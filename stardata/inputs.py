@@ -80,7 +80,7 @@ def stage_allstar(ctx: Context) -> dict:
     from stardata.sources.apogee import fetch_allstar
 
     path = _allstar_path(ctx)
-    s, src = ctx.s, ctx.src
+    src = ctx.src
     if ctx.offline:
         digest = sha256_file(path)
         if src.allstar_sha256 and digest != src.allstar_sha256:
@@ -94,9 +94,7 @@ def stage_allstar(ctx: Context) -> dict:
             url=src.allstar_url,
             expected_size=src.allstar_size,
             sha256=src.allstar_sha256,
-            retries=s.retries,
-            backoff=s.backoff,
-            timeout=s.timeout,
+            **ctx.remote(),
             progress=ctx.progress,
         )
         rec = {"url": res.url, "size": res.size, "sha256": res.sha256}
@@ -216,9 +214,7 @@ def stage_gaia(ctx: Context, apogee: dict) -> dict:
             columns=wanted,
             chunk_size=s.gaia_chunk_size,
             progress=False,
-            retries=s.retries,
-            backoff=s.backoff,
-            timeout=s.timeout,
+            **ctx.remote(),
         )
         if "has_xp_continuous" in frame.columns:
             frame = frame.with_columns(frame["has_xp_continuous"].cast(float))
@@ -256,9 +252,7 @@ def stage_tmass(ctx: Context, apogee: dict) -> dict:
             tap_url=src.gaia_tap_url,
             chunk_size=s.gaia_chunk_size,
             progress=False,
-            retries=s.retries,
-            backoff=s.backoff,
-            timeout=s.timeout,
+            **ctx.remote(),
         )
         cols, found = _align(ids, frame, D.TMASS_RAW, strings=D.TMASS_STR)
         cols["tmass_found"] = found
@@ -291,9 +285,7 @@ def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
             progress=False,
             data_format=src.xp_format,
             data_structure=src.xp_structure,
-            retries=s.retries,
-            backoff=s.backoff,
-            timeout=s.timeout,
+            **ctx.remote(),
         )
         cols, found = _align(
             ids, frame, D.XP_RAW, ints=("bp_n_relevant_bases", "rp_n_relevant_bases")

@@ -57,6 +57,10 @@ class Context:
     def cache_dir(self, name: str) -> Path:
         return self.data_dir / "cache" / self.release / name
 
+    def remote(self) -> dict:
+        """The retry policy every remote call of the build uses (from the settings)."""
+        return {"retries": self.s.retries, "backoff": self.s.backoff, "timeout": self.s.timeout}
+
     def path(self, name: str) -> Path:
         return self.stage_dir / f"{name}.parquet"
 
