@@ -142,9 +142,6 @@ class Batch:
     request: torch.Tensor  # (B,) int64 token id of the requested column
     target: torch.Tensor  # (B,) float32
 
-    def to(self, device) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
-
 
 class BatchBuilder:
     """Vectorized random (inputs, request) draws over rows of a standardized matrix.

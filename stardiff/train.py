@@ -157,7 +157,7 @@ class _Run:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.bf16)
 
-    def train_epoch(self, bar=None) -> float:
+    def train_epoch(self) -> float:
         self.net.train()
         n = self.train_rows.numel()
         perm = self.train_rows[torch.randperm(n, generator=self.gen, device=self.device)]
