@@ -31,15 +31,16 @@ from benchmarks import california_protocol as cp
 from benchmarks import speed
 
 
-def model_sampler(model, steps: int | None = None, seed: int = 0):
+def model_sampler(model, steps: int | None = None, seed: int = 0, method: str | None = None):
     """Adapt a DensityModel to the protocol's ``sampler(given, col, n, rng)`` interface."""
+    how = {"seed": seed, "sampler": method, "steps": steps}
 
     def sampler(given: np.ndarray, col: int, n: int, rng) -> np.ndarray:
         cols = {c: given[:, j] for j, c in enumerate(cp.COLUMNS) if not np.isnan(given[:, j]).all()}
         if not cols:
-            draws = model.sample({}, cp.COLUMNS[col], n * given.shape[0], seed=seed, steps=steps)
+            draws = model.sample({}, cp.COLUMNS[col], n * given.shape[0], **how)
             return draws.reshape(given.shape[0], n)
-        return model.sample(cols, cp.COLUMNS[col], n, seed=seed, steps=steps)
+        return model.sample(cols, cp.COLUMNS[col], n, **how)
 
     return sampler
 
@@ -66,9 +67,13 @@ def _quality(epochs: int, fast_steps: int, device: str = "cpu") -> dict:
         model = fit(recipe, out=tmp, epochs=epochs, device=device, progress=False, figures=False)
         out["quality_train_seconds"] = round(time.perf_counter() - t0, 1)
         model.to(device)
-        for name, steps in (("ancestral", None), (f"ddim{fast_steps}", fast_steps)):
+        for name, method, steps in (
+            ("ancestral", "ancestral", None),
+            (f"ddim{fast_steps}", "ddim", fast_steps),
+            (f"dpm2_{fast_steps}", "dpm2", fast_steps),
+        ):
             t0 = time.perf_counter()
-            res = cp.run_protocol(model_sampler(model, steps))
+            res = cp.run_protocol(model_sampler(model, steps, method=method))
             out[f"quality_{name}_seconds"] = round(time.perf_counter() - t0, 1)
             for k in ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein"):
                 out[f"california_{name}_{k}"] = round(res[k], 4)
@@ -156,6 +161,9 @@ def _speed_record(args) -> dict:
             "train_rows_per_s",
             "sample_draws_per_s_ancestral",
             f"sample_draws_per_s_ddim{args.fast_steps}",
+            f"sample_draws_per_s_dpm2_{args.fast_steps}",
+            "sample_draws_per_s_default",
+            "default_sampler",
             "peak_rss_gb",
         ):
             record[f"{prefix}_{k}"] = r[k]

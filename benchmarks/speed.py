@@ -154,8 +154,13 @@ def train_speed(prep: Prepared, device: torch.device, steps: int, warmup: int):
         return timed.numel() / (time.perf_counter() - t0), run.model().to(device)
 
 
-def sample_speed(model, prep: Prepared, device, rows: int, draws: int, steps, bf16: bool):
-    """Draws per second for ``rows`` rows × ``draws`` draws of one requested column."""
+def sample_speed(
+    model, prep: Prepared, device, rows: int, draws: int, steps, bf16: bool, method=None
+):
+    """Draws per second for ``rows`` rows × ``draws`` draws of one requested column.
+
+    ``method``/``steps`` are the ``sampler``/``steps`` arguments of ``DensityModel.sample``.
+    """
     given = {
         c: prep.pre.decode(prep.z[:rows, j].astype(np.float64), j)
         for j, c in enumerate(model.columns[:-1])
@@ -163,12 +168,21 @@ def sample_speed(model, prep: Prepared, device, rows: int, draws: int, steps, bf
     request = model.requestable[-1]
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with ctx:
-        model.sample({k: v[:2] for k, v in given.items()}, request, 8, seed=0, steps=steps)
+        how = {"seed": 0, "sampler": method, "steps": steps}
+        model.sample({k: v[:2] for k, v in given.items()}, request, 8, **how)
         _sync(device)
         t0 = time.perf_counter()
-        model.sample(given, request, draws, seed=0, steps=steps)
+        model.sample(given, request, draws, **how)
         _sync(device)
     return rows * draws / (time.perf_counter() - t0)
+
+
+def _default_sampler() -> str:
+    from stardiff import infer
+
+    if infer.DEFAULT_SAMPLER == "ancestral":
+        return "ancestral"
+    return f"{infer.DEFAULT_SAMPLER}_{infer.DEFAULT_STEPS}"
 
 
 def main(argv=None) -> int:
@@ -182,7 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--sample-rows", type=int, default=64)
     p.add_argument("--sample-draws", type=int, default=1000)
-    p.add_argument("--fast-steps", type=int, default=20, help="DDIM steps for the fast sampler")
+    p.add_argument("--fast-steps", type=int, default=20, help="K of the few-step samplers")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--buckets", type=int, default=1, help="train.length_buckets")
     args = p.parse_args(argv)
@@ -194,12 +208,18 @@ def main(argv=None) -> int:
     else:
         prep = _synthetic_prepared(CONFIGS[args.config], 20_000, args)
     rows_s, model = train_speed(prep, device, args.steps, args.warmup)
-    ancestral = sample_speed(
-        model, prep, device, args.sample_rows, args.sample_draws, None, args.bf16
-    )
-    fast = sample_speed(
-        model, prep, device, args.sample_rows, args.sample_draws, args.fast_steps, args.bf16
-    )
+    k = args.fast_steps
+    speeds = {
+        name: sample_speed(
+            model, prep, device, args.sample_rows, args.sample_draws, steps, args.bf16, method
+        )
+        for name, method, steps in (
+            ("ancestral", "ancestral", None),
+            (f"ddim{k}", "ddim", k),
+            (f"dpm2_{k}", "dpm2", k),
+            ("default", None, None),
+        )
+    }
     record = {
         "benchmark": "speed",
         "config": args.config,
@@ -211,8 +231,8 @@ def main(argv=None) -> int:
         "compile": args.compile,
         "length_buckets": args.buckets,
         "train_rows_per_s": round(rows_s, 1),
-        "sample_draws_per_s_ancestral": round(ancestral, 1),
-        f"sample_draws_per_s_ddim{args.fast_steps}": round(fast, 1),
+        **{f"sample_draws_per_s_{name}": round(v, 1) for name, v in speeds.items()},
+        "default_sampler": _default_sampler(),
         **_peak_memory_gb(device),
     }
     json.dump(record, sys.stdout)

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=1000, help="samples per given row (default 1000)")
     s.add_argument("--joint", action="store_true", help="chain the requests (joint samples)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--steps", type=int, help="few-step DDIM sampler with this many steps")
+    _sampler_args(s)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", help="write samples to this Parquet file (default: print a summary)")
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
     e.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+    _sampler_args(e)
 
     i = sub.add_parser("info", help="describe a model folder")
     i.add_argument("model", help="model folder")
@@ -131,9 +132,9 @@ def _cmd_sample(a) -> int:
     multi = a.table is not None
     given = _given_table(model, a.table) if multi else _parse_given(a.given)
     if a.joint:
-        s = model.sample_joint(given, a.request, a.n, seed=a.seed, steps=a.steps)
+        s = model.sample_joint(given, a.request, a.n, seed=a.seed, sampler=a.sampler, steps=a.steps)
     else:
-        s = model.sample(given, list(a.request), a.n, seed=a.seed, steps=a.steps)
+        s = model.sample(given, list(a.request), a.n, seed=a.seed, sampler=a.sampler, steps=a.steps)
     cols = {c: np.asarray(v).reshape(-1) for c, v in s.items()}
     if multi:
         n_rows = np.asarray(next(iter(s.values()))).shape[0]
@@ -154,6 +155,19 @@ def _cmd_sample(a) -> int:
     return 0
 
 
+def _sampler_args(p) -> None:
+    from stardiff.infer import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help=f"ancestral (all T steps) or few-step ddim / dpm2 (default {DEFAULT_SAMPLER})",
+    )
+    p.add_argument(
+        "--steps", type=int, help=f"steps of a few-step sampler (default {DEFAULT_STEPS})"
+    )
+
+
 def _cmd_evaluate(a) -> int:
     from stardiff.evaluate import evaluate
 
@@ -170,6 +184,8 @@ def _cmd_evaluate(a) -> int:
         seed=a.seed,
         device=a.device,
         figures=not a.no_figures,
+        sampler=a.sampler,
+        steps=a.steps,
     )
     p = res["pooled"]
     if p.get("n"):

@@ -51,6 +51,8 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     figures: bool = True,
+    sampler: str | None = None,
+    steps: int | None = None,
 ) -> dict:
     """Score a model on a table and write ``metrics.json`` and figures into ``out_dir``.
 
@@ -78,17 +80,33 @@ def evaluate(
         Device to load a model folder on.
     figures : bool
         Also write the PNG figures.
+    sampler, steps : optional
+        Sampler for every draw (see :meth:`stardiff.infer.DensityModel.sample`); default
+        the package's default sampler.
 
     Returns
     -------
     dict
         The content of ``metrics.json`` (non-finite values as ``None``).
     """
-    from stardiff.evaluate_figures import write_figures
     from stardiff.infer import DensityModel, load
 
     if not isinstance(model, DensityModel):
         model = load(model, device)
+    saved = model.sampler, model.steps
+    model.sampler, model.steps = sampler or model.sampler, steps or model.steps
+    try:
+        model._how(None, None, 0.0)  # a bad sampler/steps fails here, before any work
+        return _evaluate(
+            model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures
+        )
+    finally:
+        model.sampler, model.steps = saved
+
+
+def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures):
+    from stardiff.evaluate_figures import write_figures
+
     rec = _recipe(model, recipe)
     ev = _settings(rec.evaluate if rec else EvaluateSection(), rows, samples, tasks)
     cols = _columns(model, columns or model.requestable, "columns")
@@ -105,6 +123,7 @@ def evaluate(
         "seed": seed,
         "rows": ev.rows,
         "samples_per_row": ev.samples_per_row,
+        "sampler": dict(zip(("method", "steps"), model._how(None, None, 0.0)[:2], strict=True)),
     }
     per_col, pits = column_metrics(model, data, cols, ev, rng, seed)
     uncond = model.sample({}, cols, ev.samples, seed=seed)

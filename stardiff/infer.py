@@ -15,11 +15,19 @@ import numpy as np
 import torch
 
 from stardiff import persist
-from stardiff.model import DensityNetwork, NetworkConfig, ancestral, ddim
+from stardiff.model import DensityNetwork, NetworkConfig, ancestral, ddim, multistep
 from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
 from stardiff.transforms import Preprocessor
 
-__all__ = ["DensityModel", "load"]
+__all__ = ["DensityModel", "load", "SAMPLERS", "DEFAULT_SAMPLER", "DEFAULT_STEPS"]
+
+# "ancestral": the full T-step DDPM chain (stochastic); "ddim": K-step DDIM (η sets its
+# noise); "dpm2": K-step second-order multistep DPM-Solver++ (deterministic). dpm2 over
+# 20 steps is the default: on the California protocol its CRPS is within 0.5 % and its PIT
+# KS within 0.005 of the ancestral chain, at ~5× the ancestral speed (docs/model.md).
+SAMPLERS = ("ancestral", "ddim", "dpm2")
+DEFAULT_SAMPLER = "dpm2"
+DEFAULT_STEPS = 20  # K of the few-step samplers when not given
 
 FORMAT = "stardiff-model"
 FORMAT_VERSION = 1
@@ -45,6 +53,8 @@ class DensityModel:
         self.requestable = list(requestable)
         self.meta = dict(meta or {})
         self.max_memory = 2 * 1024**3  # bytes of activations per chunk of rows × draws
+        self.sampler: str | None = None  # default of sample()'s ``sampler`` (see SAMPLERS)
+        self.steps: int | None = None  # default of sample()'s ``steps``
         self.folder: Path | None = None  # where it was saved or loaded from
 
     # ------------------------------------------------------------------ properties
@@ -171,13 +181,14 @@ class DensityModel:
         return max(1, int(self.max_memory // max(per_row, 1)))
 
     @torch.no_grad()
-    def _sample_z(self, z: np.ndarray, column: int, n: int, seed: int, steps, eta) -> np.ndarray:
+    def _sample_z(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
         """Standardized samples (R, n) of ``column`` given standardized rows ``z``.
 
         Work is chunked over whole noise blocks of rows and draws so that memory stays
         under ``max_memory`` and the samples do not depend on the chunking.
         """
         net = self.network
+        method, steps, eta = how
         tokens, values = self._encode_inputs(z)
         R = z.shape[0]
         out = np.empty((R, n), dtype=np.float64)
@@ -195,12 +206,32 @@ class DensityModel:
             for d0 in range(0, n, draws):
                 ds = slice(d0, min(n, d0 + draws))
                 noise = BlockNoise(seed, column, sl, ds, self.device)
-                if steps is None or steps == net.config.steps:
+                if method == "ancestral":
                     x = ancestral(net.head, net.schedule, cond, noise)
-                else:
+                elif method == "ddim":
                     x = ddim(net.head, net.schedule, cond, noise, steps, eta)
+                else:
+                    x = multistep(net.head, net.schedule, cond, noise, steps, order=2)
                 out[sl, ds] = x.double().cpu().numpy()
         return out
+
+    def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
+        """Resolve the user's (sampler, steps, eta) to (method, K, eta); one-line errors."""
+        T = self.network.config.steps
+        sampler, steps = sampler or self.sampler, steps if steps is not None else self.steps
+        method = sampler or (DEFAULT_SAMPLER if steps is None else "dpm2")
+        if method not in SAMPLERS:
+            raise ValueError(f"unknown sampler {method!r}; choose one of {', '.join(SAMPLERS)}")
+        if method == "ancestral":
+            if steps not in (None, T):
+                raise ValueError(f"the ancestral sampler runs all {T} steps, got steps={steps}")
+            return method, T, 0.0
+        k = DEFAULT_STEPS if steps is None else int(steps)
+        if not 1 <= k <= T:
+            raise ValueError(f"steps must be in 1..{T}, got {k}")
+        if eta and method != "ddim":
+            raise ValueError(f"eta applies to the ddim sampler only, not {method!r}")
+        return method, min(k, T), float(eta)
 
     @staticmethod
     def _seed(seed: int | None) -> int:
@@ -214,6 +245,7 @@ class DensityModel:
         n: int = 1000,
         *,
         seed: int | None = None,
+        sampler: str | None = None,
         steps: int | None = None,
         eta: float = 0.0,
     ):
@@ -230,9 +262,15 @@ class DensityModel:
             Draws per row.
         seed : int, optional
             Seed of the sampler's random numbers; the same seed gives the same samples.
+        sampler : {"ancestral", "ddim", "dpm2"}, optional
+            The full ``T``-step ancestral chain, or a few-step sampler over ``steps`` of
+            the training steps: DDIM (``eta`` = 0 deterministic) or the second-order
+            DPM-Solver++ ("dpm2", the default: ``DEFAULT_SAMPLER``, or the model's
+            ``sampler`` attribute when set).
         steps : int, optional
-            Use a deterministic few-step (DDIM) sampler over ``steps`` of the training
-            steps; default the full ancestral sampler.
+            Network evaluations of a few-step sampler (default ``DEFAULT_STEPS`` = 20).
+        eta : float
+            Noise of the DDIM sampler (0 = deterministic).
 
         Returns
         -------
@@ -245,11 +283,11 @@ class DensityModel:
             raise ValueError(f"n must be at least 1, got {n}")
         phys, one_row = self.given_matrix(given)
         z = self.pre.encode(phys, where="given")
-        seed = self._seed(seed)
+        seed, how = self._seed(seed), self._how(sampler, steps, eta)
         out = {}
         for name in names:
             j = self._column(name)
-            s = self.pre.decode(self._sample_z(z, j, n, seed, steps, eta), j)
+            s = self.pre.decode(self._sample_z(z, j, n, seed, how), j)
             out[name] = s[0] if one_row else s
         return out[names[0]] if single else out
 
@@ -260,6 +298,7 @@ class DensityModel:
         n: int = 1000,
         *,
         seed: int | None = None,
+        sampler: str | None = None,
         steps: int | None = None,
     ):
         """Joint samples by chaining 1-D requests (the paper's Fig. 6).
@@ -276,14 +315,14 @@ class DensityModel:
         names, _ = self._request_list(list(request))
         phys, one_row = self.given_matrix(given)
         z = self.pre.encode(phys, where="given")
-        seed = self._seed(seed)
+        seed, how = self._seed(seed), self._how(sampler, steps, 0.0)
         R, V = z.shape
         chain = np.repeat(z, n, axis=0)  # (R·n, V): one virtual row per joint draw
         first = self._column(names[0])
-        chain[:, first] = self._sample_z(z, first, n, seed, steps, 0.0).reshape(-1)
+        chain[:, first] = self._sample_z(z, first, n, seed, how).reshape(-1)
         for name in names[1:]:
             j = self._column(name)
-            chain[:, j] = self._sample_z(chain, j, 1, seed, steps, 0.0)[:, 0]
+            chain[:, j] = self._sample_z(chain, j, 1, seed, how)[:, 0]
         out = {}
         for name in names:
             j = self._column(name)
@@ -299,10 +338,11 @@ class DensityModel:
         n: int = 1000,
         *,
         seed: int | None = None,
+        sampler: str | None = None,
         steps: int | None = None,
     ):
         """Quantiles ``q`` of each requested density: array (..., len(q)) or dict of them."""
-        s = self.sample(given, request, n, seed=seed, steps=steps)
+        s = self.sample(given, request, n, seed=seed, sampler=sampler, steps=steps)
         qs = np.asarray(q, dtype=np.float64)
         f = lambda a: np.moveaxis(np.quantile(a, qs, axis=-1), 0, -1)  # noqa: E731
         return {k: f(v) for k, v in s.items()} if isinstance(s, dict) else f(s)
@@ -314,6 +354,7 @@ class DensityModel:
         n: int = 1000,
         *,
         seed: int | None = None,
+        sampler: str | None = None,
         steps: int | None = None,
     ):
         """Median and robust std (1.4826·MAD) of each requested density (paper Fig. 4).
@@ -321,7 +362,7 @@ class DensityModel:
         Returns a dict: for each requested column ``c``, ``c`` → median and
         ``c + "_std"`` → robust std, each of shape (rows,) (scalars for one row).
         """
-        s = self.sample(given, request, n, seed=seed, steps=steps)
+        s = self.sample(given, request, n, seed=seed, sampler=sampler, steps=steps)
         s = s if isinstance(s, dict) else {request: s}
         out = {}
         for k, v in s.items():

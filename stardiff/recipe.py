@@ -61,6 +61,7 @@ class TrainSection:
     context: int = 64  # most inputs drawn per row and step
     target_in_context: bool = False  # may the requested column also be an input?
     length_buckets: int = 1  # groups of rows of similar input length per step (CPU speed-up)
+    noise_draws: int = 1  # (step, noise) draws per encoded row: the head's loss averaged over them
     seed: int = 0
     device: str = "cpu"
     bf16: bool = False
@@ -232,6 +233,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
         "train.cycle_epochs": r.train.cycle_epochs,
         "train.checkpoint_every": r.train.checkpoint_every,
         "train.length_buckets": r.train.length_buckets,
+        "train.noise_draws": r.train.noise_draws,
         "evaluate.samples": r.evaluate.samples,
     }
     for key, v in positive.items():

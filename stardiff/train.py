@@ -99,10 +99,12 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-def _noise_and_steps(batch: Batch, n_steps: int, gen: torch.Generator):
+def _noise_and_steps(batch: Batch, n_steps: int, draws: int, gen: torch.Generator):
+    """Diffusion steps and noise, shape (B,) for one draw per row, else (B, draws)."""
     B, dev = batch.target.shape[0], batch.target.device
-    t = torch.randint(0, n_steps, (B,), generator=gen, device=dev)
-    return t, torch.randn(B, generator=gen, device=dev)
+    shape = (B,) if draws == 1 else (B, draws)
+    t = torch.randint(0, n_steps, shape, generator=gen, device=dev)
+    return t, torch.randn(shape, generator=gen, device=dev)
 
 
 class _Run:
@@ -152,7 +154,7 @@ class _Run:
             return None
         gen = torch.Generator(device=self.device).manual_seed(self.t.seed + 1)
         batch = self.builder(rows, gen)
-        return batch, *_noise_and_steps(batch, self.net.config.steps, gen)
+        return batch, *_noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, gen)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.bf16)
@@ -167,7 +169,7 @@ class _Run:
         for i in range(n_batches):
             rows = perm[i * step : (i + 1) * step]
             batch = self.builder(rows, self.gen)
-            t, noise = _noise_and_steps(batch, self.net.config.steps, self.gen)
+            t, noise = _noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, self.gen)
             mine = rank_slice(rows.numel(), self.world)
             part = Batch(*(x[mine] for x in vars(batch).values()))
             self.opt.zero_grad(set_to_none=True)

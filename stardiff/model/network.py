@@ -67,8 +67,15 @@ class DensityNetwork(nn.Module):
         t: torch.Tensor,
         noise: torch.Tensor,
     ) -> torch.Tensor:
-        """Mean squared error of the predicted noise (the DDPM objective)."""
+        """Mean squared error of the predicted noise (the DDPM objective).
+
+        ``t`` and ``noise`` are (B,), or (B, M) for M diffusion draws per encoded row:
+        the encoder runs once and its condition is broadcast over the draws.
+        """
         cond = self.head.project_condition(self.condition(tokens, values, request))
+        if t.dim() == 2:
+            cond = [c.unsqueeze(1) for c in cond]
+            target = target.unsqueeze(1)
         x_t = self.schedule.add_noise(target, noise, t)
         pred = self.head(x_t.unsqueeze(-1), t, cond).squeeze(-1)
         return F.mse_loss(pred.float(), noise)

@@ -71,6 +71,7 @@ def bimodal_model(tmp_path_factory):
             "cycle_epochs": 60,
             "context": 1,
             "checkpoint_every": 60,
+            "noise_draws": 8,
         },
     )
     return fit(recipe, progress=False, figures=False), recipe

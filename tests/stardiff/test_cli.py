@@ -108,6 +108,14 @@ def test_sample_given_table_joint_and_info(trained, capsys):
     capsys.readouterr()
     assert main(["sample", str(out), "--given", "x=0.5", "--request", "y", "-n", "20"]) == 0
     assert "median" in capsys.readouterr().out
+    for how in (
+        ["--sampler", "ancestral"],
+        ["--sampler", "ddim", "--steps", "5"],
+        ["--steps", "7"],
+    ):
+        argv = ["sample", str(out), "--given", "x=0.5", "--request", "y", "-n", "20", "--out"]
+        assert main([*argv, str(f), *how]) == 0 and pl.read_parquet(f).shape == (20, 1)
+    capsys.readouterr()
     assert main(["info", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["vocabulary"] == ["x", "y", "z"] and info["n_parameters"] > 0
@@ -122,6 +130,11 @@ def test_sample_given_table_joint_and_info(trained, capsys):
         (["sample", "{tmp}/nope", "--request", "y"], "model folder not found"),
         (["fit", "{tmp}/missing.toml"], "cannot read recipe"),
         (["fit", "{tmp}/r.toml", "--quiet"], "not empty"),
+        (
+            ["sample", "{out}", "--request", "y", "--sampler", "ancestral", "--steps", "5"],
+            "ancestral sampler runs all",
+        ),
+        (["sample", "{out}", "--request", "y", "--steps", "0"], "steps must be in 1.."),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(trained, capsys, argv, message):

@@ -115,3 +115,38 @@ def test_few_step_sampler_runs(api_model):
     model, _ = api_model
     s = model.sample({"x": 0.5}, "y", 100, seed=0, steps=10)
     assert s.shape == (100,) and np.isfinite(s).all()
+
+
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        ({"sampler": "euler"}, "unknown sampler 'euler'"),
+        ({"sampler": "ancestral", "steps": 5}, "ancestral sampler runs all"),
+        ({"eta": 0.5}, "eta applies to the ddim sampler only"),
+        ({"steps": 0}, "steps must be in 1.."),
+        ({"sampler": "dpm2", "steps": 10_000}, "steps must be in 1.."),
+    ],
+)
+def test_bad_sampler_choice_is_an_error(api_model, how, message):
+    model, _ = api_model
+    with pytest.raises(ValueError, match=message):
+        model.sample({"x": 0.5}, "y", 10, seed=0, **how)
+
+
+def test_default_sampler_and_the_model_attribute(api_model):
+    from stardiff.infer import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+    model, _ = api_model
+    given = {"x": [0.5, -1.0]}
+    default = model.sample(given, "y", 30, seed=4)
+    explicit = model.sample(given, "y", 30, seed=4, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS)
+    np.testing.assert_array_equal(default, explicit)
+    try:
+        model.sampler = "ancestral"
+        np.testing.assert_array_equal(
+            model.sample(given, "y", 30, seed=4),
+            model.sample(given, "y", 30, seed=4, sampler="ancestral"),
+        )
+    finally:
+        model.sampler = None
+    assert not np.array_equal(default, model.sample(given, "y", 30, seed=4, sampler="ancestral"))

@@ -115,7 +115,8 @@ def test_heavy_tailed_column_trains_finite_and_stable(tmp_path):
     assert np.isfinite(s).all() and (s > 0).all()  # physical units, positive by construction
 
 
-def test_length_buckets_give_the_same_gradient(tmp_path):
+@pytest.mark.parametrize("draws", [1, 3])
+def test_length_buckets_give_the_same_gradient(tmp_path, draws):
     from stardiff.step import accumulate_gradients
     from stardiff.train import _noise_and_steps
 
@@ -124,7 +125,8 @@ def test_length_buckets_give_the_same_gradient(tmp_path):
     run = _Run(prepare(r), tmp_path, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     batch = run.builder(run.train_rows[:256], gen)
-    t, noise = _noise_and_steps(batch, run.net.config.steps, gen)
+    t, noise = _noise_and_steps(batch, run.net.config.steps, draws, gen)
+    assert t.shape == noise.shape == ((256,) if draws == 1 else (256, draws))
     grads, totals = [], []
     for buckets in (1, 4):
         run.net.zero_grad(set_to_none=True)
@@ -133,3 +135,24 @@ def test_length_buckets_give_the_same_gradient(tmp_path):
     torch.testing.assert_close(totals[0], totals[1], rtol=1e-5, atol=1e-6)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_noise_draws_share_one_encoding(tmp_path):
+    """M identical (step, noise) draws per row give exactly the loss of one draw; distinct
+    draws average the head's loss over them."""
+    from stardiff.train import _noise_and_steps
+
+    table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=300) for i in range(5)})
+    run = _Run(
+        prepare(make_recipe(tmp_path, table, train={"context": 4})), tmp_path, torch.device("cpu")
+    )
+    run.net.eval()  # no dropout: the encoder must give the same condition every call
+    gen = torch.Generator().manual_seed(1)
+    batch = run.builder(run.train_rows[:64], gen)
+    t, noise = _noise_and_steps(batch, run.net.config.steps, 3, gen)
+    args = (batch.tokens, batch.values, batch.request, batch.target)
+    one = run.net(*args, t[:, 0], noise[:, 0])
+    same = run.net(*args, t[:, :1].expand(-1, 3), noise[:, :1].expand(-1, 3))
+    torch.testing.assert_close(one, same)
+    each = [run.net(*args, t[:, j], noise[:, j]) for j in range(3)]
+    torch.testing.assert_close(run.net(*args, t, noise), torch.stack(each).mean())
