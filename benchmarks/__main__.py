@@ -164,6 +164,8 @@ def _speed_record(args) -> dict:
             f"sample_draws_per_s_dpm2_{args.fast_steps}",
             "sample_draws_per_s_default",
             "default_sampler",
+            "head_mac_per_step",
+            "gemm_fp32_gmac_per_s",
             "peak_rss_gb",
         ):
             record[f"{prefix}_{k}"] = r[k]

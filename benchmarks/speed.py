@@ -177,6 +177,28 @@ def sample_speed(
     return rows * draws / (time.perf_counter() - t0)
 
 
+def gemm_rate(device: torch.device, width: int = 512, rows: int = 4096) -> float:
+    """Multiply-accumulates per second of a (rows × width) @ (width × width) fp32 matmul:
+    the ceiling of the head's work per sampling step at this width."""
+    a = torch.randn(rows, width, device=device)
+    w = torch.randn(width, width, device=device)
+    for _ in range(3):
+        a @ w
+    _sync(device)
+    n, t0 = 20, time.perf_counter()
+    for _ in range(n):
+        a @ w
+    _sync(device)
+    return n * rows * width * width / (time.perf_counter() - t0)
+
+
+def _head_macs(model) -> int:
+    """Multiply-accumulates of one head evaluation per draw (the condition is projected
+    once per chain and not counted)."""
+    c = model.network.config
+    return c.head_width * (1 + (c.head_layers - 1) * c.head_width + 1)
+
+
 def _default_sampler() -> str:
     from stardiff import infer
 
@@ -233,6 +255,8 @@ def main(argv=None) -> int:
         "train_rows_per_s": round(rows_s, 1),
         **{f"sample_draws_per_s_{name}": round(v, 1) for name, v in speeds.items()},
         "default_sampler": _default_sampler(),
+        "head_mac_per_step": _head_macs(model),
+        "gemm_fp32_gmac_per_s": round(gemm_rate(device, model.network.config.head_width) / 1e9, 1),
         **_peak_memory_gb(device),
     }
     json.dump(record, sys.stdout)

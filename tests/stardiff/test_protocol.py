@@ -106,3 +106,17 @@ def test_knn_rows_with_nothing_given_get_the_marginal(train):
     out = sampler(given, target, 4000, np.random.default_rng(2))
     assert np.unique(out[1]).size > 500  # many distinct training values, not 50 arbitrary rows
     assert abs(np.median(out[1]) - np.median(train[:, target])) < 0.1
+
+
+def test_train_budget_overrides_are_typed_and_checked():
+    from benchmarks.train_budget import _overrides
+    from stardiff.recipe import TrainSection
+
+    train = TrainSection()
+    assert _overrides(["epochs=12", "noise_draws=4", "lr=0.01"], train) == {
+        "epochs": 12,
+        "noise_draws": 4,
+        "lr": 0.01,
+    }
+    with pytest.raises(SystemExit, match="'epoch=3'"):
+        _overrides(["epoch=3"], train)
