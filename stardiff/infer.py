@@ -55,6 +55,7 @@ class DensityModel:
         self.max_memory = 2 * 1024**3  # bytes of activations per chunk of rows × draws
         self.sampler: str | None = None  # default of sample()'s ``sampler`` (see SAMPLERS)
         self.steps: int | None = None  # default of sample()'s ``steps``
+        self.bf16: bool | None = None  # bf16 autocast when sampling; None = on CUDA only
         self.folder: Path | None = None  # where it was saved or loaded from
 
     # ------------------------------------------------------------------ properties
@@ -187,6 +188,11 @@ class DensityModel:
         Work is chunked over whole noise blocks of rows and draws so that memory stays
         under ``max_memory`` and the samples do not depend on the chunking.
         """
+        bf16 = self.device.type == "cuda" if self.bf16 is None else self.bf16
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self._sample_chunks(z, column, n, seed, how)
+
+    def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
         net = self.network
         method, steps, eta = how
         tokens, values = self._encode_inputs(z)
@@ -212,7 +218,7 @@ class DensityModel:
                     x = ddim(net.head, net.schedule, cond, noise, steps, eta)
                 else:
                     x = multistep(net.head, net.schedule, cond, noise, steps, order=2)
-                out[sl, ds] = x.double().cpu().numpy()
+                out[sl, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
         return out
 
     def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
@@ -226,12 +232,12 @@ class DensityModel:
             if steps not in (None, T):
                 raise ValueError(f"the ancestral sampler runs all {T} steps, got steps={steps}")
             return method, T, 0.0
-        k = DEFAULT_STEPS if steps is None else int(steps)
+        k = min(DEFAULT_STEPS, T) if steps is None else int(steps)
         if not 1 <= k <= T:
             raise ValueError(f"steps must be in 1..{T}, got {k}")
         if eta and method != "ddim":
             raise ValueError(f"eta applies to the ddim sampler only, not {method!r}")
-        return method, min(k, T), float(eta)
+        return method, k, float(eta)
 
     @staticmethod
     def _seed(seed: int | None) -> int:

@@ -42,6 +42,28 @@ class DiffusionHead(nn.Module):
         """Per-block condition projections; computed once per chain when sampling."""
         return [proj(c) for proj in self.cond]
 
+    def step_terms(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Per-block ``bias + E_t`` for step indices ``t``; computed once per step when
+        sampling, shared by every tile of draws."""
+        return [lin.bias + emb(t) for lin, emb in zip(self.inputs, self.step_embed, strict=True)]
+
+    def mlp(self, x: torch.Tensor, pre: list[torch.Tensor]) -> torch.Tensor:
+        """The blocks given their per-row pre-activation terms ``bias + E_t + Linear_c(c)``.
+
+        The small per-row terms are added to the big (rows × draws) activation once, in
+        place; the 1 → width input layer is one fused multiply-add. Without autograd the
+        GELU runs in place too (no new buffer per block and step).
+        """
+        inplace = not torch.is_grad_enabled()
+        h = x
+        for i, (lin, p) in enumerate(zip(self.inputs, pre, strict=True)):
+            if i == 0:
+                h = torch.addcmul(p, h, lin.weight[:, 0])
+            else:
+                h = torch.matmul(h, lin.weight.t()).add_(p)
+            h = torch.ops.aten.gelu_(h) if inplace else F.gelu(h)
+        return self.out(h)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: list[torch.Tensor]) -> torch.Tensor:
         """Predict the noise.
 
@@ -54,14 +76,4 @@ class DiffusionHead(nn.Module):
         cond : list of Tensor
             Output of :meth:`project_condition`, each broadcastable to ``(..., width)``.
         """
-        h = x
-        for i, (lin, emb, c) in enumerate(zip(self.inputs, self.step_embed, cond, strict=True)):
-            # The small per-row terms are summed first and added to the big (rows × draws)
-            # activation once, in place; the 1 → width input layer is one fused multiply-add.
-            pre = lin.bias + emb(t) + c
-            if i == 0:
-                h = torch.addcmul(pre, h, lin.weight[:, 0])
-            else:
-                h = torch.matmul(h, lin.weight.t()).add_(pre)
-            h = F.gelu(h)
-        return self.out(h)
+        return self.mlp(x, [s + c for s, c in zip(self.step_terms(t), cond, strict=True)])

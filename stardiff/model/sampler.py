@@ -85,8 +85,9 @@ def lambda_indices(schedule: SigmoidSchedule, k: int) -> list[int]:
 TILE_BYTES = 1 << 20
 
 
-def _plan(schedule: SigmoidSchedule, steps: list[int]) -> list[tuple]:
-    """Per step, noisy to clean: (step, α_s, σ_s, coefficient of x, coefficient of D, h).
+def _plan(head: DiffusionHead, schedule: SigmoidSchedule, steps: list[int]) -> list[tuple]:
+    """Per step, noisy to clean: (the head's step terms, α_s, σ_s, coefficient of x,
+    coefficient of D, h).
 
     In the notation of DPM-Solver++ (Lu et al. 2022), with ``λ = log(α/σ)`` and
     ``h = λ_next − λ_s``, one step is ``x ← (σ_next/σ_s)·x + α_next·(1 − e^{−h})·D``
@@ -105,15 +106,16 @@ def _plan(schedule: SigmoidSchedule, steps: list[int]) -> list[tuple]:
             cx, cd = sg_t / sg_s, -al_t * math.expm1(-h)
         else:
             h, cx, cd = math.inf, 0.0, 1.0
-        plan.append((torch.tensor(s, device=device), al_s, sg_s, cx, cd, h))
+        terms = head.step_terms(torch.tensor(s, device=device))
+        plan.append((terms, al_s, sg_s, cx, cd, h))
     return plan
 
 
 def _solve(head: DiffusionHead, cond: list[torch.Tensor], x: torch.Tensor, plan, order: int):
     """Run one tile through the multistep solver (order 1 = DDIM with η = 0)."""
     x0_prev, h_prev = None, None
-    for step, al, sg, cx, cd, h in plan:
-        eps = head(x, step, cond).float()
+    for terms, al, sg, cx, cd, h in plan:
+        eps = head.mlp(x, [a + c for a, c in zip(terms, cond, strict=True)]).float()
         x0 = torch.add(x, eps, alpha=-sg).div_(al)  # the model's estimate of the clean sample
         d = x0
         if order == 2 and x0_prev is not None and math.isfinite(h):
@@ -153,7 +155,7 @@ def multistep(
     if order not in (1, 2):
         raise ValueError(f"solver order must be 1 or 2, got {order}")
     steps = lambda_indices(schedule, k) if order == 2 else step_indices(schedule.n_steps, k)
-    plan = _plan(schedule, steps)
+    plan = _plan(head, schedule, steps)
     x = noise()
     R, n = x.shape[:2]
     tile = max(64, TILE_BYTES // (4 * cond[0].shape[-1]))

@@ -150,3 +150,17 @@ def test_default_sampler_and_the_model_attribute(api_model):
     finally:
         model.sampler = None
     assert not np.array_equal(default, model.sample(given, "y", 30, seed=4, sampler="ancestral"))
+
+
+def test_bf16_sampling_is_close_to_fp32(api_model):
+    """bf16 autocast (the default on CUDA) runs the same samplers; CPU autocast stands in."""
+    model, _ = api_model
+    given = {"x": [0.5, -1.0, 2.0]}
+    ref = model.sample(given, "y", 400, seed=1)
+    try:
+        model.bf16 = True
+        low = model.sample(given, "y", 400, seed=1)
+    finally:
+        model.bf16 = None
+    assert low.dtype == np.float64 and np.isfinite(low).all()
+    assert np.abs(np.median(low, axis=1) - np.median(ref, axis=1)).max() < 0.1 * ref.std()

@@ -14,7 +14,10 @@ MU, S = 0.7, 0.4  # the data density N(MU, S²)
 
 
 class ExactGaussianHead:
-    """E[ε | x_t] for x_0 ~ N(MU, S²): σ (x − α MU) / (α² S² + σ²). Width 4 conditions."""
+    """E[ε | x_t] for x_0 ~ N(MU, S²): σ (x − α MU) / (α² S² + σ²). Width 4 conditions.
+
+    Has the DiffusionHead interface: ``head(x, t, cond)``, and ``step_terms``/``mlp`` for
+    the few-step solvers (the step index rides in the per-row terms)."""
 
     def __init__(self, schedule: SigmoidSchedule):
         self.a = schedule.sqrt_alpha_bar.double()
@@ -23,6 +26,12 @@ class ExactGaussianHead:
     def __call__(self, x, t, cond):
         a, s = self.a[t], self.s[t]
         return (s * (x.double() - a * MU) / (a**2 * S**2 + s**2)).float()
+
+    def step_terms(self, t):
+        return [torch.full((4,), float(t))]
+
+    def mlp(self, x, pre):
+        return self(x, pre[0][..., :1].round().long(), None)
 
 
 def _setup(n=4000):
