@@ -24,7 +24,7 @@ __all__ = ["DensityModel", "load", "SAMPLERS", "DEFAULT_SAMPLER", "DEFAULT_STEPS
 # "ancestral": the full T-step DDPM chain (stochastic); "ddim": K-step DDIM (η sets its
 # noise); "dpm2": K-step second-order multistep DPM-Solver++ (deterministic). dpm2 over
 # 20 steps is the default: on the California protocol its CRPS is within 0.5 % and its PIT
-# KS within 0.005 of the ancestral chain, at ~5× the ancestral speed (docs/model.md).
+# KS within 0.01 of the ancestral chain, at 5-10× the ancestral speed (docs/model.md).
 SAMPLERS = ("ancestral", "ddim", "dpm2")
 DEFAULT_SAMPLER = "dpm2"
 DEFAULT_STEPS = 20  # K of the few-step samplers when not given
