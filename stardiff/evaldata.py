@@ -1,0 +1,68 @@
+"""The rows a model is scored on: a table read in the model's column order, one split of it."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stardiff.recipe import Recipe
+
+__all__ = ["SPLITS", "EvalData", "load_eval_data"]
+
+SPLITS = ("train", "validation", "test", "all")
+
+
+@dataclass
+class EvalData:
+    """The evaluation rows of a table in the model's column order (physical units)."""
+
+    name: str
+    columns: tuple[str, ...]
+    values: np.ndarray  # (N, V), NaN = missing
+    train_std: np.ndarray  # (V,) std of each column over the training rows
+    split: str  # the rows actually used: a split name or "all"
+    table_columns: list[str]  # every numeric column of the file
+
+
+def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) -> EvalData:
+    """Read ``table``, keep the model's columns and the rows of ``split``."""
+    from stardiff.data import read_table, split_rows
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    d = recipe.data if recipe else None
+    path = Path(table)
+    try:
+        t = read_table(path, None, d.split_column if d else "")
+    except KeyError:
+        t = read_table(path, None, "")  # no split column: a table of new rows
+    idx = {c: t.names.index(c) for c in model.columns if c in t.names}
+    if not idx:
+        raise ValueError(f"{path.name}: no column of the model ({', '.join(model.columns)})")
+    values = np.full((t.values.shape[0], len(model.columns)), np.nan)
+    for j, c in enumerate(model.columns):
+        if c in idx:
+            values[:, j] = t.values[:, idx[c]]
+    n = values.shape[0]
+    parts = None
+    if t.split is not None:
+        parts = split_rows(n, labels=t.split)
+    elif d is not None and 0 < d.test_rows < n:
+        parts = split_rows(
+            n, test_rows=d.test_rows, validation_fraction=d.validation_fraction, seed=d.split_seed
+        )
+    if parts is None or split == "all":
+        sel, used = np.arange(n), "all"
+    else:
+        sel, used = parts[SPLITS.index(split)], split
+        if sel.size == 0:
+            raise ValueError(f"{path.name}: split {split!r} has no rows; try --split all")
+    std_rows = parts[0] if parts is not None and parts[0].size else np.arange(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        std = np.nanstd(values[std_rows], axis=0)
+    std = np.where(np.isfinite(std) & (std > 0), std, np.nan)
+    return EvalData(path.name, tuple(model.columns), values[sel], std, used, list(t.names))
