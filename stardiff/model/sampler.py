@@ -140,7 +140,7 @@ def multistep(
     The probability-flow ODE is solved with the multistep DPM-Solver++ of the given
     ``order``: 2 (default) on steps evenly spread in ``λ``; 1 is DDIM with η = 0 on
     steps evenly spread in index. Only the starting noise is random.
-    The work runs in tiles of rows × draws small enough to stay in cache.
+    On CPU the work runs in tiles of rows × draws small enough to stay in cache.
 
     Parameters
     ----------
@@ -159,6 +159,8 @@ def multistep(
     x = noise()
     R, n = x.shape[:2]
     tile = max(64, TILE_BYTES // (4 * cond[0].shape[-1]))
+    if x.device.type != "cpu":  # tiles are for CPU caches; a GPU wants the whole chunk
+        tile = R * n
     rows = max(1, tile // n)
     draws = min(n, tile)
     out = torch.empty_like(x)
