@@ -158,6 +158,7 @@ def test_noise_draws_share_one_encoding(tmp_path):
     torch.testing.assert_close(run.net(*args, t, noise), torch.stack(each).mean())
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals of inductor
 def test_compiled_training_matches_eager_on_cpu(tmp_path):
     """train.compile = true runs on CPU (inductor) and trains the same model as eager
     (dropout off: compiled dropout draws its masks from another generator)."""
