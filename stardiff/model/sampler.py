@@ -51,9 +51,6 @@ def step_indices(n_steps: int, k: int) -> list[int]:
     return sorted({round(i * (n_steps - 1) / max(k - 1, 1)) for i in range(k)})
 
 
-ddim_steps = step_indices  # the name used before the multistep solver existed
-
-
 def lambda_indices(schedule: SigmoidSchedule, k: int) -> list[int]:
     """``k`` distinct step indices evenly spread in log signal-to-noise ``λ = log(α/σ)``.
 
