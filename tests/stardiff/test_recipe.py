@@ -41,6 +41,10 @@ def _write(tmp_path, text):
         ('[data]\ntable = "t.parquet"\n[transforms]\nx = "sqrt"\n', "'transforms.x'"),
         ('[data]\ntable = "t.parquet"\n[model]\ndim = 10\nn_heads = 3\n', "'model.dim'"),
         ('[data]\ntable = "t.parquet"\n[train]\nepochs = 0\n', "'train.epochs' must be positive"),
+        (
+            '[data]\ntable = "t.parquet"\n[train]\nnoise_draws = 0\n',
+            "'train.noise_draws' must be positive",
+        ),
         ('[data]\ntable = "t.parquet"\n[data]\n', "not valid TOML"),
         ('[data]\ntable = "t.parquet"\ncolumns = "a"\n', "'data.columns' must be a list"),
         (
