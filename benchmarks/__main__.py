@@ -158,6 +158,7 @@ def _speed_record(args) -> dict:
         for k in (
             "n_parameters",
             "batch_size",
+            "noise_draws",
             "train_rows_per_s",
             "sample_draws_per_s_ancestral",
             f"sample_draws_per_s_ddim{args.fast_steps}",

@@ -81,6 +81,7 @@ def _synthetic_prepared(cfg: dict, rows: int, args) -> Prepared:
                 "device": args.device,
                 "epochs": 1,
                 "length_buckets": args.buckets,
+                "noise_draws": args.noise_draws,
             },
         },
         name=f"speed-{args.config}",
@@ -220,6 +221,9 @@ def main(argv=None) -> int:
     p.add_argument("--fast-steps", type=int, default=20, help="K of the few-step samplers")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--buckets", type=int, default=1, help="train.length_buckets")
+    p.add_argument(
+        "--noise-draws", type=int, default=8, help="train.noise_draws (paper/small; as the recipes)"
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -251,6 +255,7 @@ def main(argv=None) -> int:
         "bf16": args.bf16,
         "compile": args.compile,
         "length_buckets": args.buckets,
+        "noise_draws": prep.recipe.train.noise_draws,
         "train_rows_per_s": round(rows_s, 1),
         **{f"sample_draws_per_s_{name}": round(v, 1) for name, v in speeds.items()},
         "default_sampler": _default_sampler(),
