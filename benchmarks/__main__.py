@@ -24,25 +24,13 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from benchmarks import california_protocol as cp
 from benchmarks import speed
+from benchmarks.samplers import model_sampler, score
 
-
-def model_sampler(model, steps: int | None = None, seed: int = 0, method: str | None = None):
-    """Adapt a DensityModel to the protocol's ``sampler(given, col, n, rng)`` interface."""
-    how = {"seed": seed, "sampler": method, "steps": steps}
-
-    def sampler(given: np.ndarray, col: int, n: int, rng) -> np.ndarray:
-        cols = {c: given[:, j] for j, c in enumerate(cp.COLUMNS) if not np.isnan(given[:, j]).all()}
-        if not cols:
-            draws = model.sample({}, cp.COLUMNS[col], n * given.shape[0], **how)
-            return draws.reshape(given.shape[0], n)
-        return model.sample(cols, cp.COLUMNS[col], n, **how)
-
-    return sampler
+__all__ = ["main", "model_sampler"]
 
 
 def _speed(argv: list[str]) -> dict:
@@ -72,15 +60,12 @@ def _quality(epochs: int, fast_steps: int, device: str = "cpu") -> dict:
             (f"ddim{fast_steps}", "ddim", fast_steps),
             (f"dpm2_{fast_steps}", "dpm2", fast_steps),
         ):
-            t0 = time.perf_counter()
-            res = cp.run_protocol(model_sampler(model, steps, method=method))
-            out[f"quality_{name}_seconds"] = round(time.perf_counter() - t0, 1)
-            for k in ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein"):
-                out[f"california_{name}_{k}"] = round(res[k], 4)
+            res = score(model, method, steps, seeds=1)
+            out[f"quality_{name}_seconds"] = res["seconds"]
+            out.update({f"california_{name}_{k}": res[k] for k in cp.SCORES})
     for name, make in (("marginal", cp.empirical_marginal_sampler), ("knn", cp.knn_sampler)):
         res = cp.run_protocol(make(train))
-        for k in ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein"):
-            out[f"baseline_{name}_{k}"] = round(res[k], 4)
+        out.update({f"baseline_{name}_{k}": round(res[k], 4) for k in cp.SCORES})
     return out
 
 

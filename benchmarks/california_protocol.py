@@ -40,6 +40,7 @@ from stardiff.metrics import crps_samples, ks_uniform, pit, wasserstein_1d
 
 __all__ = [
     "COLUMNS",
+    "SCORES",
     "Sampler",
     "empirical_marginal_sampler",
     "knn_sampler",
@@ -68,6 +69,8 @@ N_EVAL = 500
 N_SAMPLES_COND = 200
 N_SAMPLES_UNCOND = 5000
 TARGET_B, GIVEN_B = COLUMNS.index("MedHouseVal"), COLUMNS.index("MedInc")
+#: The headline figures of :func:`run_protocol`, in the order records print them.
+SCORES = ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein")
 
 TABLE_PATH = (
     Path(__file__).resolve().parents[1] / "stardiff" / "datasets" / "california_housing.parquet"

@@ -16,9 +16,20 @@ import time
 import numpy as np
 
 from benchmarks import california_protocol as cp
-from benchmarks.__main__ import model_sampler
 
-KEYS = ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks", "c_wasserstein")
+
+def model_sampler(model, steps: int | None = None, seed: int = 0, method: str | None = None):
+    """Adapt a DensityModel to the protocol's ``sampler(given, col, n, rng)`` interface."""
+    how = {"seed": seed, "sampler": method, "steps": steps}
+
+    def sampler(given: np.ndarray, col: int, n: int, rng) -> np.ndarray:
+        cols = {c: given[:, j] for j, c in enumerate(cp.COLUMNS) if not np.isnan(given[:, j]).all()}
+        if not cols:
+            draws = model.sample({}, cp.COLUMNS[col], n * given.shape[0], **how)
+            return draws.reshape(given.shape[0], n)
+        return model.sample(cols, cp.COLUMNS[col], n, **how)
+
+    return sampler
 
 
 def score(model, method: str, steps: int | None, seeds: int) -> dict:
@@ -30,7 +41,7 @@ def score(model, method: str, steps: int | None, seeds: int) -> dict:
     ]
     rec = {"sampler": method, "steps": steps, "seeds": seeds}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
-    rec.update({k: round(float(np.mean([r[k] for r in runs])), 4) for k in KEYS})
+    rec.update({k: round(float(np.mean([r[k] for r in runs])), 4) for k in cp.SCORES})
     for k in ("a_pit_ks", "b_pit_ks"):
         rec[f"{k}_sd"] = round(float(np.std([r[k] for r in runs])), 4)
     return rec

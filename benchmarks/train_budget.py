@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks import california_protocol as cp
-from benchmarks.__main__ import model_sampler
+from benchmarks.samplers import score
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "california.toml"
 
@@ -46,9 +46,8 @@ def main(argv=None) -> int:
         out = args.out or tmp
         model = fit(recipe, out=out, progress=False, figures=False, overwrite=True)
         rec = {**kv, "train_seconds": round(time.perf_counter() - t0, 1)}
-        res = cp.run_protocol(model_sampler(model, method="ancestral"))
-    rec.update({k: round(res[k], 4) for k in ("a_crps", "a_pit_ks", "b_crps", "b_pit_ks")})
-    rec["c_wasserstein"] = round(res["c_wasserstein"], 4)
+        res = score(model, "ancestral", None, seeds=1)
+    rec.update({k: res[k] for k in cp.SCORES})
     print(json.dumps(rec))
     return 0
 
