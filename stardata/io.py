@@ -23,13 +23,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "FolderLock",
     "LazyWriter",
+    "LockedError",
     "ParquetRowWriter",
     "atomic_path",
     "h5_dataset",
     "h5_file",
     "read_json",
+    "recover_folder",
+    "remove_partials",
+    "replace_folder",
     "sha256_file",
+    "temp_sibling",
     "write_json",
     "write_parquet",
 ]
@@ -55,7 +61,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp = temp_sibling(path)
     try:
         yield tmp
         if not tmp.exists():
@@ -97,9 +103,12 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON file, naming the file in the error if it is not valid JSON."""
+    """Read a JSON file, naming the file in the error if it is missing or not valid JSON."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"missing {path.name} in {path.parent}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
@@ -236,3 +245,164 @@ def h5_dataset(group, name: str, shape, dtype, *, data=None, chunk_rows: int = 4
         **opts,
         **kwargs,
     )
+
+
+# ---------------------------------------------------------------------------
+# One writer per folder, and folder swaps with no moment without a valid copy.
+
+_PART = ".part-"
+
+
+class LockedError(RuntimeError):
+    """Another live process holds a folder's lock (the message names the folder and owner)."""
+
+
+class FolderLock:
+    """One writer per folder: an exclusive ``flock`` on ``FOLDER/.lock``.
+
+    The lock file records the owner's pid, host and command line, so that a second writer gets
+    a one-line error naming the folder and the process that holds it. The kernel releases the
+    lock when its process dies (``kill -9`` included), so a lock left by a dead run is stale by
+    construction and is simply taken over. Use as a context manager.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to own (created if missing).
+    what : str
+        What the lock is for, shown to a second writer ("stardiff fit", "stardata build").
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | os.PathLike, what: str = "a run"):
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+        import socket
+        import sys
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise LockedError(f"{self.folder} is in use: {self._owner()}") from None
+            # the file may have been unlinked by its last owner between our open and flock
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "what": self.what,
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        self._fd = fd
+        return self
+
+    def _owner(self) -> str:
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            return (
+                f"{info.get('what', 'a run')} (pid {info.get('pid')} on {info.get('host')}) "
+                "holds its lock; wait for it to finish or stop it"
+            )
+        except (OSError, ValueError):
+            return f"another process holds {self.path}"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # unlink while holding the lock, then let go
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def remove_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove temporary files and folders that killed runs left in ``folder``.
+
+    Only names this toolkit writes are touched: ``.NAME.part-PID`` (:func:`atomic_path`,
+    :func:`replace_folder`). Call it while holding the folder's :class:`FolderLock`, so no live
+    writer's temporary is removed. Returns what was removed.
+    """
+    import shutil
+
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in sorted(folder.glob(f".*{_PART}*")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        removed.append(p)
+    return removed
+
+
+def temp_sibling(path: str | os.PathLike) -> Path:
+    """The temporary name :func:`atomic_path` and :func:`replace_folder` use beside ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{_PART}{os.getpid()}")
+
+
+def _old(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def recover_folder(final: str | os.PathLike) -> Path:
+    """Finish or undo a :func:`replace_folder` that a kill interrupted.
+
+    A kill between its two renames leaves no ``final`` but a complete ``.final.old``: that copy
+    is moved back. A kill after both leaves a stale ``.final.old``: it is removed.
+    """
+    import shutil
+
+    final = Path(final)
+    old = _old(final)
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, final)
+    return final
+
+
+def replace_folder(new: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Rename the complete folder ``new`` to ``final``, replacing any folder there.
+
+    Two renames (``final`` → ``.final.old``, ``new`` → ``final``); at every moment either
+    ``final`` or ``.final.old`` is a complete copy, and :func:`recover_folder` (which this calls
+    first) puts things right after a kill between them.
+    """
+    import shutil
+
+    new, final = Path(new), Path(final)
+    recover_folder(final)
+    old = _old(final)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final

@@ -140,13 +140,12 @@ def _cmd_sample(a) -> int:
         n_rows = np.asarray(next(iter(s.values()))).shape[0]
         cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
     if a.out:
-        from stardiff.persist import _tmp_path
+        from stardata.io import atomic_path
 
         table = pa.table(cols)
         out = Path(a.out)
-        tmp = _tmp_path(out)
-        pq.write_table(table, tmp)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
         print(f"wrote {table.num_rows} samples to {out}")
     else:
         q = {c: np.percentile(v, [16, 50, 84]) for c, v in cols.items() if c != "row"}

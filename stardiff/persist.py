@@ -10,13 +10,13 @@ unpickled: loading reads JSON and safetensors only.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from stardata.io import atomic_path, read_json, recover_folder, replace_folder, temp_sibling
 
 __all__ = [
     "atomic_write_text",
@@ -33,47 +33,23 @@ WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint"
 
 
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON in its own key order (config files read top-down)."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"missing {path.name} in {path.parent}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def save_weights(path: str | Path, module: torch.nn.Module) -> None:
     """Save a module's state dict (parameters and persistent buffers) as safetensors."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = _tmp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_weights(path: str | Path, module: torch.nn.Module) -> None:
@@ -113,7 +89,9 @@ def _unflatten_optimizer(tensors: dict, rest: dict) -> dict:
 def save_training_state(folder: str | Path, *, model, optimizer, rng: dict, info: dict) -> None:
     """Write ``folder/checkpoint/`` (state.safetensors + state.json) atomically as a whole."""
     folder = Path(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=folder))
+    tmp = temp_sibling(folder / CHECKPOINT)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
         tensors = {
             f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
@@ -123,19 +101,14 @@ def save_training_state(folder: str | Path, *, model, optimizer, rng: dict, info
         tensors.update({f"rng.{k}": v.cpu() for k, v in rng.items()})
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_rest}, indent=1))
-        final, old = folder / CHECKPOINT, folder / f".{CHECKPOINT}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder / CHECKPOINT)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_training_state(folder: str | Path) -> tuple[dict, dict, dict, dict]:
     """Read a checkpoint: ``(model_state, optimizer_state, rng_states, info)``."""
-    ck = Path(folder) / CHECKPOINT
+    ck = recover_folder(Path(folder) / CHECKPOINT)
     if not (ck / "state.safetensors").exists() or not (ck / "state.json").exists():
         raise FileNotFoundError(f"no training checkpoint in {folder} (looked for {ck})")
     tensors = load_file(str(ck / "state.safetensors"))
