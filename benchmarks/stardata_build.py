@@ -3,7 +3,7 @@
 Generates an allStar-format FITS file of ``--rows`` rows (with duplicates), a matching
 ``gaia_source`` table, Gaia's 2MASS best-neighbour and 2MASS tables, XP_CONTINUOUS coefficients
 (55 BP + 55 RP per star) and a tiny
-Combined19 map, serves them from a local :class:`stardata.mirror.MirrorServer`, runs the build in
+Combined19 map, serves them from a local :class:`stardata.testing.MirrorServer`, runs the build in
 a child process and prints one JSON record: wall time, peak RSS of the build, time per stage,
 rows removed by each cut and output sizes.
 
@@ -83,8 +83,8 @@ def xp_frame(source_ids: np.ndarray, g_mag: np.ndarray, seed: int) -> pl.DataFra
     import io
 
     from stardata.columns import g_flux
-    from stardata.mirror import real_xp_product
     from stardata.sources.xp import parse_xp_continuous
+    from stardata.testing import real_xp_product
 
     name, data = real_xp_product("fits")
     real = parse_xp_continuous(io.BytesIO(data), name).row(0, named=True)
@@ -107,7 +107,7 @@ def xp_frame(source_ids: np.ndarray, g_mag: np.ndarray, seed: int) -> pl.DataFra
 
 
 def generate(work: Path, rows: int, duplicates: int, seed: int):
-    from stardata import mirror as M
+    from stardata import testing as M
     from stardata.sources.apogee import read_allstar
 
     src = work / "mirror"
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--progress", action="store_true", help="show the build's progress bars")
     args = p.parse_args(argv)
 
-    from stardata.mirror import MirrorServer
+    from stardata.testing import MirrorServer
 
     work = Path(args.workdir)
     t0 = time.perf_counter()

@@ -76,7 +76,7 @@ def query_gaia_source(
     cache_dir : path-like
         Folder for the per-chunk Parquet cache.
     tap_url : str, optional
-        TAP service (point it at :class:`stardata.mirror.MirrorServer` in tests).
+        TAP service (point it at :class:`stardata.testing.MirrorServer` in tests).
     columns : sequence of str, optional
         Columns to fetch; ``source_id`` is always included.
     chunk_size : int, optional

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from stardata.mirror import MirrorServer, write_allstar, write_tiny_combined19
+from stardata.testing import MirrorServer, write_allstar, write_tiny_combined19
 
 
 @pytest.fixture(autouse=True)

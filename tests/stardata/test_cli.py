@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stardata import mirror as M
+from stardata import testing as M
 from stardata.cli import main
 
 ALLSTAR = "/sas/allStar-dr17-synspec_rev1.fits"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
-from stardata import mirror as M
+from stardata import testing as M
 from stardata.io import read_json, sha256_file
 from stardata.release import (
     VOCABULARY,

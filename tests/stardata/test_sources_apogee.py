@@ -9,7 +9,6 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from stardata.mirror import write_allstar
 from stardata.sources.apogee import (
     ALLSTAR_COLUMNS,
     ALLSTAR_URL,
@@ -17,6 +16,7 @@ from stardata.sources.apogee import (
     iter_allstar,
     read_allstar,
 )
+from stardata.testing import write_allstar
 
 # FITS TFORMs of the DR17 allStar data model for the columns the pipeline reads.
 DR17_TFORMS = {

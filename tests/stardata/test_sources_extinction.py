@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from stardata.mirror import COMBINED19_DISTMODS
 from stardata.sources.extinction import (
     LOG_EBV_FLOOR,
     _evaluate,
     ebv_combined19,
     load_combined19,
 )
+from stardata.testing import COMBINED19_DISTMODS
 
 # (l, b) inside nside-1 pixels of the tiny map (amplitude a: E(B-V) = a (1 - exp(-d / 1.5 kpc)))
 IN_DUSTY = (90.0, 0.0)  # pixel 5, a = 1.5

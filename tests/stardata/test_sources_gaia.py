@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from astropy.table import Table
 
-from stardata.mirror import synthetic_gaia_source
 from stardata.sources.gaia import GAIA_SOURCE_COLUMNS, query_gaia_source
 from stardata.sources.http import RemoteError
 from stardata.sources.tap import GAIA_TAP_URL
+from stardata.testing import synthetic_gaia_source
 
 IDS = np.random.default_rng(7).integers(10**15, 6 * 10**18, 250, dtype=np.int64)
 

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stardata.mirror import COMBINED19_DISTMODS, write_tiny_combined19
+from stardata.testing import COMBINED19_DISTMODS, write_tiny_combined19
 
 
 def test_tiny_combined19_has_the_real_layout(tmp_path):

@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stardata.mirror import synthetic_tmass
 from stardata.sources.tmass import (
     TMASS_COLUMNS,
     choose_band,
@@ -15,6 +14,7 @@ from stardata.sources.tmass import (
     query_tmass,
     usable_tmass,
 )
+from stardata.testing import synthetic_tmass
 
 IDS = np.arange(1, 41, dtype=np.int64) * 1_000_000_007
 

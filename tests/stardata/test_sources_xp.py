@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stardata.mirror import real_xp_product, synthetic_xp
 from stardata.sources.http import RemoteError
 from stardata.sources.xp import fetch_xp_continuous, parse_xp_continuous, parse_xp_csv
+from stardata.testing import real_xp_product, synthetic_xp
 
 REAL_ID = 5937083312263887616
 FORMATS = ["csv", "ecsv", "fits", "vot"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from stardata.mirror.archive import (
+from stardata.testing.archive import (
     TAP_ERROR,
     XP_EXT,
     execute_adql,
