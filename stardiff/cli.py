@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("recipe", help="recipe file (TOML)")
     f.add_argument("--out", help="model folder (default: the recipe's train.out)")
     f.add_argument("--epochs", type=int, help="override train.epochs")
+    f.add_argument(
+        "--minutes",
+        type=float,
+        help="train for this many minutes, the LR schedule fitted to them (train.time_budget)",
+    )
     f.add_argument("--device", help="cpu, cuda or cuda:N (override train.device)")
     f.add_argument("--seed", type=int, help="override train.seed")
     f.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
@@ -97,6 +102,7 @@ def _cmd_fit(a) -> int:
         a.recipe,
         out=a.out,
         epochs=a.epochs,
+        minutes=a.minutes,
         device=a.device,
         seed=a.seed,
         resume=a.resume,

@@ -153,17 +153,29 @@ class BatchBuilder:
     requestable : Tensor of bool, shape (V,)
         Columns that may be requested as targets.
     context : int
-        Most inputs per row (each row draws ``L`` uniformly in ``0..min(context, available)``).
+        Most inputs per row (each row draws ``L`` in ``0..min(context, available)``).
     target_in_context : bool
         Whether the requested column may also be drawn among the inputs.
+    subset_power : float
+        ``L = floor(u**subset_power * (n + 1))`` with ``u`` uniform: 1 draws ``L`` uniformly in
+        ``0..n``; larger values favour few inputs (``P(L = 0) ~ (n + 1)**(-1/power)``), which
+        matter more with many columns, where uniform ``L`` rarely trains them.
     """
 
-    def __init__(self, values, requestable, context: int, target_in_context: bool = False):
+    def __init__(
+        self,
+        values,
+        requestable,
+        context: int,
+        target_in_context: bool = False,
+        subset_power: float = 1.0,
+    ):
         self.values = values
         self.requestable = requestable.to(values.device)
         self.k = max(1, min(context, values.shape[1]))
         self.context = context
         self.target_in_context = target_in_context
+        self.subset_power = subset_power
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -187,7 +199,10 @@ class BatchBuilder:
         keys = torch.rand(B, V, generator=generator, device=dev).masked_fill(~avail, 2.0)
         order = torch.topk(keys, self.k, dim=1, largest=False).indices
         n_max = avail.sum(dim=1).clamp(max=self.context)
-        n_in = (torch.rand(B, generator=generator, device=dev) * (n_max + 1)).long()
+        u = torch.rand(B, generator=generator, device=dev)
+        if self.subset_power != 1.0:
+            u = u**self.subset_power
+        n_in = (u * (n_max + 1)).long()
         n_in = torch.minimum(n_in, n_max)
         use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]
         tokens = torch.where(use, order + 1, 0)

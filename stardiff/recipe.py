@@ -69,6 +69,10 @@ class TrainSection:
     checkpoint_every: int = 16
     threads: int = 0  # torch CPU threads; 0 = torch's default
     out: str = ""  # model folder; default runs/<recipe name>
+    time_budget: float = 0.0  # minutes of training; > 0 replaces epochs (stardiff.budget)
+    warmup: float = 0.0  # linear LR warm-up, fraction of time_budget
+    ema: float = 0.0  # decay of the weight average the model is saved from; 0 = none
+    subset_power: float = 1.0  # input-set size L = floor(u**power * (n+1)); > 1 favours few inputs
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: 'model.dropout' must be in [0, 1), got {r.model.dropout}")
     if not 0 <= r.data.validation_fraction < 1:
         raise RecipeError(f"{where}: 'data.validation_fraction' must be in [0, 1)")
+    _check_budget_keys(r.train, where)
     if r.train.context < 0:
         raise RecipeError(f"{where}: 'train.context' must be >= 0, got {r.train.context}")
     from stardiff.transforms import TRANSFORMS
@@ -261,3 +266,16 @@ def _check_semantics(r: Recipe, where: str) -> None:
                     raise RecipeError(
                         f"{where}: 'evaluate.conditional[{i}].given.{col}' bins must be [low, high]"
                     )
+
+
+def _check_budget_keys(t: TrainSection, where: str) -> None:
+    if t.time_budget < 0:
+        raise RecipeError(f"{where}: 'train.time_budget' must be >= 0 minutes, got {t.time_budget}")
+    if not 0 <= t.warmup < 1:
+        raise RecipeError(f"{where}: 'train.warmup' must be in [0, 1), got {t.warmup}")
+    if t.warmup and not t.time_budget:
+        raise RecipeError(f"{where}: 'train.warmup' needs 'train.time_budget' (minutes)")
+    if not 0 <= t.ema < 1:
+        raise RecipeError(f"{where}: 'train.ema' must be in [0, 1), got {t.ema}")
+    if t.subset_power <= 0:
+        raise RecipeError(f"{where}: 'train.subset_power' must be positive, got {t.subset_power}")

@@ -1,5 +1,10 @@
 """Training: recipe → data → network → AdamW + cosine warm restarts → model folder.
 
+With ``train.time_budget`` (minutes) the run stops at the budget instead of an epoch count
+and the learning rate follows the spent fraction of the budget (:mod:`stardiff.budget`);
+with ``train.ema`` the model folder holds a moving average of the weights
+(:mod:`stardiff.ema`).
+
 Every random number comes from seeded generators whose states are checkpointed, so
 ``fit(..., resume=True)`` continues exactly where an interrupted run stopped (on CPU,
 bit for bit). The validation set, its masks, diffusion steps and noise are drawn once,
@@ -21,8 +26,10 @@ import torch
 
 from stardata.tokens import Vocabulary
 from stardiff import persist
+from stardiff.budget import TimeBudget
 from stardiff.data import Batch, BatchBuilder, read_table, split_rows
 from stardiff.distributed import World, init_world, rank_slice
+from stardiff.ema import WeightAverage
 from stardiff.infer import DensityModel
 from stardiff.model import DensityNetwork, NetworkConfig
 from stardiff.recipe import Recipe, load_recipe, override
@@ -136,7 +143,9 @@ class _Run:
         z = torch.as_tensor(prep.z, device=device)
         requestable = torch.zeros(z.shape[1], dtype=torch.bool)
         requestable[torch.as_tensor(prep.pre.vocab.ids(prep.requestable) - 1)] = True
-        self.builder = BatchBuilder(z, requestable, r.train.context, r.train.target_in_context)
+        self.builder = BatchBuilder(
+            z, requestable, r.train.context, r.train.target_in_context, r.train.subset_power
+        )
         rows = torch.as_tensor(prep.train_rows, device=device)
         ok = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
         ok[self.builder.trainable_rows()] = True
@@ -144,6 +153,11 @@ class _Run:
         if self.train_rows.numel() == 0:
             raise ValueError("no training row has a present, requestable column")
         self.gen = torch.Generator(device=device).manual_seed(r.train.seed)
+        t = r.train
+        self.budget = None
+        if t.time_budget:
+            self.budget = TimeBudget(t.time_budget, t.lr, t.lr_min, t.warmup)
+        self.avg = WeightAverage(self.net, t.ema) if t.ema else None
         self.val = self._fixed_validation(ok)
         self.epoch, self.history = 0, []
 
@@ -156,6 +170,10 @@ class _Run:
         batch = self.builder(rows, gen)
         return batch, *_noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, gen)
 
+    def finished(self, epochs: int) -> bool:
+        """Budget spent (with ``train.time_budget``), else ``epochs`` done."""
+        return self.budget.done() if self.budget else self.epoch >= epochs
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.bf16)
 
@@ -166,8 +184,14 @@ class _Run:
         step = self.t.batch_size * self.world.size  # the global batch
         n_batches = math.ceil(n / step)
         total = torch.zeros((), device=self.device)  # summed on device: no sync per step
+        done = 0
         for i in range(n_batches):
+            if self.budget:
+                if i and self.budget.done():
+                    break  # the budget ends mid-epoch: this epoch is a partial one
+                self.budget.apply(self.opt)
             rows = perm[i * step : (i + 1) * step]
+            done += rows.numel()
             batch = self.builder(rows, self.gen)
             t, noise = _noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, self.gen)
             mine = rank_slice(rows.numel(), self.world)
@@ -181,10 +205,13 @@ class _Run:
             )  # fmt: skip
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.t.grad_clip)
             self.opt.step()
-            self.sched.step(self.epoch + (i + 1) / n_batches)
+            if self.avg:
+                self.avg.update(self.net)
+            if not self.budget:
+                self.sched.step(self.epoch + (i + 1) / n_batches)
         if self.world.active:
             torch.distributed.all_reduce(total)
-        mean = total.item() / n
+        mean = total.item() / done
         if not math.isfinite(mean):
             raise FloatingPointError(
                 f"training loss became {mean} in epoch {self.epoch + 1}; lower train.lr or "
@@ -196,13 +223,14 @@ class _Run:
     def validate(self) -> float:
         if self.val is None:
             return float("nan")
-        self.net.eval()
+        net = self.avg.module if self.avg else self.net  # score what the model folder holds
+        net.eval()
         batch, t, noise = self.val
         total, B = 0.0, 4096
         for s in range(0, batch.target.shape[0], B):
             sl = slice(s, s + B)
             with self.autocast():
-                loss = self.net(
+                loss = net(
                     batch.tokens[sl],
                     batch.values[sl],
                     batch.request[sl],
@@ -225,8 +253,10 @@ class _Run:
                 "test_rows": int(self.prep.test_rows.size),
             },
         }
+        if self.budget:
+            meta["training"]["seconds_spent"] = round(self.budget.spent(), 1)
         net = _network(self.prep.recipe, len(self.prep.pre.vocab))
-        net.load_state_dict(self.net.state_dict())
+        net.load_state_dict((self.avg.module if self.avg else self.net).state_dict())
         return DensityModel(net, self.prep.pre, self.prep.requestable, meta)
 
     def rng_state(self) -> dict:
@@ -249,6 +279,8 @@ class _Run:
                 "epoch": self.epoch,
                 "history": self.history,
                 "scheduler": self.sched.state_dict(),
+                **({"budget": self.budget.state_dict()} if self.budget else {}),
+                **({"ema_updates": self.avg.updates} if self.avg else {}),
             },
         )
         _write_metrics(self.out / METRICS, self.history)
@@ -264,6 +296,11 @@ class _Run:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.epoch, self.history = info["epoch"], info["history"]
+        if self.budget and "budget" in info:
+            self.budget.load_state_dict(info["budget"])
+        if self.avg:  # the model folder, written with the checkpoint, holds the average
+            persist.load_weights(self.out / persist.WEIGHTS, self.avg.module)
+            self.avg.updates = int(info.get("ema_updates", 0))
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
@@ -295,6 +332,7 @@ def fit(
     *,
     out: str | Path | None = None,
     epochs: int | None = None,
+    minutes: float | None = None,
     device: str | None = None,
     seed: int | None = None,
     resume: bool = False,
@@ -310,6 +348,9 @@ def fit(
         A recipe object or a TOML file.
     out, epochs, device, seed
         Override the recipe's ``train.out``, ``train.epochs``, ``train.device``, ``train.seed``.
+    minutes : float, optional
+        Override ``train.time_budget``: train for this many minutes, the learning-rate
+        schedule fitted to them (``epochs`` is then ignored).
     resume : bool
         Continue from ``out/checkpoint`` exactly where it stopped.
     overwrite : bool
@@ -326,11 +367,14 @@ def fit(
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    if minutes is not None and not minutes > 0:  # NaN too
+        raise ValueError(f"--minutes must be a positive number of minutes, got {minutes}")
     recipe = override(
         recipe,
         "train",
         out=None if out is None else str(out),
         epochs=epochs,
+        time_budget=None if minutes is None else float(minutes),
         device=device,
         seed=seed,
     )
@@ -358,7 +402,7 @@ def fit(
         world.barrier()  # rank 0 is writing the model and figures
         return model
     model.save(out_dir)
-    if figures and run.epoch == recipe.train.epochs:
+    if figures and run.finished(recipe.train.epochs):
         from stardiff.figures import training_figures
 
         training_figures(model, prep, out_dir)
@@ -369,11 +413,15 @@ def fit(
 def _loop(run: _Run, epochs: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=epochs, initial=run.epoch, disable=not progress, unit="epoch", dynamic_ncols=True
-    )
+    budget = run.budget
+    total, unit = (round(budget.seconds), "s") if budget else (epochs, "epoch")
+    bar = tqdm(total=total, initial=run.epoch, disable=not progress, unit=unit, dynamic_ncols=True)
+    if budget:
+        budget.start()  # data preparation and set-up do not count
+        bar.n = min(total, round(budget.spent()))
     try:
-        while run.epoch < epochs:
+        end = run.finished(epochs)
+        while not end:
             t0 = time.perf_counter()
             train_loss = run.train_epoch()
             run.epoch += 1
@@ -389,9 +437,10 @@ def _loop(run: _Run, epochs: int, progress: bool) -> None:
                     "rows_per_s": round(run.train_rows.numel() / dt, 1),
                 }
             )
-            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-            bar.update(1)
-            if run.epoch % run.t.checkpoint_every == 0 or run.epoch == epochs:
+            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}", epoch=run.epoch)
+            bar.update(min(total, round(budget.spent())) - bar.n if budget else 1)
+            end = run.finished(epochs)  # once: the budget must not run out in between
+            if run.epoch % run.t.checkpoint_every == 0 or end:
                 run.checkpoint()
     finally:
         bar.close()

@@ -1,0 +1,82 @@
+"""Recipe keys of the fidelity ablations: train.ema and train.subset_power."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stardiff import fit
+from stardiff.data import BatchBuilder
+from stardiff.ema import WeightAverage
+from stardiff.train import _Run
+from tests.stardiff.conftest import bimodal_table, make_recipe
+
+
+def _sizes(power, n_cols=65, rows=40_000, seed=0):
+    values = torch.zeros(rows, n_cols)
+    b = BatchBuilder(values, torch.ones(n_cols, dtype=torch.bool), 64, subset_power=power)
+    batch = b(torch.arange(rows), torch.Generator().manual_seed(seed))
+    return (batch.tokens > 0).sum(dim=1).numpy()
+
+
+def test_subset_power_one_is_the_uniform_draw():
+    values = torch.randn(500, 6)
+    values[values > 1.5] = float("nan")
+    req = torch.ones(6, dtype=torch.bool)
+    a = BatchBuilder(values, req, 4)(torch.arange(500), torch.Generator().manual_seed(3))
+    b = BatchBuilder(values, req, 4, subset_power=1.0)(
+        torch.arange(500), torch.Generator().manual_seed(3)
+    )
+    for x, y in zip(vars(a).values(), vars(b).values(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_subset_power_favours_few_inputs():
+    uniform, biased = _sizes(1.0), _sizes(2.0)
+    # 64 available inputs: P(L <= 1) = 2/65 uniform, sqrt(2/65) = 0.175 with power 2
+    assert np.mean(uniform <= 1) == pytest.approx(2 / 65, abs=0.005)
+    assert np.mean(biased <= 1) == pytest.approx(np.sqrt(2 / 65), abs=0.01)
+    assert biased.max() == 64 and biased.mean() < uniform.mean() - 10
+
+
+def test_weight_average_moves_toward_the_weights():
+    net = torch.nn.Linear(3, 2)
+    avg = WeightAverage(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    start = avg.module.weight.clone()
+    avg.update(net)  # first update: decay min(0.5, 1/10) = 0.1
+    assert torch.allclose(avg.module.weight, start + 0.9)
+    for _ in range(200):
+        avg.update(net)
+    assert torch.allclose(avg.module.weight, net.weight)
+    assert not avg.module.weight.requires_grad
+
+
+def test_ema_model_folder_holds_the_average_and_resumes_exactly(tmp_path, monkeypatch):
+    table = bimodal_table(600)
+    train = {"epochs": 4, "checkpoint_every": 2, "ema": 0.9}
+    full = make_recipe(tmp_path, table, name="full", train=train)
+    fit(full, progress=False, figures=False)
+    raw = make_recipe(tmp_path, table, name="raw", train={**train, "ema": 0.0})
+    fit(raw, progress=False, figures=False)
+    a, r = (load_file(str(tmp_path / f"{n}-model/model.safetensors")) for n in ("full", "raw"))
+    assert any(not torch.equal(a[k], r[k]) for k in a)  # the folder holds the average
+
+    part = make_recipe(tmp_path, table, name="part", train=train)
+    real_epoch = _Run.train_epoch
+    crashed = []
+
+    def crash_in_epoch_3(self, *args, **kw):
+        if self.epoch == 2 and not crashed:
+            crashed.append(True)
+            raise KeyboardInterrupt
+        return real_epoch(self, *args, **kw)
+
+    monkeypatch.setattr(_Run, "train_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(part, progress=False, figures=False)
+    fit(part, resume=True, progress=False, figures=False)
+    b = load_file(str(tmp_path / "part-model/model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
