@@ -1,0 +1,172 @@
+"""Fidelity on ``synthetic_stars`` at the real XP × APOGEE set's shape, with two yardsticks.
+
+    python -m benchmarks.fidelity [--minutes 20] [--threads 2] [--no-flow] [KEY=VALUE ...]
+
+The table has 65 columns (``n_spectrum=58``: labels teff, logg, m_h, colours, magnitude and 58
+spectrum-like columns), 36,000 rows of which 2,000 are held out for scoring, 10 % of values
+missing at random. The model (the issue-13 configuration: dim 64, 8 heads, ff 256, head
+128 × 3, context 64, 8 noise draws, lr 2e-3; ``[model]``/``[train]`` keys can be overridden
+as ``model.KEY=VALUE`` / ``train.KEY=VALUE``) trains for ``--minutes`` of wall clock
+(``train.time_budget``). In the same run, on the same training rows: a k-nearest-neighbour
+lookup (k = 50) and one conditional spline flow per label (``zuko``; ``--flow-minutes`` each,
+default ``minutes / 3`` so the three flows together get the model's budget). Every family of
+``benchmarks.fidelity_tasks`` is scored for the model, the yardsticks and the exact sampler
+(the floor). Prints a table and appends one JSON record to ``--record``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import fidelity_tasks as ft
+
+RESULTS = Path(__file__).resolve().parent / "results"
+N_SPECTRUM, ROWS, TEST_ROWS = 58, 36_000, 2_000
+MODEL = {"dim": 64, "n_heads": 8, "ff_dim": 256, "n_layers": 2, "dropout": 0.0}
+MODEL |= {"head_width": 128, "head_layers": 3, "steps": 100}
+TRAIN = {"batch_size": 128, "lr": 2e-3, "lr_min": 1e-5, "context": 64, "noise_draws": 8}
+TRAIN |= {"checkpoint_every": 1000}
+
+
+def _overrides(items: list[str]) -> dict[str, dict]:
+    from stardiff.recipe import ModelSection, TrainSection
+
+    out: dict[str, dict] = {"model": {}, "train": {}}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, _, name = key.partition(".")
+        cls = {"model": ModelSection, "train": TrainSection}.get(section)
+        if not sep or cls is None or not hasattr(cls(), name):
+            raise SystemExit(f"fidelity: expected model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
+        kind = type(getattr(cls(), name))
+        out[section][name] = value.lower() == "true" if kind is bool else kind(value)
+    return out
+
+
+def _train_model(table, tmp: Path, minutes: float, threads: int, kv: dict, seed: int):
+    from stardiff import fit
+    from stardiff.recipe import recipe_from_dict
+
+    table.write_parquet(tmp / "synth.parquet")
+    raw = {
+        "data": {"table": str(tmp / "synth.parquet"), "test_rows": TEST_ROWS, "split_seed": seed},
+        "model": {**MODEL, **kv["model"]},
+        "train": {**TRAIN, "threads": threads, "seed": seed, "out": str(tmp / "model")}
+        | kv["train"]
+        | {"time_budget": minutes},
+    }
+    recipe = recipe_from_dict(raw, name="fidelity")
+    t0 = time.perf_counter()
+    model = fit(recipe, progress=True, figures=False)
+    return model, recipe, time.perf_counter() - t0
+
+
+def _rows(n: int, seed: int):
+    from stardiff.data import split_rows
+
+    train, val, test = split_rows(n, test_rows=TEST_ROWS, validation_fraction=0.1, seed=seed)
+    return train, test  # the flows and kNN see the model's training rows only
+
+
+def _table(results: dict[str, dict[str, dict]]) -> str:
+    lines = [f"{'family':22} {'method':8} " + " ".join(f"{k:>11}" for k in ft.SCORES)]
+    for fam, by in results.items():
+        for method, r in by.items():
+            vals = " ".join(f"{r[k]:11.4g}" for k in ft.SCORES)
+            lines.append(f"{fam:22} {method:8} {vals}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--minutes", type=float, default=20.0, help="model training budget")
+    p.add_argument("--flow-minutes", type=float, help="per flow (default minutes / 3)")
+    p.add_argument("--no-flow", action="store_true", help="skip the flows (ablations)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tasks", type=int, default=500, help="tasks per family")
+    p.add_argument("--draws", type=int, default=200, help="draws per task")
+    p.add_argument("--sampler", default="ancestral", help="ancestral, ddim or dpm2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="a name for the record (e.g. the variant)")
+    p.add_argument("--record", type=Path, help="JSON-lines file to append to")
+    a = p.parse_args(argv)
+    kv = _overrides(a.overrides)
+    import torch
+
+    from stardiff.datasets.synthetic import synthetic_stars_model
+
+    torch.set_num_threads(a.threads)
+    synth = synthetic_stars_model(N_SPECTRUM)
+    table = synth.table(ROWS, seed=a.seed, missing=0.1)
+    x = table.to_numpy()
+    cols = list(synth.columns)
+    train_rows, test_rows = _rows(ROWS, a.seed)
+    train, test = x[train_rows], x[test_rows]
+    std = np.nanstd(train, axis=0)
+    fams = ft.families(test, cols, a.tasks, a.seed + 1)
+    rec = {"what": "benchmarks.fidelity", "tag": a.tag, "minutes": a.minutes}
+    rec |= {"threads": a.threads, "overrides": kv, "tasks": a.tasks, "draws": a.draws}
+    rec |= {"sampler": a.sampler, "machine": f"{platform.machine()} {platform.node()}"}
+    rec["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, recipe, secs = _train_model(table, Path(tmp), a.minutes, a.threads, kv, a.seed)
+    tr = model.meta["training"]
+    rec["model"] = {"train_seconds": round(secs, 1), "epochs": tr["epochs_done"]}
+    rec["model"] |= {"n_parameters": tr["n_parameters"], "history_last": tr["history"]}
+    draws = {
+        "model": ft.model_draw(model, cols, a.seed, a.sampler, None),
+        "knn": _knn(train, a.seed),
+        "exact": ft.exact_draw(synth, a.seed),
+    }
+    results = {}
+    for name, task in fams.items():
+        results[name] = {m: ft.score_family(synth, test, task, std, d, a.draws, a.seed)
+                         for m, d in draws.items()}  # fmt: skip
+    if not a.no_flow:
+        rec["flows"] = _flows(train, cols, fams, results, synth, test, std, a)
+    rec["results"] = results
+    print(_table(results))
+    path = a.record or RESULTS / f"fidelity-cpu-{datetime.date.today()}.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"appended to {path}")
+    return 0
+
+
+def _knn(train, seed: int):
+    from benchmarks.fidelity_yardsticks import knn_draw
+
+    return knn_draw(train, k=50, seed=seed)
+
+
+def _flows(train, cols, fams, results, synth, test, std, a) -> dict:
+    """Train one flow per label, score it on that label's family; return training facts."""
+    from benchmarks.fidelity_yardsticks import LabelFlow
+
+    minutes = a.flow_minutes or a.minutes / len(ft.LABELS)
+    label_ids = [cols.index(c) for c in ft.LABELS]
+    inputs = np.setdiff1d(np.arange(len(cols)), label_ids)
+    facts = {}
+    for c, j in zip(ft.LABELS, label_ids, strict=True):
+        flow = LabelFlow(train, j, inputs, seed=a.seed)
+        facts[c] = {"minutes": minutes, **flow.fit(minutes)}
+
+        def draw(given, req, n, flow=flow):
+            return flow.draw(given, n, seed=a.seed)
+
+        fam = f"{c} | non-labels"
+        results[fam]["flow"] = ft.score_family(synth, test, fams[fam], std, draw, a.draws, a.seed)
+    return facts
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
