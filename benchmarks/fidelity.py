@@ -7,9 +7,11 @@ spectrum-like columns), 36,000 rows of which 2,000 are held out for scoring, 10 
 missing at random. The model (the issue-13 configuration: dim 64, 8 heads, ff 256, head
 128 × 3, context 64, 8 noise draws, lr 2e-3; ``[model]``/``[train]`` keys can be overridden
 as ``model.KEY=VALUE`` / ``train.KEY=VALUE``) trains for ``--minutes`` of wall clock
-(``train.time_budget``). In the same run, on the same training rows: a k-nearest-neighbour
-lookup (k = 50) and one conditional spline flow per label (``zuko``; ``--flow-minutes`` each,
-default ``minutes / 3`` so the three flows together get the model's budget). Every family of
+(``train.time_budget``), or ``--epochs`` (one cosine cycle: comparisons of variants that do
+not depend on the load of a shared machine). In the same run, on the same training rows: a
+k-nearest-neighbour lookup (k = 50) and one conditional spline flow per label (``zuko``;
+``--flow-minutes`` each, default ``minutes / 3``: the three flows together get the model's
+budget). Every family of
 ``benchmarks.fidelity_tasks`` is scored for the model, the yardsticks and the exact sampler
 (the floor). Prints a table and appends one JSON record to ``--record``.
 """
@@ -51,17 +53,21 @@ def _overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def _train_model(table, tmp: Path, minutes: float, threads: int, kv: dict, seed: int):
+def _train_model(table, tmp: Path, a, kv: dict):
     from stardiff import fit
     from stardiff.recipe import recipe_from_dict
 
     table.write_parquet(tmp / "synth.parquet")
     raw = {
-        "data": {"table": str(tmp / "synth.parquet"), "test_rows": TEST_ROWS, "split_seed": seed},
+        "data": {"table": str(tmp / "synth.parquet"), "test_rows": TEST_ROWS, "split_seed": a.seed},
         "model": {**MODEL, **kv["model"]},
-        "train": {**TRAIN, "threads": threads, "seed": seed, "out": str(tmp / "model")}
+        "train": {**TRAIN, "threads": a.threads, "seed": a.seed, "out": str(tmp / "model")}
         | kv["train"]
-        | {"time_budget": minutes},
+        | (
+            {"epochs": a.epochs, "cycle_epochs": a.epochs}
+            if a.epochs
+            else {"time_budget": a.minutes}
+        ),
     }
     recipe = recipe_from_dict(raw, name="fidelity")
     t0 = time.perf_counter()
@@ -89,6 +95,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE")
     p.add_argument("--minutes", type=float, default=20.0, help="model training budget")
+    p.add_argument(
+        "--epochs", type=int, help="train a fixed number of epochs (one cosine) instead of minutes"
+    )
     p.add_argument("--flow-minutes", type=float, help="per flow (default minutes / 3)")
     p.add_argument("--no-flow", action="store_true", help="skip the flows (ablations)")
     p.add_argument("--threads", type=int, default=2)
@@ -113,12 +122,12 @@ def main(argv=None) -> int:
     train, test = x[train_rows], x[test_rows]
     std = np.nanstd(train, axis=0)
     fams = ft.families(test, cols, a.tasks, a.seed + 1)
-    rec = {"what": "benchmarks.fidelity", "tag": a.tag, "minutes": a.minutes}
+    rec = {"what": "benchmarks.fidelity", "tag": a.tag, "minutes": a.minutes, "epochs": a.epochs}
     rec |= {"threads": a.threads, "overrides": kv, "tasks": a.tasks, "draws": a.draws}
     rec |= {"sampler": a.sampler, "machine": f"{platform.machine()} {platform.node()}"}
     rec["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory() as tmp:
-        model, recipe, secs = _train_model(table, Path(tmp), a.minutes, a.threads, kv, a.seed)
+        model, recipe, secs = _train_model(table, Path(tmp), a, kv)
     tr = model.meta["training"]
     rec["model"] = {"train_seconds": round(secs, 1), "epochs": tr["epochs_done"]}
     rec["model"] |= {"n_parameters": tr["n_parameters"], "history_last": tr["history"]}

@@ -116,3 +116,15 @@ def test_cli_minutes_flag(tmp_path, capsys):
 def test_bad_budget_keys_are_one_line_errors(tmp_path, train, message):
     with pytest.raises(RecipeError, match=message):
         make_recipe(tmp_path, bimodal_table(50), train=train)
+
+
+def test_xp_apogee_cpu_recipe_is_the_papers_columns_at_a_cpu_budget():
+    from pathlib import Path
+
+    from stardiff.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    paper, cpu = load_recipe(root / "xp_apogee.toml"), load_recipe(root / "xp_apogee_cpu.toml")
+    assert len(cpu.data.columns) == 118 and cpu.data == paper.data
+    assert cpu.train.time_budget > 0 and cpu.train.device == "cpu" and not cpu.train.bf16
+    assert cpu.evaluate == paper.evaluate
