@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="re-check the hashes a release folder's manifest records")
     v.add_argument("path", help="release folder, e.g. OUT/dr17")
+    v.add_argument(
+        "--data-dir",
+        help="the build's cache folder: also check the stage files the outputs were made from",
+    )
     return p
 
 
@@ -93,8 +97,10 @@ def _run(args) -> int:
         )
         print(out)
     else:
-        checked = verify(args.path)
+        checked = verify(args.path, args.data_dir)
         print(f"OK: {args.path}: " + ", ".join(f"{n} {h[:12]}" for n, h in checked.items()))
+        if args.data_dir is None:
+            print("stages not checked (give --data-dir to check them too)")
     return 0
 
 
