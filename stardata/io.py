@@ -94,9 +94,14 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` as sorted, indented JSON (stable bytes), atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True) + "\n"
+def write_json(path: str | os.PathLike, obj, *, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as indented JSON (stable bytes), atomically.
+
+    Keys are sorted unless ``sort_keys=False`` (files meant to be read top-down keep the
+    order of ``obj``).
+    """
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=True)
+    text += "\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)

@@ -52,9 +52,9 @@ def env(tmp_path_factory):
 
 
 def _sources(env, path=ALLSTAR) -> Sources:
-    s = env["server"]
+    s, dust = env["server"], str(env["root"] / "dust")
     return Sources(allstar_url=s.url + path, gaia_tap_url=s.tap_url,
-                   gaia_datalink_url=s.datalink_url, dust_dir=str(env["root"] / "dust"))  # fmt: skip
+                   gaia_datalink_url=s.datalink_url, dust_dir=dust)  # fmt: skip
 
 
 def _build(env, tmp: Path, *, out="out", settings=SETTINGS, path=ALLSTAR, **kw) -> Path:
@@ -204,9 +204,9 @@ def test_damaged_stage_files_are_recomputed_not_reused(env, reference, tmp_path)
     assert len(env["server"].requests) == before
     assert _same_bytes(reference, out)
     for name in ("derived", "extinction"):
-        assert sha256_file(stages / f"{name}.parquet") == read_json(stages / f"{name}.json")[
-            "sha256"
-        ]
+        assert (
+            sha256_file(stages / f"{name}.parquet") == read_json(stages / f"{name}.json")["sha256"]
+        )
 
 
 def test_damaged_remote_stage_offline_says_why(env, reference, tmp_path):
