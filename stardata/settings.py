@@ -160,35 +160,16 @@ def _tuples(v):
 
 
 # -- validation --------------------------------------------------------------------------------
-# A field's kind: "int", "float", "bool", "str", "bits" (tuple of bit numbers), "fractions".
-_KIND = {
-    "dedup_gaia_source_id": "bool",
-    "mask_irrelevant_xp": "bool",
-    "label_require_starflag_zero": "bool",
-    "apogee_only_requires_clean_flags": "bool",
-    "xp_starflag_bits": "bits",
-    "label_bad_aspcap_bits": "bits",
-    "jhk_prefer": "str",
-    "tmass_bad_ph_qual": "str",
-    "split_fractions": "fractions",
-    **{
-        n: "int"
-        for n in (
-            "duplicate_extratarg_bit",
-            "ebv_n_draws",
-            "ebv_seed",
-            "ebv_chunk_rows",
-            "split_seed",
-            "chunk_rows",
-            "gaia_chunk_size",
-            "xp_chunk_size",
-            "row_group_size",
-            "retries",
-        )
-    },
+# A field's kind, from its annotation: how its type is checked.
+_KINDS = {
+    "bool": "bool",
+    "int": "int",
+    "float": "float",
+    "str": "str",
+    "tuple[int, ...]": "bits",
+    "tuple[tuple[str, float], ...]": "fractions",
 }
-for _f in Settings.__dataclass_fields__:
-    _KIND.setdefault(_f, "float")
+_KIND = {f.name: _KINDS[str(f.type)] for f in fields(Settings)}
 
 
 def _is_int(v) -> bool:

@@ -259,3 +259,14 @@ def test_cuts_that_keep_no_star_stop_early_naming_the_cut(env, tmp_path):
     assert not (tmp_path / "out" / "dr17").exists()
     with pytest.raises(BuildError, match="XP cut g_range"):  # a rerun says the same at once
         _build(env, tmp_path, settings=settings, path=FLAGGED, offline=True)
+
+
+def test_unreadable_stage_file_error_names_it(tmp_path):
+    from stardata.stagecache import n_groups, read_group
+
+    bad = tmp_path / "derived.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(BuildError, match=r"derived\.parquet: not a readable Parquet file"):
+        n_groups(bad)
+    with pytest.raises(BuildError, match=r"derived\.parquet: not a readable Parquet file"):
+        read_group(bad, 0)
