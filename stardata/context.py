@@ -62,9 +62,13 @@ class StageRecord:
 
     @classmethod
     def from_json(cls, data: dict):
-        """The record from its JSON form; raises ``TypeError`` on a record of another shape."""
+        """The record from its JSON form; raises ``TypeError`` on a record of another shape.
+
+        Fields missing from ``data`` take their defaults, so records written by an earlier
+        version of this module (no ``name``, no ``counts``) stay readable.
+        """
         names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
+        if not isinstance(data, dict) or set(data) - names:
             raise TypeError(f"not a {cls.__name__}")
         return cls(**{k: _tuples(v) if k in cls._TUPLES else v for k, v in data.items()})
 
@@ -144,7 +148,7 @@ class Context:
             self.stale[name] = f"{path} is not built"
             return None
         try:
-            rec = kind.from_json(read_json(rec_path))
+            rec = kind.from_json({"name": name, **read_json(rec_path)})
         except (ValueError, TypeError):
             self.stale[name] = f"{rec_path} is not a {kind.__name__} record"
             return None

@@ -19,6 +19,7 @@ from stardata import derive as D
 from stardata.context import Context, DerivedRecord, SelectRecord, StageRecord
 from stardata.errors import BuildError
 from stardata.io import ParquetRowWriter
+from stardata.settings import Settings
 from stardata.sources.extinction import ebv_combined19
 from stardata.sources.tmass import compare_band
 from stardata.split import split_ids
@@ -198,7 +199,7 @@ _CUT_SETTINGS = {
 }
 
 
-def emptied_by(rec: SelectRecord, s) -> str:
+def emptied_by(rec: SelectRecord, s: Settings) -> str:
     """One line naming the XP cut that removed the last star with XP (when no star is kept)."""
     last = next((c for c in rec.cuts if c["remaining"] == 0), None)
     if last is None:  # stars had good XP but none was kept: cannot happen with the cuts above

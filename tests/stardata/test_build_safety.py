@@ -270,3 +270,19 @@ def test_unreadable_stage_file_error_names_it(tmp_path):
         n_groups(bad)
     with pytest.raises(BuildError, match=r"derived\.parquet: not a readable Parquet file"):
         read_group(bad, 0)
+
+
+def test_records_of_the_previous_layout_are_still_reused(env, reference, tmp_path):
+    """Stage records written before records were typed (no name, no counts) stay valid."""
+    from stardata.io import write_json
+
+    _copy_build(reference, tmp_path)
+    old = {}
+    for name in ("gaia_source", "tmass", "xp"):
+        rec = read_json(_stages(tmp_path) / f"{name}.json")
+        old[name] = {k: rec[k] for k in ("key", "size", "sha256", "rows", "url")}
+        write_json(_stages(tmp_path) / f"{name}.json", old[name])
+    out = _build(env, tmp_path, out="out2", offline=True)
+    assert _same_bytes(reference, out)
+    for name, rec in old.items():  # reused as they were, not recomputed
+        assert read_json(_stages(tmp_path) / f"{name}.json") == rec
