@@ -286,3 +286,42 @@ def test_records_of_the_previous_layout_are_still_reused(env, reference, tmp_pat
     assert _same_bytes(reference, out)
     for name, rec in old.items():  # reused as they were, not recomputed
         assert read_json(_stages(tmp_path) / f"{name}.json") == rec
+
+
+_CHILD = """
+import json, sys
+from stardata.release import build
+from stardata.settings import Settings, Sources
+cfg = json.loads(sys.argv[1])
+build("dr17", cfg["data"], cfg["out"], settings=Settings.from_dict(cfg["settings"]),
+      sources=Sources(**cfg["sources"]), progress=False)
+"""
+
+
+def test_build_killed_mid_stage_resumes_to_the_same_release(env, reference, tmp_path):
+    """kill -9 during the XP stage: the next build takes the lock over, cleans up, resumes."""
+    import dataclasses as dc
+    import json
+    import signal
+    import time
+
+    server = env["server"]
+    server.inject("/data-server/data", kind="stall", skip=1, delay=20.0)  # 2nd block hangs
+    cfg = {"data": str(tmp_path / "data"), "out": str(tmp_path / "out"),
+           "settings": SETTINGS.to_dict(), "sources": dc.asdict(_sources(env))}  # fmt: skip
+    n = server.count("/data-server")
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(cfg)])
+    try:
+        deadline = time.monotonic() + 60
+        while server.count("/data-server") < n + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.count("/data-server") >= n + 2
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert json.loads((tmp_path / "data" / ".lock").read_text())["pid"] == child.pid
+    assert (_stages(tmp_path) / "xp.parts" / "000000.parquet").exists()
+    out = _build(env, tmp_path)
+    assert _same_bytes(reference, out)
+    assert sorted(os.listdir(tmp_path / "out")) == ["dr17"]
+    assert sorted(p.name for p in _stages(tmp_path).iterdir() if p.name.startswith(".")) == []
