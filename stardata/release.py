@@ -52,7 +52,8 @@ __all__ = [
     "verify",
 ]
 
-MANIFEST_VERSION = 1
+#: 2: adds "stages" (the sha256 of each stage file the outputs were made from)
+MANIFEST_VERSION = 2
 _PACKAGES = (
     "numpy",
     "pyarrow",
