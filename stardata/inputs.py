@@ -78,26 +78,26 @@ def _offline_fail(ctx: Context, stage: str) -> None:
 def stage_allstar(ctx: Context) -> dict:
     """Download (or reuse) the allStar file; returns its input record."""
     from stardata.sources.apogee import fetch_allstar
+    from stardata.sources.errors import InputFileError
 
-    path = _allstar_path(ctx)
     src = ctx.src
-    if ctx.offline:
-        digest = sha256_file(path)
-        if src.allstar_sha256 and digest != src.allstar_sha256:
-            from stardata.release import OfflineMissing
-
-            raise OfflineMissing(f"offline build: cached {path} does not match the expected sha256")
-        rec = {"url": src.allstar_url, "size": path.stat().st_size, "sha256": digest}
-    else:
+    try:
         res = fetch_allstar(
             ctx.raw_dir,
             url=src.allstar_url,
             expected_size=src.allstar_size,
             sha256=src.allstar_sha256,
-            **ctx.remote(),
-            progress=ctx.progress,
+            sha1=src.allstar_sha1,
+            offline=ctx.offline,
+            **({} if ctx.offline else {**ctx.remote(), "progress": ctx.progress}),
         )
-        rec = {"url": res.url, "size": res.size, "sha256": res.sha256}
+    except InputFileError as exc:
+        if not ctx.offline:
+            raise
+        from stardata.release import OfflineMissing
+
+        raise OfflineMissing(f"offline build: {exc}") from None
+    rec = {"url": res.url, "size": res.size, "sha256": res.sha256}
     ctx.inputs.append({"name": "allStar", **rec})
     return rec
 
@@ -284,7 +284,7 @@ def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
             chunk_size=s.xp_chunk_size,
             progress=False,
             data_format=src.xp_format,
-            data_structure=src.xp_structure,
+            data_structure=s.xp_data_structure,
             **ctx.remote(),
         )
         cols, found = _align(

@@ -187,13 +187,16 @@ def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str
         s.ebv_n_draws,
         s.ebv_seed,
         s.ebv_chunk_rows,
+        s.ebv_nonpositive_draws,
         dust_sha256,
     )
     dust_dir = str(ctx.src.resolved_dust_dir())
 
     def make(k: int) -> dict:
         d = read_group(
-            ctx.path("derived"), k, ["glon", "glat", "parallax_corrected", "parallax_error"]
+            ctx.path("derived"),
+            k,
+            ["glon", "glat", "parallax_corrected", "parallax_error", "parallax"],
         )
         idx = np.flatnonzero(read_group(ctx.path("select"), k, ["keep"])["keep"])
         out = {
@@ -211,6 +214,8 @@ def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str
                 seed=seed,
                 dust_dir=dust_dir,
                 chunk=s.ebv_chunk_rows,
+                star_parallax=d["parallax"][idx],  # LB24: the archive's, before the zero point
+                nonpositive=s.ebv_nonpositive_draws,
             )
         return out
 
@@ -255,7 +260,9 @@ def _star_block(ctx: Context, cols: dict, names: list[str]) -> pa.Table:
     keep = cols.pop("keep")
     cols = {n: v[keep] for n, v in cols.items()}
     for band in ("bp", "rp"):
-        rel = C.relevancy_mask(cols[f"{band}_n_relevant_bases"])
+        rel = C.relevancy_mask(
+            cols[f"{band}_n_relevant_bases"], propagate_from=ctx.s.xp_relevancy_propagate_from
+        )
         if not ctx.s.mask_irrelevant_xp:
             rel[:] = True
         for i in range(C.N_XP):

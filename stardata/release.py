@@ -82,12 +82,14 @@ class Sources:
     )
     allstar_size: int | None = None
     allstar_sha256: str | None = None
+    #: SHA-1 the allStar file must have; "published": astroNN's pin of the DR17 file when
+    #: ``allstar_url`` is the SDSS URL (see :data:`stardata.sources.apogee.ALLSTAR_SHA1`)
+    allstar_sha1: str | None = "published"
     gaia_tap_url: str = "https://gea.esac.esa.int/tap-server/tap"
     gaia_datalink_url: str = "https://gea.esac.esa.int/data-server/data"
-    #: DataLink product format and structure: one FITS file per request (``COMBINED``) parses
-    #: ~50x faster than one file per star (``INDIVIDUAL``).
-    xp_format: str = "fits"
-    xp_structure: str = "COMBINED"
+    #: DataLink product format: one CSV file per star is parsed a whole request at a time
+    #: (about 1 ms a star; FITS/VOTable files are read one by one by astropy, 3-12 ms a star).
+    xp_format: str = "csv"
     #: ``$DUST_DIR`` for mwdust's Combined19 map; None: ``$DUST_DIR`` or ``~/.mwdust``.
     dust_dir: str | None = None
 
@@ -117,6 +119,11 @@ class Settings:
     excess_factor_max: float = 2.0
     xp_starflag_bits: tuple[int, ...] = (2, 3)
     mask_irrelevant_xp: bool = True
+    #: coefficients after this index take its relevancy (LB24: 51, so 52-54 follow 51); None:
+    #: each coefficient's own (index < n_relevant_bases)
+    xp_relevancy_propagate_from: int | None = 51
+    #: DataLink DATA_STRUCTURE asked first (others are tried if the archive rejects it)
+    xp_data_structure: str = "INDIVIDUAL"
     # APOGEE labels
     label_bad_aspcap_bits: tuple[int, ...] = (19, 23)
     label_require_starflag_zero: bool = True
@@ -125,7 +132,6 @@ class Settings:
     # photometry
     bp_zp_err: float = 0.0027901700
     rp_zp_err: float = 0.0037793818
-    tmass_sentinel: float = 99.999
     #: J/H/K source used where both have a band ("apogee": allStar's J/H/K, as LB24; "tmass":
     #: Gaia DR3's best 2MASS neighbour); the other fills in where the preferred one is missing
     jhk_prefer: str = "apogee"
@@ -141,6 +147,9 @@ class Settings:
     ebv_n_draws: int = 1000
     ebv_seed: int = 0
     ebv_chunk_rows: int = 4096
+    #: parallax draws <= 0: "drop" (LB24; a star whose own parallax is <= 0 is at 99 kpc) or
+    #: "far" (every such draw at 99 kpc)
+    ebv_nonpositive_draws: str = "drop"
     # split (LB24: unseeded 90/10 train/test)
     split_seed: int = 0
     split_fractions: tuple[tuple[str, float], ...] = (
@@ -159,8 +168,19 @@ class Settings:
     timeout: float = 120.0
 
     def __post_init__(self) -> None:
+        from stardata.sources.xp import XP_DATA_STRUCTURES
+
         if self.jhk_prefer not in ("apogee", "tmass"):
             raise BuildError(f"jhk_prefer must be 'apogee' or 'tmass', not {self.jhk_prefer!r}")
+        if self.xp_data_structure not in XP_DATA_STRUCTURES:
+            raise BuildError(
+                f"xp_data_structure must be one of {', '.join(XP_DATA_STRUCTURES)}, "
+                f"not {self.xp_data_structure!r}"
+            )
+        if self.ebv_nonpositive_draws not in ("drop", "far"):
+            raise BuildError(
+                f"ebv_nonpositive_draws must be 'drop' or 'far', not {self.ebv_nonpositive_draws!r}"
+            )
 
     def to_dict(self) -> dict:
         """All settings as JSON-ready values (tuples become lists)."""

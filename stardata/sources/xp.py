@@ -3,12 +3,21 @@
 :func:`fetch_xp_continuous` posts chunks of ids (at most 5,000 a request) to DataLink, caches each
 chunk (see :func:`stardata.sources.tap.cached_chunks`) and parses the zipped products with
 :func:`parse_xp_csv` (CSV, fast) or :func:`parse_xp_continuous` (FITS, VOTable, ECSV or CSV).
+
+``DATA_STRUCTURE``: the archive withdrew ``COMBINED`` (astroquery PR #3012; the service answers
+``Invalid Data Structure parameter: 'COMBINED', valid ones are: RAW, INDIVIDUAL``) and is renaming
+``INDIVIDUAL`` to ``DATAMODEL_STANDARD`` and ``RAW`` to ``DATAMODEL_GAIA`` (astroquery PR #3629).
+The default is ``INDIVIDUAL`` (what the operational service and astroquery document today); when
+the service rejects a value, the other accepted values are tried in turn (the one it lists as
+valid first), and the one that worked is kept for the remaining chunks.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +25,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from stardata.sources.http import IncompleteDownload, http_post
+from stardata.sources.http import (
+    ArchiveError,
+    IncompleteDownload,
+    http_post,
+    service_message,
+)
 from stardata.sources.tap import cached_chunks, clean_source_ids, merge_chunks, to_polars
 
 __all__ = [
+    "DEFAULT_XP_DATA_STRUCTURE",
     "GAIA_DATALINK_URL",
+    "XP_DATA_STRUCTURES",
     "XP_N_COEFFICIENTS",
     "fetch_xp_continuous",
     "parse_xp_continuous",
@@ -31,7 +47,20 @@ GAIA_DATALINK_URL = "https://gea.esac.esa.int/data-server/data"
 """The Gaia archive DataLink data server (what ``Gaia.load_data`` posts to)."""
 
 
+log = logging.getLogger(__name__)
+
 XP_N_COEFFICIENTS = 55
+#: ``DATA_STRUCTURE`` values: one file per source (``INDIVIDUAL``, renamed ``DATAMODEL_STANDARD``)
+#: or one file for all sources (``RAW``, renamed ``DATAMODEL_GAIA``); the parsers read both.
+XP_DATA_STRUCTURES = ("INDIVIDUAL", "RAW", "DATAMODEL_STANDARD", "DATAMODEL_GAIA")
+DEFAULT_XP_DATA_STRUCTURE = "INDIVIDUAL"
+_RENAMED = {
+    "INDIVIDUAL": "DATAMODEL_STANDARD",
+    "DATAMODEL_STANDARD": "INDIVIDUAL",
+    "RAW": "DATAMODEL_GAIA",
+    "DATAMODEL_GAIA": "RAW",
+}
+_PRODUCT_EXT = (".csv", ".ecsv", ".fits", ".xml", ".vot", ".votable")
 _XP_ARRAYS = ("coefficients", "coefficient_errors")
 _XP_SCALARS = {
     "n_parameters": pl.Int16,
@@ -201,16 +230,18 @@ def parse_xp_csv(blobs: Sequence[tuple[str, bytes]], *, correlations: bool = Fal
 
 
 def _parse_xp_zip(payload: bytes, what: str, correlations: bool) -> pl.DataFrame:
+    if not payload:
+        raise IncompleteDownload(f"{what}: empty answer")
+    if not payload.startswith(b"PK"):  # an error page (some services send it with HTTP 200)
+        raise ArchiveError(f"{what} answered an error page, not a zip: {service_message(payload)}")
     try:
         bundle = zipfile.ZipFile(io.BytesIO(payload))
     except zipfile.BadZipFile as exc:
         raise IncompleteDownload(f"{what}: DataLink answer is not a complete zip") from exc
     with bundle:
-        blobs = [
-            (member, bundle.read(member))
-            for member in bundle.namelist()
-            if Path(member).name.startswith("XP_CONTINUOUS")
-        ]
+        names = [m for m in bundle.namelist() if m.lower().endswith(_PRODUCT_EXT)]
+        xp = [m for m in names if Path(m).name.startswith("XP_CONTINUOUS")]
+        blobs = [(member, bundle.read(member)) for member in (xp or names)]
     if not blobs or all(name.lower().endswith(".csv") for name, _ in blobs):
         return parse_xp_csv(blobs, correlations=correlations)
     frames = [
@@ -218,6 +249,39 @@ def _parse_xp_zip(payload: bytes, what: str, correlations: bool) -> pl.DataFrame
         for name, data in blobs
     ]
     return pl.concat(frames, how="vertical")
+
+
+def structure_candidates(preferred: str) -> list[str]:
+    """``DATA_STRUCTURE`` values to try, in order: ``preferred``, its new/old name, the others."""
+    order = [preferred, _RENAMED.get(preferred)]
+    order += [s for s in XP_DATA_STRUCTURES if s not in order]
+    return [s for s in order if s]
+
+
+class _StructureChoice:
+    """The ``DATA_STRUCTURE`` in use; moves on when the service rejects one."""
+
+    def __init__(self, preferred: str) -> None:
+        self.candidates = structure_candidates(preferred)
+        self.current = preferred
+        self.rejected: list[str] = []
+
+    def next_after(self, error: ArchiveError) -> bool:
+        """Record a rejection of :attr:`current`; pick the next value (False if none is left)."""
+        message = str(error)
+        if not re.search(r"data.?structure", message, re.IGNORECASE):
+            return False
+        self.rejected.append(self.current)
+        listed = re.search(r"valid ones are:?\s*([A-Z_, ]+)", message)
+        valid = [v.strip() for v in listed.group(1).split(",")] if listed else []
+        left = [c for c in self.candidates if c not in self.rejected]
+        if listed:  # the service says which it accepts: try only those
+            left = [c for c in left if c in valid]
+        if not left:
+            return False
+        log.warning("DataLink rejected DATA_STRUCTURE=%s; using %s", self.current, left[0])
+        self.current = left[0]
+        return True
 
 
 def _empty_product() -> tuple[io.BytesIO, str]:
@@ -238,7 +302,7 @@ def fetch_xp_continuous(
     chunk_size: int = 5000,
     progress: bool = True,
     data_format: str = "csv",
-    data_structure: str = "INDIVIDUAL",
+    data_structure: str = DEFAULT_XP_DATA_STRUCTURE,
     release: str = "Gaia DR3",
     correlations: bool = False,
     retries: int = 5,
@@ -263,7 +327,8 @@ def fetch_xp_continuous(
         for a whole chunk at once with polars (about 1 ms a star, against 3-12 ms for astropy
         reading single-row files) and is lossless (the archive prints round-trip decimals).
     data_structure : str, optional
-        ``INDIVIDUAL`` (one file per source) or ``RAW`` (one file for all).
+        One of :data:`XP_DATA_STRUCTURES`; if the service rejects it, the others are tried (see
+        the module notes). All give the same table, so the cache does not depend on it.
     correlations : bool, optional
         Keep the coefficient correlations too (large: 1,485 floats per band and star).
     retries, backoff, timeout : optional
@@ -282,14 +347,25 @@ def fetch_xp_continuous(
         "RETRIEVAL_TYPE": "XP_CONTINUOUS",
         "FORMAT": data_format,
         "RELEASE": release,
-        "DATA_STRUCTURE": data_structure,
         "VALID_DATA": "false",
         "USE_ZIP_ALWAYS": "true",
     }
+    structure = _StructureChoice(data_structure)
+    what = f"DataLink {datalink_url}"
 
     def fetch(chunk: np.ndarray) -> pl.DataFrame:
-        body = http_post(datalink_url, {**fields, "ID": ",".join(map(str, chunk))}, timeout=timeout)
-        return _parse_xp_zip(body, f"DataLink {datalink_url}", correlations)
+        request = {**fields, "ID": ",".join(map(str, chunk))}
+        while True:
+            try:
+                request["DATA_STRUCTURE"] = structure.current
+                body = http_post(datalink_url, request, timeout=timeout)
+                return _parse_xp_zip(body, what, correlations)
+            except ArchiveError as exc:
+                if not structure.next_after(exc):
+                    if len(structure.rejected) > 1:
+                        tried = ", ".join(structure.rejected)
+                        raise ArchiveError(f"{exc} (tried DATA_STRUCTURE {tried})") from exc
+                    raise
 
     salt = f"{sorted(fields.items())}|{correlations}"
     frames = list(

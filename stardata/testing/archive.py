@@ -125,10 +125,28 @@ def _astropy_table(frame: pl.DataFrame, *, masked_cells: bool = False):
     return table
 
 
-def votable_bytes(frame: pl.DataFrame) -> bytes:
+def votable_bytes(frame: pl.DataFrame, *, ids: bool = True) -> bytes:
+    """A query result as the archive writes it: BINARY2, and (``ids``) every FIELD with an
+    upper-case ``ID`` beside its ``name`` plus a DataLink service descriptor, as the real
+    archive does for ``source_id`` (a client reading columns by ID gets ``SOURCE_ID``)."""
+    from astropy.io.votable import from_table
+    from astropy.io.votable.tree import Param, Resource
+
+    vot = from_table(_astropy_table(frame))
+    if ids:
+        for field in vot.get_first_table().fields:
+            field.ID = field.name.upper()
+        service = Resource(type="meta", utype="adhoc:service")
+        service.params.append(
+            Param(vot, name="accessURL", datatype="char", arraysize="*", value=_LINKS_URL)
+        )
+        vot.resources.append(service)
     out = io.BytesIO()
-    _astropy_table(frame).write(out, format="votable", tabledata_format="binary2")
+    vot.to_xml(out, tabledata_format="binary2")
     return out.getvalue()
+
+
+_LINKS_URL = "https://gea.esac.esa.int/data-server/datalink/links"
 
 
 _FROM_ITEM = re.compile(

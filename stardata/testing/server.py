@@ -29,7 +29,19 @@ from stardata.testing.archive import (
     xp_files,
 )
 
-__all__ = ["Fault", "MirrorServer"]
+__all__ = ["DataLinkRejected", "Fault", "MirrorServer"]
+
+
+class DataLinkRejected(ValueError):
+    """A DataLink parameter the archive refuses with HTTP 500 and its own message."""
+
+    def page(self, url: str) -> str:
+        """The body the Gaia data server sends (recorded in ``tests/data``)."""
+        return (
+            f"Error 500:\n{self}\n\nCannot process request: '{url}' (req: Reqid: anonymous1, "
+            "retrieval access: DIRECT, retrieval type: XP_CONTINUOUS, compression: null), "
+            f"for user: UwsJobOwner{{id='anonymous'}},  due to: {self}"
+        )
 
 
 @dataclass
@@ -98,6 +110,19 @@ class MirrorServer:
         Return TAP rows in a scrambled order, as nothing guarantees the archive's order.
     max_datalink_ids : int, optional
         The archive's DataLink limit (5,000 ids a request); more is answered with HTTP 400.
+    datalink_structures : sequence of str, optional
+        ``DATA_STRUCTURE`` values the DataLink endpoint accepts (the operational archive's
+        ``INDIVIDUAL`` and ``RAW`` by default); another is rejected as the archive does: HTTP 500
+        with ``Invalid Data Structure parameter: 'X', valid ones are: ...``. ``INDIVIDUAL`` and
+        ``DATAMODEL_STANDARD`` give one file per source, the others one file for all.
+
+    Attributes
+    ----------
+    tap_result : bytes or None
+        When set, every TAP job answers these bytes (e.g. a recorded real archive VOTable).
+    datalink_result : bytes or None
+        When set, every DataLink request answers these bytes with HTTP 200 (a recorded product
+        zip, or an error page as some services send).
 
     Notes
     -----
@@ -113,12 +138,24 @@ class MirrorServer:
     tap_path = "/tap-server/tap"
     datalink_path = "/data-server/data"
 
-    def __init__(self, *, files=None, tables=None, xp=None, shuffle=True, max_datalink_ids=5000):
+    def __init__(
+        self,
+        *,
+        files=None,
+        tables=None,
+        xp=None,
+        shuffle=True,
+        max_datalink_ids=5000,
+        datalink_structures=("INDIVIDUAL", "RAW"),
+    ):
         self.files: dict[str, object] = dict(files or {})
         self.tables = {name.lower(): frame for name, frame in (tables or {}).items()}
         self.xp = xp
         self.shuffle = shuffle
         self.max_datalink_ids = max_datalink_ids
+        self.datalink_structures = tuple(datalink_structures)
+        self.tap_result: bytes | None = None
+        self.datalink_result: bytes | None = None
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
         self._jobs: dict[str, tuple[str, bytes]] = {}
@@ -198,6 +235,8 @@ class MirrorServer:
     # -- TAP -----------------------------------------------------------------------------------
     def run_query(self, query: str, uploads: dict[str, pl.DataFrame]) -> bytes:
         """Execute the supported ADQL subset; return a VOTable (raises ValueError on errors)."""
+        if self.tap_result is not None:
+            return self.tap_result
         frame, top = execute_adql(query, uploads, self.tables)
         if self.shuffle and frame.height > 1:
             frame = frame.sample(fraction=1.0, shuffle=True, seed=frame.height)
@@ -227,9 +266,16 @@ class MirrorServer:
             raise ValueError("Missing ID")
         if len(ids) > self.max_datalink_ids:
             raise ValueError(f"Too many ids: {len(ids)} > {self.max_datalink_ids}")
+        structure = fields.get("DATA_STRUCTURE", "INDIVIDUAL")
+        if structure not in self.datalink_structures:
+            raise DataLinkRejected(
+                f"Invalid Data Structure parameter: '{structure}', valid ones are: "
+                + ", ".join(self.datalink_structures)
+            )
+        if self.datalink_result is not None:
+            return self.datalink_result
         rows = self.xp.filter(pl.col("source_id").is_in(ids)) if self.xp is not None else None
-        structure = fields.get("DATA_STRUCTURE", "INDIVIDUAL").upper()
-        return xp_files(rows, fmt, combined=structure != "INDIVIDUAL")
+        return xp_files(rows, fmt, combined=structure not in ("INDIVIDUAL", "DATAMODEL_STANDARD"))
 
 
 def _handler_for(mirror: MirrorServer):
@@ -311,6 +357,8 @@ def _handler_for(mirror: MirrorServer):
             if self._path == mirror.datalink_path:
                 try:
                     self._send(200, mirror.datalink(fields), "application/zip")
+                except DataLinkRejected as exc:
+                    self._send(500, exc.page(mirror.datalink_url), "text/plain")
                 except ValueError as exc:
                     self._send(400, f"<html><body><li>{exc}</li></body></html>")
             elif self._path in (mirror.tap_path + "/sync", mirror.tap_path + "/async"):
