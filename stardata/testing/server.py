@@ -68,6 +68,8 @@ class Fault:
         Only requests with this HTTP method (e.g. ``"POST"``).
     delay : float
         Seconds to wait for ``kind="stall"``.
+    body : bytes, optional
+        Body sent with ``status`` (e.g. a recorded real error page); a small HTML page if None.
     """
 
     prefix: str
@@ -78,6 +80,7 @@ class Fault:
     keep: float = 0.5
     method: str | None = None
     delay: float = 1.0
+    body: bytes | None = None
     seen: int = 0
     fired: int = 0
 
@@ -304,7 +307,8 @@ def _handler_for(mirror: MirrorServer):
             if fault.kind == "stall":
                 time.sleep(fault.delay)
             if fault.kind == "status":
-                self._send(fault.status, f"<html><body>Error {fault.status}</body></html>")
+                page = fault.body or f"<html><body>Error {fault.status}</body></html>"
+                self._send(fault.status, page, "text/plain" if fault.body else "text/html")
                 return fault
             if fault.kind == "truncate":
                 self._truncate = fault.keep
