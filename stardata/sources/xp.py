@@ -29,6 +29,7 @@ from stardata.sources.http import (
     ArchiveError,
     IncompleteDownload,
     http_post,
+    is_permanent_message,
     service_message,
 )
 from stardata.sources.tap import cached_chunks, clean_source_ids, merge_chunks, to_polars
@@ -233,7 +234,10 @@ def _parse_xp_zip(payload: bytes, what: str, correlations: bool) -> pl.DataFrame
     if not payload:
         raise IncompleteDownload(f"{what}: empty answer")
     if not payload.startswith(b"PK"):  # an error page (some services send it with HTTP 200)
-        raise ArchiveError(f"{what} answered an error page, not a zip: {service_message(payload)}")
+        message = f"{what} answered an error page, not a zip: {service_message(payload)}"
+        if is_permanent_message(message):  # the request itself is wrong: never retried
+            raise ArchiveError(message)
+        raise IncompleteDownload(message)  # e.g. a maintenance page: retried
     try:
         bundle = zipfile.ZipFile(io.BytesIO(payload))
     except zipfile.BadZipFile as exc:

@@ -127,7 +127,7 @@ def test_a_stalled_tap_job_times_out_and_is_retried(archive, tmp_path):
 
 # -- requirement: real archive VOTables name columns by ``name``, with other ``ID``s ---------------
 def test_recorded_archive_votable_is_read_by_name(mirror, tmp_path):
-    """A real gaia_source job result (FIELD ID="SOURCE_ID" name="source_id") through the connector."""
+    """A real gaia_source job result (FIELD ID="SOURCE_ID" name="source_id"), end to end."""
     recorded = (DATA / "gaia_source_2rows_ids.vot").read_bytes()
     assert b'<FIELD ID="SOURCE_ID" datatype="long" name="source_id"' in recorded
     mirror.tap_result = recorded
