@@ -240,9 +240,9 @@ def _check_columns(hdu: fits.BinTableHDU, columns: Sequence[str], path: Path) ->
         want = ALLSTAR_DTYPES.get(name)
         out = got if want is None else _usable(got, want)
         if out is None:
-            expected = "a string" if want == "U" else f"{np.dtype(want).name} or convertible"
+            kind = {"U": "a string", "i": "an integer", "f": "a number"}[want[0]]
             raise InputFileError(
-                f"{path}: allStar column {name} has type {got}, expected {expected}"
+                f"{path}: allStar column {name} has type {got.name}; it must be {kind} type"
             )
         types[name] = out
     return types
