@@ -225,5 +225,6 @@ def ebv_combined19(
         with np.errstate(invalid="ignore", divide="ignore"):
             log_ebv = np.where(ebv > _EBV_MAX, np.nan, np.log(np.where(ebv > 0, ebv, 1.0)))
             log_ebv = np.where(ebv <= 0, LOG_EBV_FLOOR, log_ebv)
+            log_ebv[np.isnan(ebv)] = np.nan  # dropped or off the map (not ln 1)
         logebv[rows], logebv_err[rows] = _summaries(log_ebv, propagate_nan)
     return logebv, logebv_err
