@@ -290,8 +290,14 @@ def _handler_for(mirror: MirrorServer):
 
         # -- plumbing ------------------------------------------------------------------------
         def _begin(self, method: str) -> Fault | None:
-            path = urllib.parse.urlsplit(self.path).path
-            record = {"method": method, "path": path, "headers": dict(self.headers)}
+            split = urllib.parse.urlsplit(self.path)
+            path = split.path
+            record = {
+                "method": method,
+                "path": path,
+                "query": split.query,
+                "headers": dict(self.headers),
+            }
             body = b""
             if method == "POST":
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
