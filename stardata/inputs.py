@@ -266,9 +266,10 @@ def stage_tmass(ctx: Context, apogee: dict) -> dict:
 
 def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
     """XP_CONTINUOUS coefficients (DataLink), joined on source_id; NaN where absent."""
-    from stardata.sources.xp import fetch_xp_continuous
+    from stardata.sources.xp import StructureChoice, fetch_xp_continuous
 
     s, src = ctx.s, ctx.src
+    structure = StructureChoice(s.xp_data_structure)  # one for all blocks
     key = stage_key("xp", apogee["key"], gaia["key"])
     if ctx.offline and ctx.done("xp", key) is None:
         _offline_fail(ctx, "xp")
@@ -284,7 +285,7 @@ def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
             chunk_size=s.xp_chunk_size,
             progress=False,
             data_format=src.xp_format,
-            data_structure=s.xp_data_structure,
+            data_structure=structure,
             **ctx.remote(),
         )
         cols, found = _align(

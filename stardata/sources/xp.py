@@ -37,6 +37,7 @@ from stardata.sources.tap import cached_chunks, clean_source_ids, merge_chunks, 
 __all__ = [
     "DEFAULT_XP_DATA_STRUCTURE",
     "GAIA_DATALINK_URL",
+    "StructureChoice",
     "XP_DATA_STRUCTURES",
     "XP_N_COEFFICIENTS",
     "fetch_xp_continuous",
@@ -262,8 +263,12 @@ def structure_candidates(preferred: str) -> list[str]:
     return [s for s in order if s]
 
 
-class _StructureChoice:
-    """The ``DATA_STRUCTURE`` in use; moves on when the service rejects one."""
+class StructureChoice:
+    """The ``DATA_STRUCTURE`` in use; moves on when the service rejects one.
+
+    Pass one object to several :func:`fetch_xp_continuous` calls (as a build does, block by
+    block) so that a value the service refused is asked for only once.
+    """
 
     def __init__(self, preferred: str) -> None:
         self.candidates = structure_candidates(preferred)
@@ -306,7 +311,7 @@ def fetch_xp_continuous(
     chunk_size: int = 5000,
     progress: bool = True,
     data_format: str = "csv",
-    data_structure: str = DEFAULT_XP_DATA_STRUCTURE,
+    data_structure: str | StructureChoice = DEFAULT_XP_DATA_STRUCTURE,
     release: str = "Gaia DR3",
     correlations: bool = False,
     retries: int = 5,
@@ -330,7 +335,7 @@ def fetch_xp_continuous(
         Product format requested; all are parsed to the same table. CSV (the default) is parsed
         for a whole chunk at once with polars (about 1 ms a star, against 3-12 ms for astropy
         reading single-row files) and is lossless (the archive prints round-trip decimals).
-    data_structure : str, optional
+    data_structure : str or StructureChoice, optional
         One of :data:`XP_DATA_STRUCTURES`; if the service rejects it, the others are tried (see
         the module notes). All give the same table, so the cache does not depend on it.
     correlations : bool, optional
@@ -354,7 +359,11 @@ def fetch_xp_continuous(
         "VALID_DATA": "false",
         "USE_ZIP_ALWAYS": "true",
     }
-    structure = _StructureChoice(data_structure)
+    structure = (
+        data_structure
+        if isinstance(data_structure, StructureChoice)
+        else StructureChoice(data_structure)
+    )
     what = f"DataLink {datalink_url}"
 
     def fetch(chunk: np.ndarray) -> pl.DataFrame:

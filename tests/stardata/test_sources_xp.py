@@ -14,6 +14,7 @@ import pytest
 from stardata.sources.http import RemoteError
 from stardata.sources.xp import (
     XP_DATA_STRUCTURES,
+    StructureChoice,
     fetch_xp_continuous,
     parse_xp_continuous,
     parse_xp_csv,
@@ -211,9 +212,11 @@ def test_default_structure_and_candidates():
 def test_renamed_structures_fall_back_once_and_stay(xp_archive, tmp_path, caplog):
     mirror, ids = xp_archive
     mirror.datalink_structures = ("DATAMODEL_STANDARD", "DATAMODEL_GAIA")  # after PR #3629
-    got = fetch_xp_continuous(
-        ids, tmp_path, datalink_url=mirror.datalink_url, chunk_size=10, progress=False
-    )
+    choice = StructureChoice("INDIVIDUAL")  # shared by the calls, as the build's blocks do
+    kwargs = dict(datalink_url=mirror.datalink_url, chunk_size=10, progress=False)
+    got = fetch_xp_continuous(ids[:20], tmp_path, data_structure=choice, **kwargs)
+    more = fetch_xp_continuous(ids[20:], tmp_path, data_structure=choice, **kwargs)
+    got = pl.concat([got, more]).sort("source_id")
     assert got["source_id"].to_list() == mirror.xp.sort("source_id")["source_id"].to_list()
     assert _structures(mirror) == ["INDIVIDUAL"] + ["DATAMODEL_STANDARD"] * 3
     assert "rejected DATA_STRUCTURE=INDIVIDUAL; using DATAMODEL_STANDARD" in caplog.text
