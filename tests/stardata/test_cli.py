@@ -125,3 +125,21 @@ def test_flags_reach_the_settings_and_sources(monkeypatch, tmp_path, capsys):
     assert "settings.json: not valid JSON" in _one_line_error(capsys.readouterr().err)
     assert main(["build", "--set", "ebv_nonpositive_draws=keep"]) == 2
     assert "ebv_nonpositive_draws" in _one_line_error(capsys.readouterr().err)
+
+
+def test_build_against_an_archive_with_the_renamed_structures(served, tmp_path, capsys):
+    """End to end: INDIVIDUAL refused (HTTP 500, the archive's text), DATAMODEL_STANDARD used."""
+    import urllib.parse
+
+    server, root = served
+    renamed = M.MirrorServer(
+        files=server.files, tables=server.tables, xp=server.xp,
+        datalink_structures=("DATAMODEL_STANDARD", "DATAMODEL_GAIA"),
+    )  # fmt: skip
+    with renamed:
+        assert main(_args(renamed, root, tmp_path, "--set", "xp_chunk_size=20")) == 0
+    posts = [r for r in renamed.requests if r["path"] == renamed.datalink_path]
+    asked = [dict(urllib.parse.parse_qsl(r["body"].decode()))["DATA_STRUCTURE"] for r in posts]
+    assert asked[0] == "INDIVIDUAL" and set(asked[1:]) == {"DATAMODEL_STANDARD"}
+    assert len(asked) >= 3  # several requests, the refused value asked for once
+    assert capsys.readouterr().out.strip().endswith("dr17")
