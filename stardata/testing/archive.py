@@ -19,6 +19,7 @@ import polars as pl
 
 __all__ = [
     "TAP_ERROR",
+    "DataLinkRejected",
     "XP_EXT",
     "XP_PRODUCT_COLUMNS",
     "execute_adql",
@@ -50,6 +51,18 @@ TAP_ERROR = (
     'xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n <RESOURCE type="results">\n'
     '  <INFO name="QUERY_STATUS" value="ERROR">{message}</INFO>\n </RESOURCE>\n</VOTABLE>\n'
 )
+
+
+class DataLinkRejected(ValueError):
+    """A DataLink parameter the archive refuses with HTTP 500 and its own message."""
+
+    def page(self, url: str) -> str:
+        """The body the Gaia data server sends (recorded in ``tests/data``)."""
+        return (
+            f"Error 500:\n{self}\n\nCannot process request: '{url}' (req: Reqid: anonymous1, "
+            "retrieval access: DIRECT, retrieval type: XP_CONTINUOUS, compression: null), "
+            f"for user: UwsJobOwner{{id='anonymous'}},  due to: {self}"
+        )
 
 
 def xp_files(rows: pl.DataFrame | None, fmt: str, *, combined: bool = False) -> bytes:

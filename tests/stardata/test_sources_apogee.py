@@ -208,3 +208,15 @@ def test_the_published_sha1_is_used_for_the_sdss_url(mirror, tmp_path, allstar_p
     assert fetch_allstar(tmp_path / "o", url=other, progress=False).path.exists()
     with pytest.raises(InputFileError, match="offline: allStar file .* is not cached"):
         fetch_allstar(tmp_path / "none", url=url, offline=True)
+
+
+def test_a_cut_cached_allstar_without_record_or_pin_is_fetched_again(
+    mirror, tmp_path, allstar_path, caplog
+):
+    url = mirror.add_file("/mirror/allStar-dr17-synspec_rev1.fits", allstar_path)
+    first = fetch_allstar(tmp_path, url=url, progress=False)
+    first.path.write_bytes(allstar_path.read_bytes()[:-3000])  # cut after the fact
+    first.path.with_name(first.path.name + ".sha256").unlink()  # and no record to compare with
+    again = fetch_allstar(tmp_path, url=url, progress=False)
+    assert again.sha256 == first.sha256 and mirror.count("/mirror/") == 2
+    assert "allStar-dr17-synspec_rev1.fits: cut short" in caplog.text
