@@ -166,8 +166,8 @@ def retry_call(
 
 
 _PERMANENT = re.compile(
-    r"\b(invalid|not valid|unsupported|not supported|unknown|not allowed|too many|exceeds?|"
-    r"malformed|missing|bad request)\b",
+    r"\b(invalid|not valid|unsupported|not supported|not allowed|too many|exceeds?|malformed|"
+    r"missing|bad request)\b",
     re.IGNORECASE,
 )
 

@@ -172,3 +172,22 @@ def test_a_stalled_server_times_out_and_is_retried(served, tmp_path):
     mirror.inject("/sas/", "stall", delay=1.0)
     result = download(url, tmp_path, sha256=SHA, timeout=0.2, progress=False)
     assert result.sha256 == SHA and mirror.count("/sas/") == 2
+
+
+def test_the_service_message_of_a_recorded_gaia_error():
+    from pathlib import Path
+
+    from stardata.sources.http import is_permanent_message, service_message
+
+    page = (
+        Path(__file__).resolve().parents[1] / "data" / "gaia_datalink_error_500.txt"
+    ).read_bytes()
+    message = service_message(page)
+    assert (
+        message == "Invalid Data Structure parameter: 'COMBINED', valid ones are: RAW, INDIVIDUAL"
+    )
+    assert is_permanent_message(message)
+    assert not is_permanent_message("Service Temporarily Unavailable")
+    assert service_message(b"<html><body><h1>502 Bad Gateway</h1></body></html>") == (
+        "502 Bad Gateway"
+    )
