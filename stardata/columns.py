@@ -70,10 +70,12 @@ def relevancy_mask(n_relevant, n_coeffs: int = N_XP, *, propagate_from: int | No
     ``propagate_from=k`` every coefficient after ``k`` takes coefficient ``k``'s relevancy (LB24:
     ``k = 51``, :data:`LB24_RELEVANCY_FROM`).
     """
+    if propagate_from is not None and not 0 <= propagate_from < n_coeffs:
+        raise ValueError(f"propagate_from must be in 0..{n_coeffs - 1}, got {propagate_from}")
     n = np.asarray(n_relevant)
     n = np.where(np.isfinite(n.astype(np.float64)), n, 0).astype(np.int64)
     mask = np.arange(n_coeffs)[None, :] < n[:, None]
-    if propagate_from is not None and propagate_from < n_coeffs:
+    if propagate_from is not None:
         mask[:, propagate_from + 1 :] = mask[:, propagate_from : propagate_from + 1]
     return mask
 

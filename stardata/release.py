@@ -177,6 +177,9 @@ class Settings:
                 f"xp_data_structure must be one of {', '.join(XP_DATA_STRUCTURES)}, "
                 f"not {self.xp_data_structure!r}"
             )
+        k = self.xp_relevancy_propagate_from
+        if k is not None and not (isinstance(k, int) and 0 <= k < len(XP_KINDS) // 2):
+            raise BuildError(f"xp_relevancy_propagate_from must be null or 0-54, not {k!r}")
         if self.ebv_nonpositive_draws not in ("drop", "far"):
             raise BuildError(
                 f"ebv_nonpositive_draws must be 'drop' or 'far', not {self.ebv_nonpositive_draws!r}"

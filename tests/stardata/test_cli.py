@@ -125,6 +125,10 @@ def test_flags_reach_the_settings_and_sources(monkeypatch, tmp_path, capsys):
     assert "settings.json: not valid JSON" in _one_line_error(capsys.readouterr().err)
     assert main(["build", "--set", "ebv_nonpositive_draws=keep"]) == 2
     assert "ebv_nonpositive_draws" in _one_line_error(capsys.readouterr().err)
+    assert main(["build", "--set", "xp_relevancy_propagate_from=-1"]) == 2
+    assert "xp_relevancy_propagate_from" in _one_line_error(capsys.readouterr().err)
+    assert main(["build", "--set", "xp_relevancy_propagate_from=null"]) == 0
+    assert seen["settings"].xp_relevancy_propagate_from is None
 
 
 def test_build_against_an_archive_with_the_renamed_structures(served, tmp_path, capsys):
