@@ -20,10 +20,11 @@ from stardata.errors import OfflineMissing
 from stardata.io import LazyWriter, sha256_file
 from stardata.settings import COMBINED19_URL
 from stardata.sources.apogee import ALLSTAR_COLUMNS, fetch_allstar, iter_allstar, read_allstar
+from stardata.sources.errors import InputFileError
 from stardata.sources.extinction import load_combined19
 from stardata.sources.gaia import query_gaia_source
 from stardata.sources.tmass import TMASS_COLUMNS, query_tmass
-from stardata.sources.xp import fetch_xp_continuous
+from stardata.sources.xp import StructureChoice, fetch_xp_continuous
 from stardata.stagecache import (
     chunked_stage,
     n_groups,
@@ -81,23 +82,22 @@ def _offline_fail(ctx: Context, stage: str) -> None:
 
 def stage_allstar(ctx: Context) -> InputRecord:
     """Download (or reuse) the allStar file; returns its input record."""
-    path = _allstar_path(ctx)
     src = ctx.src
-    if ctx.offline:
-        digest = sha256_file(path)
-        if src.allstar_sha256 and digest != src.allstar_sha256:
-            raise OfflineMissing(f"offline build: cached {path} does not match the expected sha256")
-        rec = InputRecord("allStar", src.allstar_url, path.stat().st_size, digest)
-    else:
+    try:
         res = fetch_allstar(
             ctx.raw_dir,
             url=src.allstar_url,
             expected_size=src.allstar_size,
             sha256=src.allstar_sha256,
-            **ctx.remote(),
-            progress=ctx.progress,
+            sha1=src.allstar_sha1,
+            offline=ctx.offline,
+            **({} if ctx.offline else {**ctx.remote(), "progress": ctx.progress}),
         )
-        rec = InputRecord("allStar", res.url, res.size, res.sha256)
+    except InputFileError as exc:
+        if not ctx.offline:
+            raise
+        raise OfflineMissing(f"offline build: {exc}") from None
+    rec = InputRecord("allStar", res.url, res.size, res.sha256)
     ctx.inputs.append(rec)
     return rec
 
@@ -257,6 +257,7 @@ def stage_tmass(ctx: Context, apogee: StageRecord) -> StageRecord:
 def stage_xp(ctx: Context, apogee: StageRecord, gaia: StageRecord) -> StageRecord:
     """XP_CONTINUOUS coefficients (DataLink), joined on source_id; NaN where absent."""
     s, src = ctx.s, ctx.src
+    structure = StructureChoice(s.xp_data_structure)  # one for all blocks
     key = stage_key("xp", apogee.key, gaia.key)
 
     def make(k: int) -> dict:
@@ -270,7 +271,7 @@ def stage_xp(ctx: Context, apogee: StageRecord, gaia: StageRecord) -> StageRecor
             chunk_size=s.xp_chunk_size,
             progress=False,
             data_format=src.xp_format,
-            data_structure=src.xp_structure,
+            data_structure=structure,
             **ctx.remote(),
         )
         cols, found = _align(

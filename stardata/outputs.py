@@ -52,7 +52,9 @@ def _star_block(ctx: Context, cols: dict, names: list[str]) -> pa.Table:
     keep = cols.pop("keep")
     cols = {n: v[keep] for n, v in cols.items()}
     for band in ("bp", "rp"):
-        rel = C.relevancy_mask(cols[f"{band}_n_relevant_bases"])
+        rel = C.relevancy_mask(
+            cols[f"{band}_n_relevant_bases"], propagate_from=ctx.s.xp_relevancy_propagate_from
+        )
         if not ctx.s.mask_irrelevant_xp:
             rel[:] = True
         for i in range(C.N_XP):

@@ -263,13 +263,16 @@ def stage_extinction(
         s.ebv_n_draws,
         s.ebv_seed,
         s.ebv_chunk_rows,
+        s.ebv_nonpositive_draws,
         dust_sha256,
     )
     dust_dir = str(ctx.src.resolved_dust_dir())
 
     def make(k: int) -> dict:
         d = read_group(
-            ctx.path("derived"), k, ["glon", "glat", "parallax_corrected", "parallax_error"]
+            ctx.path("derived"),
+            k,
+            ["glon", "glat", "parallax_corrected", "parallax_error", "parallax"],
         )
         idx = np.flatnonzero(read_group(ctx.path("select"), k, ["keep"])["keep"])
         out = {
@@ -287,6 +290,8 @@ def stage_extinction(
                 seed=seed,
                 dust_dir=dust_dir,
                 chunk=s.ebv_chunk_rows,
+                star_parallax=d["parallax"][idx],  # LB24: the archive's, before the zero point
+                nonpositive=s.ebv_nonpositive_draws,
             )
         return out
 

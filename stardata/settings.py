@@ -15,6 +15,7 @@ from pathlib import Path
 
 from stardata.columns import XP_KINDS
 from stardata.errors import BuildError
+from stardata.sources.xp import XP_DATA_STRUCTURES
 from stardata.split import SPLITS
 from stardata.tokens import Vocabulary
 
@@ -50,12 +51,14 @@ class Sources:
     )
     allstar_size: int | None = None
     allstar_sha256: str | None = None
+    #: SHA-1 the allStar file must have; "published": astroNN's pin of the DR17 file when
+    #: ``allstar_url`` is the SDSS URL (see :data:`stardata.sources.apogee.ALLSTAR_SHA1`)
+    allstar_sha1: str | None = "published"
     gaia_tap_url: str = "https://gea.esac.esa.int/tap-server/tap"
     gaia_datalink_url: str = "https://gea.esac.esa.int/data-server/data"
-    #: DataLink product format and structure: one FITS file per request (``COMBINED``) parses
-    #: ~50x faster than one file per star (``INDIVIDUAL``).
-    xp_format: str = "fits"
-    xp_structure: str = "COMBINED"
+    #: DataLink product format: one CSV file per star is parsed a whole request at a time
+    #: (about 1 ms a star; FITS/VOTable files are read one by one by astropy, 3-12 ms a star).
+    xp_format: str = "csv"
     #: ``$DUST_DIR`` for mwdust's Combined19 map; None: ``$DUST_DIR`` or ``~/.mwdust``.
     dust_dir: str | None = None
 
@@ -90,6 +93,11 @@ class Settings:
     excess_factor_max: float = 2.0
     xp_starflag_bits: tuple[int, ...] = (2, 3)
     mask_irrelevant_xp: bool = True
+    #: coefficients after this index take its relevancy (LB24: 51, so 52-54 follow 51); None:
+    #: each coefficient's own (index < n_relevant_bases)
+    xp_relevancy_propagate_from: int | None = 51
+    #: DataLink DATA_STRUCTURE asked first (others are tried if the archive rejects it)
+    xp_data_structure: str = "INDIVIDUAL"
     # APOGEE labels
     label_bad_aspcap_bits: tuple[int, ...] = (19, 23)
     label_require_starflag_zero: bool = True
@@ -98,7 +106,6 @@ class Settings:
     # photometry
     bp_zp_err: float = 0.0027901700
     rp_zp_err: float = 0.0037793818
-    tmass_sentinel: float = 99.999
     #: J/H/K source used where both have a band ("apogee": allStar's J/H/K, as LB24; "tmass":
     #: Gaia DR3's best 2MASS neighbour); the other fills in where the preferred one is missing
     jhk_prefer: str = "apogee"
@@ -114,6 +121,9 @@ class Settings:
     ebv_n_draws: int = 1000
     ebv_seed: int = 0
     ebv_chunk_rows: int = 4096
+    #: parallax draws <= 0: "drop" (LB24; a star whose own parallax is <= 0 is at 99 kpc) or
+    #: "far" (every such draw at 99 kpc)
+    ebv_nonpositive_draws: str = "drop"
     # split (LB24: unseeded 90/10 train/test)
     split_seed: int = 0
     split_fractions: tuple[tuple[str, float], ...] = (
@@ -164,6 +174,7 @@ def _tuples(v):
 _KINDS = {
     "bool": "bool",
     "int": "int",
+    "int | None": "optional int",
     "float": "float",
     "str": "str",
     "tuple[int, ...]": "bits",
@@ -181,6 +192,8 @@ def _check_type(name: str, v, kind: str) -> None:
         ok, want = isinstance(v, bool), "true or false"
     elif kind == "int":
         ok, want = _is_int(v), "an integer"
+    elif kind == "optional int":
+        ok, want = v is None or _is_int(v), "an integer or null"
     elif kind == "float":
         ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
         want = "a finite number"
@@ -225,8 +238,12 @@ _RULES: tuple[_Rule, ...] = (
     (("excess_factor_max",), lambda v: v > 0, "must be > 0"),
     (("bp_zp_err",), lambda v: v >= 0, "must be >= 0 (an uncertainty)"),
     (("rp_zp_err",), lambda v: v >= 0, "must be >= 0 (an uncertainty)"),
-    (("tmass_sentinel",), lambda v: v > 0, "must be > 0 (allStar writes 99.999)"),
     (("jhk_prefer",), lambda v: v in ("apogee", "tmass"), "must be 'apogee' or 'tmass'"),
+    (("xp_data_structure",), lambda v: v in XP_DATA_STRUCTURES,
+     f"must be one of {', '.join(XP_DATA_STRUCTURES)}"),
+    (("xp_relevancy_propagate_from",), lambda k: k is None or 0 <= k < len(XP_KINDS) // 2,
+     "must be null or 0-54"),
+    (("ebv_nonpositive_draws",), lambda v: v in ("drop", "far"), "must be 'drop' or 'far'"),
     (("tmass_bad_ph_qual",), lambda v: set(v) <= set(TMASS_PH_QUAL),
      f"must be letters of 2MASS ph_qual ({TMASS_PH_QUAL})"),
     (("zp_extra_g_min", "zp_extra_g_max"), lambda a, b: a < b,
