@@ -12,7 +12,6 @@ that fails is named in a warning and fetched again, and its record is never rewr
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stardata.io import atomic_path
+from stardata.io import atomic_path, file_digests
 from stardata.sources.errors import InputFileError
 from stardata.sources.http import USER_AGENT, IncompleteDownload, RemoteError, retry_call
 
@@ -54,16 +53,6 @@ class DownloadResult:
     url: str
     size: int
     sha256: str
-
-
-def file_digests(path: str | os.PathLike, names=("sha256",)) -> dict[str, str]:
-    """Hex digests (``hashlib`` names, e.g. ``sha1``, ``sha256``) of a file, in one read."""
-    digests = {name: hashlib.new(name) for name in names}
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK_BYTES), b""):
-            for digest in digests.values():
-                digest.update(block)
-    return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
 def _content_range_total(value: str | None) -> tuple[int | None, int | None]:
