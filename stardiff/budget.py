@@ -18,6 +18,8 @@ import time
 
 __all__ = ["TimeBudget", "budget_lr"]
 
+_clock = time.perf_counter  # module-level so tests can substitute a deterministic clock
+
 
 def budget_lr(p: float, lr: float, lr_min: float, warmup: float = 0.0) -> float:
     """Learning rate at spent fraction ``p`` of the budget.
@@ -53,15 +55,15 @@ class TimeBudget:
         self.seconds = 60.0 * minutes
         self.lr_args = (lr, lr_min, warmup)
         self.spent_before = 0.0  # seconds spent by earlier (interrupted) sessions of the run
-        self._t0 = time.perf_counter()
+        self._t0 = _clock()
 
     def start(self) -> None:
         """Start (or restart, after a resume) this session's clock."""
-        self._t0 = time.perf_counter()
+        self._t0 = _clock()
 
     def spent(self) -> float:
         """Seconds spent so far, earlier sessions included."""
-        return self.spent_before + time.perf_counter() - self._t0
+        return self.spent_before + _clock() - self._t0
 
     def fraction(self) -> float:
         return self.spent() / self.seconds

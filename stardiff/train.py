@@ -211,6 +211,7 @@ class _Run:
                 self.sched.step(self.epoch + (i + 1) / n_batches)
         if self.world.active:
             torch.distributed.all_reduce(total)
+        self.rows_done = done  # fewer than all when a time budget ended the epoch
         mean = total.item() / done
         if not math.isfinite(mean):
             raise FloatingPointError(
@@ -434,7 +435,7 @@ def _loop(run: _Run, epochs: int, progress: bool) -> None:
                     "val_loss": round(val_loss, 6),
                     "lr": run.opt.param_groups[0]["lr"],
                     "seconds": round(dt, 3),
-                    "rows_per_s": round(run.train_rows.numel() / dt, 1),
+                    "rows_per_s": round(run.rows_done / dt, 1),
                 }
             )
             bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}", epoch=run.epoch)

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from stardiff import budget as budget_mod
 from stardiff import fit
 from stardiff.budget import TimeBudget, budget_lr
 from stardiff.cli import main
@@ -51,17 +52,33 @@ def test_fit_stops_near_the_budget_with_the_schedule_at_its_end(tmp_path):
     fit(r, progress=False, figures=False)
     out = tmp_path / "b-model"
     spent = _spent(out)
-    assert BUDGET_S <= spent < BUDGET_S + 2.0
-    hist = pl.read_csv(out / "metrics.csv")
-    assert hist.height > 1
-    lrs = hist["lr"].to_numpy()
-    assert np.all(np.diff(lrs) < 0)  # one cosine over the budget, no restart
-    assert lrs[-1] < 0.05 * LR  # it reached (nearly) lr_min at the budget
+    assert BUDGET_S <= spent < BUDGET_S + 4.0  # overshoot: one step, validation, checkpoint
+    hist = pl.read_csv(out / "metrics.csv")  # epochs done depend on the load: next test
+    assert hist["lr"][-1] < 0.5 * LR  # the last steps were late in the cosine
     assert hist["seconds"].sum() == pytest.approx(spent, abs=1.0)
 
 
-def test_resume_continues_the_budget_and_its_schedule(tmp_path, monkeypatch):
-    r = _budget_recipe(tmp_path, checkpoint_every=1)
+@pytest.fixture
+def steady_clock(monkeypatch):
+    """Each clock reading advances 10 ms: step counts no longer depend on the machine's load."""
+    ticks = iter(np.arange(10**7) * 0.01)
+    monkeypatch.setattr(budget_mod, "_clock", lambda: float(next(ticks)))
+
+
+def test_schedule_reaches_lr_min_at_the_budget_on_a_steady_clock(tmp_path, steady_clock):
+    r = _budget_recipe(tmp_path, time_budget=0.5 / 60)
+    fit(r, progress=False, figures=False)
+    hist = pl.read_csv(tmp_path / "b-model" / "metrics.csv")
+    lrs = hist["lr"].to_numpy()
+    assert hist.height > 2 and lrs[0] < LR and np.all(np.diff(lrs) < 0)
+    assert lrs[-1] < 0.01 * LR
+    assert 0.5 <= _spent(tmp_path / "b-model") < 0.7  # a few clock readings after the last step
+
+
+def test_resume_continues_the_budget_and_its_schedule(tmp_path, monkeypatch, steady_clock):
+    r = _budget_recipe(tmp_path, time_budget=0.5 / 60, checkpoint_every=2)
+    full = _budget_recipe(tmp_path, name="full", time_budget=0.5 / 60, checkpoint_every=2)
+    fit(full, progress=False, figures=False)
     real_epoch = _Run.train_epoch
     crashed = []
 
@@ -80,8 +97,11 @@ def test_resume_continues_the_budget_and_its_schedule(tmp_path, monkeypatch):
     fit(r, resume=True, progress=False, figures=False)
     hist = pl.read_csv(out / "metrics.csv")
     assert hist["lr"][:2].to_list() == before["lr"].to_list()
-    assert np.all(np.diff(hist["lr"].to_numpy()) < 0)  # the cosine went on, not restarted
-    assert BUDGET_S <= _spent(out) < BUDGET_S + 2.0
+    lrs = hist["lr"].to_numpy()
+    assert np.all(np.diff(lrs) < 0) and lrs[-1] < 0.01 * LR  # the cosine went on to its end
+    assert 0.5 <= _spent(out) < 0.7  # a few clock readings after the last step
+    # the interrupted run did about as many epochs as the uninterrupted one
+    assert abs(hist.height - pl.read_csv(tmp_path / "full-model" / "metrics.csv").height) <= 2
     fit(r, resume=True, progress=False, figures=False)  # a spent budget: nothing more to do
     assert pl.read_csv(out / "metrics.csv").height == hist.height
 
