@@ -53,6 +53,8 @@ def _from_astropy(table) -> pa.Table:
         mask = np.ma.getmaskarray(col)
         if data.dtype.kind == "S":
             data = np.char.decode(data, "utf-8")
+        elif data.dtype.byteorder not in ("=", "|"):  # FITS is big-endian; Arrow is not
+            data = data.astype(data.dtype.newbyteorder("="))
         if data.dtype.kind == "f":
             arrays[name] = pa.array(np.where(mask, np.nan, data))
         else:
