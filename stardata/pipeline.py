@@ -254,14 +254,7 @@ def _star_block(ctx: Context, cols: dict, names: list[str]) -> pa.Table:
     """One block of the table: kept rows, XP masked by quality and relevancy."""
     keep = cols.pop("keep")
     cols = {n: v[keep] for n, v in cols.items()}
-    for band in ("bp", "rp"):
-        rel = C.relevancy_mask(cols[f"{band}_n_relevant_bases"])
-        if not ctx.s.mask_irrelevant_xp:
-            rel[:] = True
-        for i in range(C.N_XP):
-            ok = cols["xp_good"] & rel[:, i]
-            for name in (f"{band}{i}", f"{band}{i}_err"):
-                cols[name] = np.where(ok, cols[name], np.nan).astype(np.float32)
+    D.mask_xp(cols, cols["xp_good"], mask_irrelevant=ctx.s.mask_irrelevant_xp)
     return to_table({n: cols[n] for n in names})
 
 

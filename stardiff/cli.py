@@ -60,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-figures", action="store_true", help="write metrics.json only")
     _sampler_args(e)
 
+    r = sub.add_parser("predict", help="per-row densities of a table (streamed, resumable)")
+    r.add_argument("model", help="model folder")
+    r.add_argument("catalog", help="Parquet file of given rows (e.g. a crossmatch output)")
+    r.add_argument("--request", nargs="+", required=True, metavar="COL")
+    r.add_argument("-n", type=int, default=200, help="draws per row (default 200)")
+    r.add_argument("--quantiles", nargs="*", type=float, default=[0.16, 0.5, 0.84], metavar="Q")
+    r.add_argument("--samples", action="store_true", help="also write the draws")
+    r.add_argument("--keep", nargs="*", metavar="COL", help="input columns to copy through")
+    r.add_argument("--chunk-rows", type=int, default=4096, help="rows per window (default 4096)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--out", required=True, help="output Parquet file")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sampler_args(r)
+
     i = sub.add_parser("info", help="describe a model folder")
     i.add_argument("model", help="model folder")
     return p
@@ -151,6 +166,31 @@ def _cmd_sample(a) -> int:
         q = {c: np.percentile(v, [16, 50, 84]) for c, v in cols.items() if c != "row"}
         for c, (lo, med, hi) in q.items():
             print(f"{c}: median {med:.6g}  16-84%: [{lo:.6g}, {hi:.6g}]  ({len(cols[c])} draws)")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from stardiff.infer import load
+    from stardiff.predict import predict
+
+    model = load(a.model, a.device)
+    out = predict(
+        model,
+        Path(a.catalog),
+        a.request,
+        n=a.n,
+        quantiles=a.quantiles,
+        samples=a.samples,
+        seed=a.seed,
+        sampler=a.sampler,
+        steps=a.steps,
+        keep=a.keep,
+        out=a.out,
+        chunk_rows=a.chunk_rows,
+        progress=not a.quiet,
+    )
+    if not a.quiet:
+        print(f"wrote {out}")
     return 0
 
 
@@ -256,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
         "info": _cmd_info,
+        "predict": _cmd_predict,
     }[args.command]
     try:
         return handler(args)
