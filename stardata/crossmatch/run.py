@@ -70,6 +70,16 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
     ra, dec = cat.positions(table, key, dec_col)
     ep = cat.epochs(table, epoch, n)
     info = {"by": "position", "ra": key, "dec": dec_col, "epoch": epoch, "radius_arcsec": radius}
+    from stardata.crossmatch.hats import is_hats_reference
+
+    if is_hats_reference(reference):
+        from stardata.crossmatch.hats import match_hats
+
+        m = match_hats(ra, dec, ep, reference, radius, max_pm)
+        info.update(against="HATS catalogue (LSDB)", max_pm=max_pm)
+        if isinstance(reference, str | os.PathLike):
+            info["reference"] = {"path": os.fspath(reference)}
+        return m, info
     if reference is not None:
         from stardata.crossmatch.sky import match_local
 
@@ -153,9 +163,13 @@ def crossmatch(
         (default 2016.0, Gaia DR3's own).
     radius : float
         Match radius [arcsec].
-    reference : table or path, optional
-        Local Gaia rows to match positions against (``source_id``, ``ra``, ``dec``, optional
-        ``pmra``, ``pmdec``, ``ref_epoch``); by default positions go to the Gaia archive.
+    reference : table, path, HATS catalogue or URL, optional
+        Gaia rows to match positions against (``source_id``, ``ra``, ``dec``, optional
+        ``pmra``, ``pmdec``, ``ref_epoch``): a table in memory or a file (matched with a
+        KD-tree), or a HATS catalogue with a margin — an ``lsdb.Catalog``, a local folder or
+        a URL such as a public Gaia DR3 HATS copy (matched through LSDB, reading only the
+        sky the catalogue touches; needs ``stardiff[hats]``). By default positions go to
+        the Gaia archive.
     columns : {"derived", "match"}
         Add the derived columns (the archive joins of the build), or the match columns only.
     out : path-like, optional
@@ -174,7 +188,7 @@ def crossmatch(
     extinction : bool
         Compute ``logebv`` from Combined19 (needs the map).
     max_pm : float
-        Largest proper motion [arcsec/yr] an archive positional match looks for.
+        Largest proper motion [arcsec/yr] an archive or HATS positional match looks for.
     progress : bool
         Progress bars.
 
