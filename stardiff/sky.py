@@ -135,8 +135,21 @@ def _client(client, scheduler: str | None, workers: int, threads: int) -> Iterat
             yield c
 
 
-def _settings(model_folder: Path, catalog, request, n, quantiles, seed, keep) -> dict:
+def _describe(search) -> str | None:
+    """A stable description of an LSDB search (its class and plain attributes)."""
+    if search is None:
+        return None
+    plain = {
+        k: (str(v) if not isinstance(v, int | float | str | bool) else v)
+        for k, v in sorted(vars(search).items())
+        if k != "moc"
+    }
+    return f"{type(search).__name__}({plain})"
+
+
+def _settings(model_folder: Path, catalog, request, n, quantiles, seed, keep, search) -> dict:
     return {
+        "search_filter": _describe(search),
         "model_weights_sha256": sha256_file(model_folder / "model.safetensors"),
         "catalog": os.fspath(catalog),
         "request": list(request),
@@ -176,6 +189,7 @@ def predict_catalog(
     workers: int = 1,
     threads: int = 1,
     device: str | None = None,
+    search_filter=None,
     progress: bool = True,
 ) -> Path:
     """Predict ``request`` for every row of a HATS catalogue and write a HATS catalogue.
@@ -206,6 +220,9 @@ def predict_catalog(
         ``LocalCluster`` of ``workers`` processes × ``threads`` threads.
     device : str, optional
         Torch device on each worker; default its GPU when it has one, else CPU.
+    search_filter : lsdb search, optional
+        Predict only part of the sky, e.g. ``lsdb.ConeSearch(ra, dec, radius_arcsec)`` or
+        ``lsdb.PixelSearch(pixels)``.
     progress : bool
         Show a progress bar per partition written.
 
@@ -239,9 +256,11 @@ def predict_catalog(
     used = [c for c in head.columns if c in available]
     if not used:
         raise ValueError(f"{catalog}: none of the model's columns are in the catalogue")
-    cat = open_hats(source, columns=list(dict.fromkeys([*keep, *used])))
+    cat = open_hats(
+        source, columns=list(dict.fromkeys([*keep, *used])), search_filter=search_filter
+    )
     out = Path(out)
-    settings = _settings(folder, catalog, request, n, quantiles, seed, keep)
+    settings = _settings(folder, catalog, request, n, quantiles, seed, keep, search_filter)
 
     meta = cat.meta[list(keep)].copy()
     for c in prediction_columns(request, quantiles):
