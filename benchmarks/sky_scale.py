@@ -83,7 +83,9 @@ def _worker_rss_gb(client) -> dict:
     return client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2)
 
 
-def predict_run(model: Path, sky: Path, out: Path, workers: int, pixels, n: int) -> dict:
+def predict_run(
+    model: Path, sky: Path, out: Path, workers: int, pixels, n: int, id_limit: int | None
+) -> dict:
     """One ``predict_catalog`` on a fresh LocalCluster; rows/s and peak RSS per worker."""
     import lsdb
     from dask.distributed import Client, LocalCluster
@@ -99,7 +101,15 @@ def predict_run(model: Path, sky: Path, out: Path, workers: int, pixels, n: int)
     ):
         t0 = time.perf_counter()
         predict_catalog(
-            model, sky, ["teff"], out, n=n, client=client, search_filter=search, progress=False
+            model,
+            sky,
+            ["teff"],
+            out,
+            n=n,
+            client=client,
+            search_filter=search,
+            filters=[("source_id", "<", id_limit)] if id_limit else None,
+            progress=False,
         )
         wall = time.perf_counter() - t0
         rss = _worker_rss_gb(client)
@@ -154,6 +164,15 @@ def main(argv=None) -> int:
     p.add_argument("--partitions", type=int, nargs=2, default=(4, 1), metavar=("CAL", "PAPER"))
     p.add_argument("-n", type=int, default=200, help="draws per row")
     p.add_argument("--sizes", nargs="+", default=["california", "paper"], choices=NETWORKS)
+    p.add_argument(
+        "--every",
+        type=int,
+        nargs=2,
+        default=(1, 20),
+        metavar=("CAL", "PAPER"),
+        help="predict on about 1 row in K of the chosen partitions (ids are random on the sky)",
+    )
+    p.add_argument("--build-only", action="store_true")
     p.add_argument("--record", type=Path)
     a = p.parse_args(argv)
     import lsdb
@@ -196,10 +215,12 @@ def main(argv=None) -> int:
                 "import_workers": a.import_workers,
             }
         )
+    if a.build_only:
+        return _save(records, a.record)
     cat = lsdb.open_catalog(sky)
     pixels = sorted(cat.get_healpix_pixels())
     results: dict = {}
-    for size, k in zip(["california", "paper"], a.partitions, strict=True):
+    for size, k, every in zip(["california", "paper"], a.partitions, a.every, strict=True):
         if size not in a.sizes:
             continue
         model = model_folder(a.work, size, next((a.work / "input").glob("*.parquet")))
@@ -210,13 +231,27 @@ def main(argv=None) -> int:
                 import shutil
 
                 shutil.rmtree(out)
-            rec = predict_run(model, sky, out, workers, pixels[: max(k, 2)], a.n)
+            limit = a.rows // every if every > 1 else None  # ids are in random sky order
+            rec = predict_run(model, sky, out, workers, pixels[: max(k, 2)], a.n, limit)
             results[size][workers] = rec
-            emit({"stage": "predict", "network": size, "workers": workers, "draws": a.n, **rec})
+            emit(
+                {
+                    "stage": "predict",
+                    "network": size,
+                    "workers": workers,
+                    "draws": a.n,
+                    "partitions": max(k, 2),
+                    **rec,
+                }
+            )
     if results and all(len(v) == 2 for v in results.values()):
         emit({"stage": "projection", "stars": XP_STARS, "draws": a.n, **projection(results, a.n)})
-    if a.record:
-        with a.record.open("a") as f:
+    return _save(records, a.record)
+
+
+def _save(records: list[dict], path: Path | None) -> int:
+    if path:
+        with path.open("a") as f:
             for rec in records:
                 f.write(json.dumps(rec) + "\n")
     return 0

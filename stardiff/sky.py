@@ -190,6 +190,7 @@ def predict_catalog(
     threads: int = 1,
     device: str | None = None,
     search_filter=None,
+    filters: Sequence[tuple] | None = None,
     progress: bool = True,
 ) -> Path:
     """Predict ``request`` for every row of a HATS catalogue and write a HATS catalogue.
@@ -223,6 +224,9 @@ def predict_catalog(
     search_filter : lsdb search, optional
         Predict only part of the sky, e.g. ``lsdb.ConeSearch(ra, dec, radius_arcsec)`` or
         ``lsdb.PixelSearch(pixels)``.
+    filters : list of tuples, optional
+        Row filters applied when reading (Parquet predicates), e.g. ``[("phot_g_mean_mag",
+        "<", 17.0)]``.
     progress : bool
         Show a progress bar per partition written.
 
@@ -257,10 +261,14 @@ def predict_catalog(
     if not used:
         raise ValueError(f"{catalog}: none of the model's columns are in the catalogue")
     cat = open_hats(
-        source, columns=list(dict.fromkeys([*keep, *used])), search_filter=search_filter
+        source,
+        columns=list(dict.fromkeys([*keep, *used])),
+        search_filter=search_filter,
+        filters=[tuple(f) for f in filters] if filters else None,
     )
     out = Path(out)
     settings = _settings(folder, catalog, request, n, quantiles, seed, keep, search_filter)
+    settings["filters"] = [list(f) for f in filters] if filters else None
 
     meta = cat.meta[list(keep)].copy()
     for c in prediction_columns(request, quantiles):

@@ -22,9 +22,14 @@ import numpy as np
 from stardata.crossmatch.catalog import CatalogError
 from stardata.crossmatch.sky import GAIA_EPOCH, _arcsec, propagate, unit_vectors
 
-__all__ = ["is_hats_reference", "match_hats"]
+__all__ = ["GAIA_ID_ORDER", "is_hats_reference", "lookup_ids", "match_hats"]
 
 MAX_CANDIDATES = 16  # neighbours kept per row in the widened search, before refinement
+#: A Gaia DR3 source_id holds its nested HEALPix index at order 12 in its top bits
+#: (``source_id >> 35``), so the partitions that can hold an id are known without an index
+#: catalogue (hats-import's index step needs an old dask on Python 3.11).
+GAIA_ID_ORDER = 12
+_GAIA_ID_SHIFT = 35
 
 
 def is_hats_reference(reference) -> bool:
@@ -41,6 +46,65 @@ def is_hats_reference(reference) -> bool:
             "://" in text and not text.lower().endswith((".csv", ".fits", ".parquet", ".xml"))
         )
     return False
+
+
+def _partitions_holding(pixels, ids: np.ndarray) -> list:
+    """The partitions (HEALPix pixels of any order) that contain any of the Gaia ``ids``."""
+    p12 = np.sort(np.asarray(ids, np.int64) >> _GAIA_ID_SHIFT)
+    keep = []
+    for px in pixels:
+        d = GAIA_ID_ORDER - px.order
+        if d >= 0:  # an order-12 range inside the partition
+            lo, hi = px.pixel << (2 * d), (px.pixel + 1) << (2 * d)
+        else:  # a partition deeper than order 12: its order-12 parent
+            lo = px.pixel >> (-2 * d)
+            hi = lo + 1
+        if np.searchsorted(p12, hi) > np.searchsorted(p12, lo):
+            keep.append(px)
+    return keep
+
+
+def lookup_ids(reference, ids, columns=None):
+    """Rows of a HATS Gaia catalogue with the given ``source_id`` values.
+
+    Reads only the partitions whose sky holds one of the ids (from the HEALPix index in the
+    ids' top bits), never the whole catalogue.
+
+    Parameters
+    ----------
+    reference : lsdb.Catalog, path or URL
+        HATS catalogue with a ``source_id`` column (Gaia DR3 ids).
+    ids : array-like of int
+    columns : sequence of str, optional
+        Columns to return (``source_id`` always included); default all.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per id found (ids absent from the catalogue are simply missing).
+    """
+    from stardata.hats import open_hats
+
+    ids = np.unique(np.asarray(ids, np.int64))
+    ids = ids[ids > 0]
+    if type(reference).__module__.startswith("lsdb"):
+        ref = reference
+    else:
+        cols = None if columns is None else list(dict.fromkeys(["source_id", *columns]))
+        ref = open_hats(reference, columns=cols)
+    if "source_id" not in ref.columns:
+        raise CatalogError("HATS reference has no source_id column")
+    hold = _partitions_holding(ref.get_healpix_pixels(), ids)
+    meta = ref.meta
+    if not hold:
+        return meta.iloc[:0].reset_index(drop=True)
+    wanted = set(ids.tolist())
+    found = (
+        ref.partitions[hold]
+        .map_partitions(lambda f: f[f["source_id"].isin(wanted)], meta=meta)
+        .compute()
+    )
+    return found.reset_index(drop=True)
 
 
 def _open_reference(reference):

@@ -60,6 +60,14 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
     if mode == "source_id":
         ids = cat.source_ids(table, key)
         given = ids > 0
+        from stardata.crossmatch.hats import is_hats_reference
+
+        if is_hats_reference(reference):  # keep only the ids the HATS reference holds
+            from stardata.crossmatch.hats import lookup_ids
+
+            known = lookup_ids(reference, ids[given], ["source_id"])["source_id"].to_numpy()
+            given &= np.isin(ids, known)
+            ids = np.where(given, ids, 0)
         m = {
             "source_id": ids,
             "separation_arcsec": np.full(n, np.nan),

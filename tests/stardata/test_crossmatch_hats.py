@@ -135,3 +135,41 @@ def test_search_wider_than_margin_is_refused(sky):
     ra, dec = sky["cat"]["ra"].to_numpy(), sky["cat"]["dec"].to_numpy()
     with pytest.raises(CatalogError, match="exceeds the reference's 30 arcsec margin"):
         match_hats(ra, dec, np.full(ra.size, 1950.0), sky["path"], radius=1.0, max_pm=1.0)
+
+
+@pytest.fixture(scope="module")
+def gaia_ids(tmp_path_factory):
+    """A HATS catalogue whose source_ids carry their order-12 HEALPix index, as Gaia's do."""
+    tmp = tmp_path_factory.mktemp("hatsids")
+    rng = np.random.default_rng(8)
+    n = 1500
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    pix = healpy.ang2pix(2**12, ra, dec, nest=True, lonlat=True).astype(np.int64)
+    ids = (pix << 35) + rng.integers(1, 2**30, n)
+    pl.DataFrame({"source_id": ids, "ra": ra, "dec": dec, "g": rng.normal(15, 1, n)}).write_parquet(
+        tmp / "g.parquet"
+    )
+    return write_hats(tmp / "g.parquet", tmp / "gaia", pixel_threshold=100), ids
+
+
+def test_lookup_ids_reads_only_the_partitions_that_hold_them(gaia_ids):
+    import lsdb
+
+    from stardata.crossmatch.hats import _partitions_holding, lookup_ids
+
+    path, ids = gaia_ids
+    want = ids[[3, 70, 500, 1499]]
+    absent = np.array([(int(ids[3]) >> 35 << 35) + 7], np.int64)  # same pixel, no such star
+    got = lookup_ids(path, np.r_[want, absent, 0], columns=["g"])
+    assert sorted(got["source_id"].tolist()) == sorted(want.tolist())
+    assert {"source_id", "g"} <= set(got.columns)
+    pixels = lsdb.open_catalog(path).get_healpix_pixels()
+    assert 1 <= len(_partitions_holding(pixels, want)) <= 4 < len(pixels)
+
+
+def test_crossmatch_by_id_against_a_hats_reference_flags_unknown_ids(gaia_ids, tmp_path):
+    path, ids = gaia_ids
+    cat = pl.DataFrame({"source_id": [int(ids[10]), 12345, int(ids[20]), 0], "x": [1, 2, 3, 4]})
+    got = crossmatch(cat, reference=path, columns="match", progress=False, cache_dir=tmp_path)
+    assert got["xm_matched"].to_list() == [True, False, True, False]
+    assert got["gaia_source_id"].to_list() == [int(ids[10]), 0, int(ids[20]), 0]
