@@ -28,6 +28,7 @@ __all__ = [
     "LockedError",
     "ParquetRowWriter",
     "atomic_path",
+    "file_digests",
     "h5_dataset",
     "h5_file",
     "read_json",
@@ -73,13 +74,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+def file_digests(path: str | os.PathLike, names=("sha256",), *, block: int = 1 << 22) -> dict:
+    """Hex digests of a file's bytes in one read (``hashlib`` names, e.g. sha1, sha256)."""
+    digests = {name: hashlib.new(name) for name in names}
     with open(path, "rb") as f:
         while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return file_digests(path, ("sha256",), block=block)["sha256"]
 
 
 def _json_default(obj):
@@ -94,9 +101,14 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` as sorted, indented JSON (stable bytes), atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True) + "\n"
+def write_json(path: str | os.PathLike, obj, *, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as indented JSON (stable bytes), atomically.
+
+    Keys are sorted unless ``sort_keys=False`` (files meant to be read top-down keep the
+    order of ``obj``).
+    """
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=True)
+    text += "\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
