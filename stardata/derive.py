@@ -228,7 +228,7 @@ def jhk_columns(apogee: dict, tmass: dict, s) -> dict[str, np.ndarray]:
 
     out = {"tmass_designation": tmass["tmass_designation"], "ph_qual": tmass["ph_qual"]}
     for index, (band, a_mag, a_err, t_mag, t_err) in enumerate(JHK_BANDS):
-        a, ae = clean_tmass(apogee[a_mag], apogee[a_err], sentinel=s.tmass_sentinel)
+        a, ae = clean_tmass(apogee[a_mag], apogee[a_err])
         t, te = usable_tmass(
             tmass[t_mag], tmass[t_err], tmass["ph_qual"], index, bad=s.tmass_bad_ph_qual
         )
@@ -239,15 +239,19 @@ def jhk_columns(apogee: dict, tmass: dict, s) -> dict[str, np.ndarray]:
     return out
 
 
-def mask_xp(cols: dict, xp_good: np.ndarray, *, mask_irrelevant: bool = True) -> None:
+def mask_xp(
+    cols: dict, xp_good: np.ndarray, *, mask_irrelevant: bool = True, propagate_from=None
+) -> None:
     """Blank (NaN, float32) the ``bp{i}``/``rp{i}`` values and errors a row may not use, in place.
 
     A row keeps its XP coefficients only where ``xp_good`` (it passed every XP quality cut) and,
-    with ``mask_irrelevant``, only the first ``*_n_relevant_bases`` of each band.
+    with ``mask_irrelevant``, only its relevant ones (:func:`stardata.columns.relevancy_mask`
+    with ``propagate_from``, the setting ``xp_relevancy_propagate_from``). The release build
+    (``stardata.outputs``) and :mod:`stardata.crossmatch` both mask through this function.
     """
     good = np.asarray(xp_good, dtype=bool)
     for band in ("bp", "rp"):
-        rel = relevancy_mask(cols[f"{band}_n_relevant_bases"])
+        rel = relevancy_mask(cols[f"{band}_n_relevant_bases"], propagate_from=propagate_from)
         if not mask_irrelevant:
             rel[:] = True
         for i in range(N_XP):

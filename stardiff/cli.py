@@ -170,11 +170,25 @@ def _cmd_sample(a) -> int:
 
 
 def _cmd_predict(a) -> int:
+    import warnings
+
     from stardiff.infer import load
-    from stardiff.predict import predict
 
     model = load(a.model, a.device)
-    out = predict(
+    with warnings.catch_warnings():  # one line each on stderr, as the errors
+        warnings.showwarning = lambda message, *_a, **_k: print(
+            f"stardiff predict: warning: {message}", file=sys.stderr
+        )
+        out = _predict_file(model, a)
+    if not a.quiet:
+        print(f"wrote {out}")
+    return 0
+
+
+def _predict_file(model, a):
+    from stardiff.predict import predict
+
+    return predict(
         model,
         Path(a.catalog),
         a.request,
@@ -189,9 +203,6 @@ def _cmd_predict(a) -> int:
         chunk_rows=a.chunk_rows,
         progress=not a.quiet,
     )
-    if not a.quiet:
-        print(f"wrote {out}")
-    return 0
 
 
 def _sampler_args(p) -> None:

@@ -9,7 +9,6 @@ unpickled: loading reads JSON and safetensors only.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stardata.io import atomic_path, read_json, recover_folder, replace_folder, temp_sibling
+from stardata.io import write_json as _write_json
 
 __all__ = [
     "atomic_write_text",
@@ -41,7 +41,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write ``data`` as indented JSON in its own key order (config files read top-down)."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    _write_json(path, data, sort_keys=False)
 
 
 def save_weights(path: str | Path, module: torch.nn.Module) -> None:
@@ -100,7 +100,7 @@ def save_training_state(folder: str | Path, *, model, optimizer, rng: dict, info
         tensors.update(opt_tensors)
         tensors.update({f"rng.{k}": v.cpu() for k, v in rng.items()})
         save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_rest}, indent=1))
+        _write_json(tmp / "state.json", {**info, "optimizer": opt_rest}, sort_keys=False)
         replace_folder(tmp, folder / CHECKPOINT)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -103,36 +103,37 @@ def _window(model, block: pa.Table, given, keep, request, k: int, opts: dict) ->
 
 
 def _windows(source, columns: list[str], size: int, start: int) -> Iterator[tuple[int, pa.Table]]:
-    """Windows ``start, start+1, ...`` of ``size`` rows, read a row group at a time."""
+    """Windows ``start, start+1, ...`` of ``size`` rows, read one row group at a time.
+
+    Row groups are read one by one (pyarrow's ``iter_batches`` reads ahead, and a fast reader
+    before a slow sampler would hold most of the file), so memory is one row group plus one
+    window.
+    """
     if isinstance(source, pa.Table):
         for k in range(start, -(-source.num_rows // size)):
             yield k, source.slice(k * size, size).select(columns)
         return
     pf: pq.ParquetFile = source
-    first_row, groups, offset = start * size, [], 0
+    skip, k = start * size, start
+    pending: list[pa.Table] = []
+    have = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
-        if offset + n > first_row:
-            groups.append(g)
-        offset += n
-    if not groups:
-        return
-    skip = first_row - sum(pf.metadata.row_group(g).num_rows for g in range(groups[0]))
-    pending, have, k = [], 0, start
-    for batch in pf.iter_batches(batch_size=size, row_groups=groups, columns=columns):
-        if skip:
-            cut = min(skip, batch.num_rows)
-            batch, skip = batch.slice(cut), skip - cut
-        pending.append(batch)
-        have += batch.num_rows
+        if skip >= n:  # rows of windows already done
+            skip -= n
+            continue
+        group = pf.read_row_group(g, columns=columns).slice(skip)
+        skip = 0
+        pending.append(group)
+        have += group.num_rows
         while have >= size:
-            table = pa.Table.from_batches(pending).combine_chunks()
-            yield k, table.slice(0, size)
+            table = pa.concat_tables(pending)
+            yield k, table.slice(0, size).combine_chunks()
             k += 1
             rest = table.slice(size)
-            pending, have = rest.to_batches(), rest.num_rows
+            pending, have = [rest], rest.num_rows
     if have:
-        yield k, pa.Table.from_batches(pending).combine_chunks()
+        yield k, pa.concat_tables(pending).combine_chunks()
 
 
 def _as_arrow(table) -> pa.Table:

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from stardata.sources.http import ArchiveError
-from stardata.sources.tap import GAIA_TAP_URL, cached_chunks, to_polars
+from stardata.sources.tap import GAIA_TAP_URL, cached_chunks, require_columns, to_polars
 
 __all__ = ["CONE_QUERY", "match_archive"]
 
@@ -32,6 +32,7 @@ CONE_QUERY = (
     "FROM tap_upload.pos AS u JOIN gaiadr3.gaia_source AS g "
     "ON 1 = CONTAINS(POINT('ICRS', g.ra, g.dec), CIRCLE('ICRS', u.ra, u.dec, u.search))"
 )
+_COLUMNS = ("row_id", "source_id", "sep")
 
 
 def _upload(table, tap_url: str, timeout: float) -> pl.DataFrame:
@@ -41,7 +42,8 @@ def _upload(table, tap_url: str, timeout: float) -> pl.DataFrame:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)  # astroquery's connections have no time-out of their own
     try:
-        job = TapPlus(url=tap_url, verbose=False).launch_job_async(
+        # columns by VOTable name, not ID: the archive's IDs are upper case
+        job = TapPlus(url=tap_url, verbose=False, use_names_over_ids=True).launch_job_async(
             CONE_QUERY,
             upload_resource=table,
             upload_table_name="pos",
@@ -49,7 +51,7 @@ def _upload(table, tap_url: str, timeout: float) -> pl.DataFrame:
             verbose=False,
             dump_to_file=False,
         )
-        return to_polars(job.get_results())
+        return require_columns(to_polars(job.get_results()), _COLUMNS, CONE_QUERY)
     except SystemError as exc:  # astroquery's signal for a job in phase ERROR
         raise ArchiveError(" ".join(str(exc).split())) from exc
     finally:

@@ -64,7 +64,15 @@ def _aligned(ids: np.ndarray, frame: pl.DataFrame, names, ints=(), strings=()):
 
 
 def derived_block(
-    ids: np.ndarray, s, src, cache: Path, *, block: int = 0, xp_bounds=None, extinction=True
+    ids: np.ndarray,
+    s,
+    src,
+    cache: Path,
+    *,
+    block: int = 0,
+    structure=None,
+    xp_bounds=None,
+    extinction=True,
 ):
     """Every derived column of the rows whose Gaia DR3 source ids are ``ids`` (0 = none).
 
@@ -80,6 +88,9 @@ def derived_block(
         Folder of the connectors' chunk caches.
     block : int
         The block's index: with ``s.ebv_seed`` it seeds the extinction draws, as in the build.
+    structure : stardata.sources.xp.StructureChoice, optional
+        The DataLink ``DATA_STRUCTURE`` choice shared by all blocks of a run (default: a new
+        one from ``s.xp_data_structure``).
     xp_bounds : dict, optional
         ``{kind: [lo, hi]}`` of a release's ``xp_percentile_bounds`` (its manifest); without
         it the XP percentile cut is not applied (it needs the whole training table).
@@ -95,7 +106,7 @@ def derived_block(
     """
     from stardata.sources.gaia import query_gaia_source
     from stardata.sources.tmass import query_tmass
-    from stardata.sources.xp import fetch_xp_continuous
+    from stardata.sources.xp import StructureChoice, fetch_xp_continuous
 
     remote = {"retries": s.retries, "backoff": s.backoff, "timeout": s.timeout, "progress": False}
     frame = query_gaia_source(
@@ -120,7 +131,7 @@ def derived_block(
         datalink_url=src.gaia_datalink_url,
         chunk_size=s.xp_chunk_size,
         data_format=src.xp_format,
-        data_structure=src.xp_structure,
+        data_structure=structure or StructureChoice(s.xp_data_structure),
         **remote,
     )
     xp, has_xp = _aligned(ids, frame, D.XP_RAW, ints=_XP_INTS)
@@ -140,7 +151,12 @@ def derived_block(
         norm = np.stack([cols[k] for k in XP_KINDS], axis=1)
         checks.append(cuts.xp_within_bounds(norm, lo, hi))
     cols["xp_good"] = np.logical_and.reduce([c.keep for c in checks])
-    D.mask_xp(cols, cols["xp_good"], mask_irrelevant=s.mask_irrelevant_xp)
+    D.mask_xp(
+        cols,
+        cols["xp_good"],
+        mask_irrelevant=s.mask_irrelevant_xp,
+        propagate_from=s.xp_relevancy_propagate_from,
+    )
     cols.update(_extinction(cols, s, src, gaia_found if extinction else None, block))
     for name in _DROPPED:
         cols.pop(name)
@@ -167,5 +183,7 @@ def _extinction(cols: dict, s, src, found: np.ndarray | None, block: int) -> dic
             seed=int(np.random.SeedSequence([s.ebv_seed, block]).generate_state(1)[0]),
             dust_dir=str(src.resolved_dust_dir()),
             chunk=s.ebv_chunk_rows,
+            star_parallax=cols["parallax"][idx],  # as the build: before the zero point
+            nonpositive=s.ebv_nonpositive_draws,
         )
     return out

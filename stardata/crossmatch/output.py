@@ -20,8 +20,10 @@ MANIFEST_VERSION = 1
 
 def _blocks(table, match, derived, s, src, cache, options, progress):
     """Arrow blocks of ``s.chunk_rows`` rows: the catalogue's columns, match, derived columns."""
+    from stardata.sources.xp import StructureChoice
     from stardata.stagecache import to_table
 
+    structure = StructureChoice(s.xp_data_structure)  # asked once for all blocks, as the build
     n = table.num_rows
     starts = range(0, n, s.chunk_rows)
     bar = None
@@ -37,7 +39,15 @@ def _blocks(table, match, derived, s, src, cache, options, progress):
                 from stardata.crossmatch.join import derived_block
 
                 cols.update(
-                    derived_block(cols["gaia_source_id"], s, src, cache, block=k, **options)
+                    derived_block(
+                        cols["gaia_source_id"],
+                        s,
+                        src,
+                        cache,
+                        block=k,
+                        structure=structure,
+                        **options,
+                    )
                 )
             added = to_table(cols)
             clash = sorted(set(table.column_names) & set(added.column_names))

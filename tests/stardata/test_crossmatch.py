@@ -241,3 +241,22 @@ def test_archive_chunks_are_cached_and_resumed(sky, tmp_path):
     first = server.count("/tap-server/tap/async", "POST") - before
     _run(sky, tmp_path, cat, epoch=2000.0, columns="match")
     assert first >= 1 and server.count("/tap-server/tap/async", "POST") - before == first
+
+
+def test_a_failed_crossmatch_resumes_from_the_connector_caches(sky, tmp_path):
+    from stardata.sources.http import RemoteError
+
+    server = sky["server"]
+    cat = pl.DataFrame({"source_id": IDS[:12]})  # three blocks of 4 rows
+    fault = server.inject("/data-server/data", status=503, skip=1, times=1)
+    with pytest.raises(RemoteError):
+        _run(sky, tmp_path, cat, extinction=False, out=tmp_path / "xm")
+    assert fault.fired == 1 and not (tmp_path / "xm").exists()
+    tap = server.count("/tap-server/tap/async", "POST")
+    dl = server.count("/data-server/data", "POST")
+    out = _run(sky, tmp_path, cat, extinction=False, out=tmp_path / "xm")
+    # the failure hit block 1's DataLink call: blocks 0-1's TAP joins and block 0's XP come
+    # from the caches; only block 2's joins (gaia_source, 2MASS) and blocks 1-2's XP are asked
+    assert server.count("/tap-server/tap/async", "POST") - tap == 2
+    assert server.count("/data-server/data", "POST") - dl == 2
+    assert pl.read_parquet(out / "crossmatch.parquet")["gaia_found"].all()
