@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from stardiff.model.noise import ROW_BLOCK
 
-__all__ = ["PredictError", "predict"]
+__all__ = ["PredictError", "draw_statistics", "predict", "statistics_columns"]
 
 STATE = "state.json"
 MAD_TO_STD = 1.4826
@@ -36,7 +36,9 @@ class PredictError(ValueError):
 
 
 def _qname(name: str, q: float) -> str:
-    return f"{name}_q{q:g}"
+    """``teff_q16`` for q = 0.16, ``teff_q2p5`` for 0.025: no dots, which LSDB's nested
+    frames would read as struct fields."""
+    return f"{name}_q{round(100 * q, 6):g}".replace(".", "p")
 
 
 def _plan(model, names: list[str], request: list[str], keep, where: str):
@@ -73,6 +75,31 @@ def _check_numeric(schema: pa.Schema, given: list[str], where: str) -> None:
             raise PredictError(f"{where}: column {c!r} is {t}, not numeric")
 
 
+def statistics_columns(request: Sequence[str], quantiles: Sequence[float]) -> list[str]:
+    """Names of :func:`draw_statistics`' columns, in order."""
+    return [
+        c
+        for name in request
+        for c in (f"{name}_median", f"{name}_std", *(_qname(name, q) for q in quantiles))
+    ]
+
+
+def draw_statistics(
+    draws: dict, request: Sequence[str], rows: int, n: int, quantiles: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Per row: median, robust std (1.4826·MAD) and quantiles of each column's ``n`` draws."""
+    out = {}
+    for name in request:
+        s = np.asarray(draws[name]).reshape(rows, n)
+        med = np.median(s, axis=1)
+        out[f"{name}_median"] = med
+        out[f"{name}_std"] = MAD_TO_STD * np.median(np.abs(s - med[:, None]), axis=1)
+        if len(quantiles):
+            for q, v in zip(quantiles, np.quantile(s, quantiles, axis=1), strict=True):
+                out[_qname(name, q)] = v
+    return out
+
+
 def _window(model, block: pa.Table, given, keep, request, k: int, opts: dict) -> pa.Table:
     """Statistics of every requested density for one window of rows."""
     n, seed, qs = opts["n"], opts["seed"], opts["quantiles"]
@@ -87,17 +114,11 @@ def _window(model, block: pa.Table, given, keep, request, k: int, opts: dict) ->
     for v in values.values():
         present |= np.isfinite(v)
     out["no_input"] = pa.array(~present)
-    for name in request:
-        s = np.asarray(draws[name]).reshape(rows, n)
-        med = np.median(s, axis=1)
-        out[f"{name}_median"] = pa.array(med)
-        out[f"{name}_std"] = pa.array(MAD_TO_STD * np.median(np.abs(s - med[:, None]), axis=1))
-        if len(qs):
-            qv = np.quantile(s, qs, axis=1)
-            for q, v in zip(qs, qv, strict=True):
-                out[_qname(name, q)] = pa.array(v)
-        if opts["samples"]:
-            flat = pa.array(s.astype(np.float32).ravel())
+    stats = draw_statistics(draws, request, rows, n, qs)
+    out.update({c: pa.array(v) for c, v in stats.items()})
+    if opts["samples"]:
+        for name in request:
+            flat = pa.array(np.asarray(draws[name]).astype(np.float32).ravel())
             out[f"{name}_samples"] = pa.FixedSizeListArray.from_arrays(flat, n)
     return pa.table(out)
 
@@ -181,7 +202,7 @@ def predict(
     n : int
         Draws per row and column.
     quantiles : sequence of float
-        Quantile levels, written as ``{col}_q{level}``.
+        Quantile levels, written as ``{col}_q{percent}`` (0.16 → ``_q16``, 0.025 → ``_q2p5``).
     samples : bool
         Also write the draws (``{col}_samples``, n float32 a row).
     seed, sampler, steps : optional

@@ -89,7 +89,7 @@ def test_crossmatch_then_predict_round_trip(crossmatched, synthetic_model, tmp_p
     # the unconditional density, flagged
     assert p["no_input"].to_list() == (~xm["gaia_found"]).to_list()
     assert np.all(np.isfinite(p["teff_median"].to_numpy()))
-    assert np.all(p["teff_q0.84"].to_numpy() >= p["teff_q0.16"].to_numpy())
+    assert np.all(p["teff_q84"].to_numpy() >= p["teff_q16"].to_numpy())
 
 
 def test_custom_labels_recipe_trains_on_the_crossmatch(sky, tmp_path):

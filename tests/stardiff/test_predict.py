@@ -54,8 +54,8 @@ def test_statistics_match_the_samples(star_model):
     mad = 1.4826 * np.median(np.abs(s - med[:, None]), axis=1)
     np.testing.assert_allclose(got["teff_std"].to_numpy(), mad, rtol=1e-4)
     q = np.quantile(s, [0.16, 0.84], axis=1)
-    np.testing.assert_allclose(got["teff_q0.16"].to_numpy(), q[0], rtol=1e-5)
-    np.testing.assert_allclose(got["teff_q0.84"].to_numpy(), q[1], rtol=1e-5)
+    np.testing.assert_allclose(got["teff_q16"].to_numpy(), q[0], rtol=1e-5)
+    np.testing.assert_allclose(got["teff_q84"].to_numpy(), q[1], rtol=1e-5)
     assert not got["no_input"].any()
 
 
