@@ -15,6 +15,7 @@ __all__ = ["write_or_return"]
 
 OUTPUT = "crossmatch.parquet"
 TOKENS = "tokens.h5"
+HATS = "crossmatch_hats"
 MANIFEST_VERSION = 1
 
 
@@ -80,9 +81,12 @@ def _stale(out: Path) -> None:
 
 
 def write_or_return(
-    table, match, info, *, out, derived, vocab, cache, s, src, options, catalog, progress
+    table, match, info, *, out, derived, vocab, cache, s, src, options, catalog, progress, hats=None
 ):
-    """Write ``out/{crossmatch.parquet, tokens.h5, manifest.json}`` (or return the table)."""
+    """Write ``out/{crossmatch.parquet, tokens.h5, manifest.json}`` (or return the table).
+
+    ``hats=(ra, dec)`` also writes ``crossmatch_hats/``, partitioned on those columns.
+    """
     blocks = _blocks(table, match, derived, s, src, cache, options, progress)
     if out is None:
         import polars as pl
@@ -102,6 +106,10 @@ def write_or_return(
                 writer.write(block)
         if vocab is not None:
             _write_tokens(tmp / OUTPUT, tmp / TOKENS, vocab, writer.rows)
+        if hats is not None:
+            from stardata.hats import write_hats
+
+            write_hats(tmp / OUTPUT, tmp / HATS, name="crossmatch", ra=hats[0], dec=hats[1])
         manifest = _manifest(tmp, table, match, info, derived, vocab, s, src, options, catalog)
         from stardata.io import write_json
 
@@ -138,7 +146,7 @@ def _floats(group: pa.Table, name: str, names: list[str]) -> np.ndarray:
 def _manifest(folder, table, match, info, derived, vocab, s, src, options, catalog) -> dict:
     from dataclasses import asdict
 
-    from stardata.io import sha256_file
+    from stardata.io import content_digest, sha256_file
     from stardata.release import package_versions
 
     counts = {
@@ -156,14 +164,11 @@ def _manifest(folder, table, match, info, derived, vocab, s, src, options, catal
     if isinstance(catalog, str | os.PathLike):
         source.update(path=str(catalog), sha256=sha256_file(catalog))
     outputs = {}
-    for name in (OUTPUT, TOKENS):
+    for name in (OUTPUT, TOKENS, HATS):
         p = folder / name
         if p.exists():
-            outputs[name] = {
-                "sha256": sha256_file(p),
-                "size": p.stat().st_size,
-                "rows": counts["rows"],
-            }
+            size, digest = content_digest(p)
+            outputs[name] = {"sha256": digest, "size": size, "rows": counts["rows"]}
     return {
         "manifest_version": MANIFEST_VERSION,
         "kind": "crossmatch",

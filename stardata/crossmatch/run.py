@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,27 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
     return m, info
 
 
+def _hats_positions(formats, out, mode, table, ra, dec) -> tuple[str, str] | None:
+    """The (ra, dec) columns to partition a HATS copy of the output on, if one is asked for."""
+    unknown = sorted(set(formats) - {"parquet", "hats"})
+    if unknown:
+        raise CatalogError(f"unknown format(s) {unknown}; choose from parquet, hats")
+    if "hats" not in formats:
+        return None
+    if out is None:
+        raise CatalogError("formats=['hats'] needs out= (a HATS catalogue is a folder)")
+    if mode != "position":
+        if "ra" in table.column_names and "dec" in table.column_names:
+            ra, dec = "ra", "dec"
+        else:
+            raise CatalogError("a HATS copy needs ra and dec columns in the catalogue")
+    r, d = cat.positions(table, ra, dec)
+    bad = int(np.count_nonzero(~(np.isfinite(r) & np.isfinite(d))))
+    if bad:
+        raise CatalogError(f"a HATS copy needs a position for every row; {bad} row(s) have none")
+    return ra, dec
+
+
 def _vocabulary(vocabulary):
     from stardata.tokens import Vocabulary
 
@@ -152,6 +174,7 @@ def crossmatch(
     xp_bounds: dict | None = None,
     extinction: bool = True,
     max_pm: float = 11.0,
+    formats: Sequence[str] = ("parquet",),
     progress: bool = True,
 ):
     """Crossmatch a catalogue to Gaia DR3 and add the release build's columns beside its own.
@@ -197,6 +220,10 @@ def crossmatch(
         Compute ``logebv`` from Combined19 (needs the map).
     max_pm : float
         Largest proper motion [arcsec/yr] an archive or HATS positional match looks for.
+    formats : sequence of str
+        ``"parquet"`` (always) and optionally ``"hats"``: with ``out``, the table also as a
+        HATS collection with a margin, ``out/crossmatch_hats/``, partitioned on the
+        catalogue's positions (every row needs one; needs ``stardiff[hats]``).
     progress : bool
         Progress bars.
 
@@ -245,5 +272,6 @@ def crossmatch(
         src=src,
         options={"xp_bounds": xp_bounds, "extinction": extinction},
         catalog=catalog,
+        hats=_hats_positions(formats, out, mode, table, key, dec_col),
         progress=progress,
     )

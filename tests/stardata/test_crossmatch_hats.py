@@ -173,3 +173,49 @@ def test_crossmatch_by_id_against_a_hats_reference_flags_unknown_ids(gaia_ids, t
     got = crossmatch(cat, reference=path, columns="match", progress=False, cache_dir=tmp_path)
     assert got["xm_matched"].to_list() == [True, False, True, False]
     assert got["gaia_source_id"].to_list() == [int(ids[10]), 0, int(ids[20]), 0]
+
+
+def test_crossmatch_output_as_hats(sky, tmp_path):
+    import lsdb
+
+    from stardata import verify
+
+    out = crossmatch(
+        sky["cat"],
+        epoch=EPOCH,
+        reference=sky["ref"],
+        columns="match",
+        out=tmp_path / "xm",
+        formats=["parquet", "hats"],
+        progress=False,
+        cache_dir=tmp_path / "c",
+    )
+    table = pl.read_parquet(out / "crossmatch.parquet")
+    hats = lsdb.open_catalog(out / "crossmatch_hats")
+    assert hats.margin is not None
+    got = hats.compute().sort_values("name")
+    assert got["name"].tolist() == sorted(table["name"].to_list())
+    assert "crossmatch_hats" in verify(out)
+    with pytest.raises(CatalogError, match="needs out="):
+        crossmatch(
+            sky["cat"],
+            reference=sky["ref"],
+            columns="match",
+            formats=["hats"],
+            progress=False,
+            cache_dir=tmp_path / "c",
+        )
+    holes = sky["cat"].with_columns(
+        pl.when(pl.col("name") == "s0").then(None).otherwise(pl.col("ra")).alias("ra")
+    )
+    with pytest.raises(CatalogError, match="1 row"):
+        crossmatch(
+            holes,
+            reference=sky["ref"],
+            columns="match",
+            formats=["hats"],
+            out=tmp_path / "xm2",
+            progress=False,
+            cache_dir=tmp_path / "c",
+        )
+    assert not (tmp_path / "xm2").exists()
