@@ -105,6 +105,7 @@ def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, task
         "table": str(table),
         "split": data.split,
         "n_rows": int(data.values.shape[0]),
+        "row_split": data.rows,
         "seed": seed,
         "rows": ev.rows,
         "samples_per_row": ev.samples_per_row,
