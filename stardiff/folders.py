@@ -94,19 +94,20 @@ def prepare_model_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
             raise FileNotFoundError(f"--resume: no checkpoint to resume from in {out}")
         return
     entries = [p for p in sorted(out.iterdir()) if p.name != FolderLock.NAME]
-    if not entries:
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"output folder {out} is not empty; use --resume to continue "
-            "its training or --overwrite to start again"
-        )
     foreign = foreign_entries(out)
+    # a folder with no model, no checkpoint and nothing foreign holds only what a failed
+    # first run left (row hashes, metrics): a fresh fit replaces it without --overwrite
     if foreign:
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise FileExistsError(
-            f"--overwrite: {out} holds files stardiff did not write "
-            f"({', '.join(foreign[:5])}{more}); move them away or choose another --out"
+            f"output folder {out} holds files stardiff did not write "
+            f"({', '.join(foreign[:5])}{more}); choose another --out or move them away"
+        )
+    model = [p for p in entries if p.name in (persist.CONFIG, persist.WEIGHTS, persist.CHECKPOINT)]
+    if model and not overwrite:
+        raise FileExistsError(
+            f"output folder {out} is not empty; use --resume to continue "
+            "its training or --overwrite to start again"
         )
     for p in entries:
         if p.is_dir() and not p.is_symlink():
