@@ -98,7 +98,12 @@ def table_columns(path: str | Path) -> list[str]:
         raise FileNotFoundError(f"table file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
-        return read_table(path).names
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if "vocabulary" not in f:
+                raise ValueError(f"{path.name}: not a stardata tokens file (no 'vocabulary')")
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocabulary"][()]]
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 

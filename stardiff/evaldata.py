@@ -31,25 +31,32 @@ class EvalData:
     values: np.ndarray  # (N, V), NaN = missing
     train_std: np.ndarray  # (V,) std of each column over the training rows
     split: str  # the rows actually used: a split name or "all"
-    table_columns: list[str]  # every numeric column of the file
+    table_columns: list[str]  # every column of the file (but a split column)
     rows: dict  # how the rows were split: "by" (content, labels, permutation, none), counts
 
 
 def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) -> EvalData:
     """Read ``table``, keep the model's columns and the rows of ``split``."""
-    from stardiff.data import read_table
+    from stardiff.data import read_table, table_columns
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     d = recipe.data if recipe else None
     path = Path(table)
-    try:
-        t = read_table(path, None, d.split_column if d else "")
-    except KeyError:
-        t = read_table(path, None, "")  # no split column: a table of new rows
-    idx = {c: t.names.index(c) for c in model.columns if c in t.names}
-    if not idx:
+    label = d.split_column if d and d.split_column else ""
+    names = [c for c in table_columns(path) if c != label]
+    use = [c for c in names if c in model.columns]
+    if not use:
         raise ValueError(f"{path.name}: no column of the model ({', '.join(model.columns)})")
+    ignored = [c for c in names if c not in model.columns]
+    if ignored:  # said, never silent; a model column with a bad cell is an error below
+        warnings.warn(
+            f"{path.name}: scoring with columns {', '.join(use)}; ignored (not model "
+            f"columns): {', '.join(ignored)}",
+            stacklevel=3,
+        )
+    t = read_table(path, use, label if label in table_columns(path) else "")
+    idx = {c: t.names.index(c) for c in model.columns if c in t.names}
     values = np.full((t.values.shape[0], len(model.columns)), np.nan)
     for j, c in enumerate(model.columns):
         if c in idx:
@@ -70,7 +77,7 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         std = np.nanstd(values[std_rows], axis=0)
     std = np.where(np.isfinite(std) & (std > 0), std, np.nan)
-    return EvalData(path.name, tuple(model.columns), values[sel], std, used, list(t.names), rows)
+    return EvalData(path.name, tuple(model.columns), values[sel], std, used, names, rows)
 
 
 def _parts(model, values: np.ndarray, labels, d) -> tuple[tuple | None, str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from stardata.io import atomic_path, read_json, recover_folder, replace_folder, temp_sibling
 from stardiff.errors import ModelFileError
@@ -52,6 +53,12 @@ def write_json(path: str | Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _write_safetensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> None:
+    """Write tensors as safetensors through a plain ``open`` (safetensors' own writer creates
+    0600 files; this one respects the umask, so a group can read a shared model)."""
+    Path(path).write_bytes(safetensors_bytes(tensors, metadata=metadata))
+
+
 def _state_tensors(module: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
@@ -59,7 +66,7 @@ def _state_tensors(module: torch.nn.Module) -> dict:
 def save_weights(path: str | Path, module: torch.nn.Module) -> None:
     """Save a module's state dict (parameters and persistent buffers) as safetensors."""
     with atomic_path(path) as tmp:
-        save_file(_state_tensors(module), str(tmp), metadata={"format": "pt"})
+        _write_safetensors(_state_tensors(module), tmp, metadata={"format": "pt"})
 
 
 def save_model_files(folder: str | Path, config: dict, module: torch.nn.Module) -> None:
@@ -72,7 +79,7 @@ def save_model_files(folder: str | Path, config: dict, module: torch.nn.Module) 
     folder = Path(folder)
     with atomic_path(folder / CONFIG) as cfg, atomic_path(folder / WEIGHTS) as w:
         cfg.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        save_file(_state_tensors(module), str(w), metadata={"format": "pt"})
+        _write_safetensors(_state_tensors(module), w, metadata={"format": "pt"})
 
 
 def load_tensors(path: str | Path) -> dict:
@@ -110,7 +117,7 @@ def save_row_hashes(folder: str | Path, **hashes: np.ndarray) -> None:
         k: torch.from_numpy(np.sort(v.astype(np.uint64)).view(np.int64)) for k, v in hashes.items()
     }
     with atomic_path(Path(folder) / ROWS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "stardiff-row-hashes"})
+        _write_safetensors(tensors, tmp, metadata={"format": "stardiff-row-hashes"})
 
 
 def load_row_hashes(folder: str | Path) -> dict[str, np.ndarray] | None:
@@ -154,7 +161,7 @@ def save_training_state(folder: str | Path, *, model, optimizer, rng: dict, info
         opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
         tensors.update({f"rng.{k}": v.cpu() for k, v in rng.items()})
-        save_file(tensors, str(tmp / "state.safetensors"))
+        _write_safetensors(tensors, tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_rest}, indent=1))
         replace_folder(tmp, folder / CHECKPOINT)
     finally:

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def prepare(recipe: Recipe) -> Prepared:
     """Read the recipe's table, split it, fit transforms + standardizer on training rows."""
     d = recipe.data
     table = read_table(recipe.table_path(), d.columns or None, d.split_column)
+    if table.ignored:  # said, never silent: a column the model will not know
+        why = ", ".join(f"{c} ({w})" for c, w in table.ignored.items())
+        warnings.warn(f"{recipe.table_path().name}: columns not used: {why}", stacklevel=2)
     vocab = Vocabulary(table.names)
     requestable = list(d.requestable) or list(table.names)
     for c in requestable:

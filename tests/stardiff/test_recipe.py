@@ -128,9 +128,8 @@ def test_every_recipe_key_is_documented():
     ],
 )
 def test_every_number_is_range_checked_naming_its_key(section, key, value, message):
-    raw = {"data": {"table": "t.parquet"}, section: {key: value}}
-    if section == "data":
-        raw["data"][key] = value
+    raw = {"data": {"table": "t.parquet"}}
+    raw.setdefault(section, {})[key] = value
     with pytest.raises(RecipeError, match=re.escape(message)):
         recipe_from_dict(raw)
 

@@ -229,23 +229,34 @@ def test_bad_options_are_one_line_and_exit_2(work, capsys, argv, message):
     assert message in err and err.startswith("stardiff")
 
 
-def test_a_full_disk_leaves_no_weights_without_config_and_a_rerun_works(work, tmp_path, capsys):
+@pytest.mark.parametrize("at", ["model.safetensors", "config.json"])
+def test_a_full_disk_leaves_no_weights_without_config_and_a_rerun_works(
+    work, tmp_path, capsys, monkeypatch, at
+):
     import stardiff.persist
 
     out = tmp_path / "full"
     recipe = _recipe(work[0], out, epochs=1, name="full.toml")
+    real_st, real_text = stardiff.persist._write_safetensors, Path.write_text
 
-    def no_space(tensors, filename, metadata=None):
-        raise OSError(errno.ENOSPC, "No space left on device", filename)
+    def full(path):
+        if f".{at}.part-" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    real = stardiff.persist.save_file
-    stardiff.persist.save_file = no_space
-    try:
-        assert _fit(recipe) == 2
-    finally:
-        stardiff.persist.save_file = real
+    def write_st(tensors, path, metadata=None):
+        full(path)
+        return real_st(tensors, path, metadata=metadata)
+
+    def write_text(self, *a, **k):
+        full(self)
+        return real_text(self, *a, **k)
+
+    monkeypatch.setattr(stardiff.persist, "_write_safetensors", write_st)
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert _fit(recipe) == 2
+    monkeypatch.undo()
     err = _err(capsys)
-    assert "model.safetensors: no space left on the device" in err
+    assert f"{at}: no space left on the device" in err
     names = {p.name for p in out.iterdir()}
     assert "model.safetensors" not in names and "config.json" not in names
     assert not [n for n in names if ".part-" in n]
