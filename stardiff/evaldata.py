@@ -10,7 +10,7 @@ records no row hashes the recipe's split labels or permutation are used, with a 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ class EvalData:
     train_std: np.ndarray  # (V,) std of each column over the training rows
     split: str  # the rows actually used: a split name or "all"
     table_columns: list[str]  # every column of the file (but a split column)
-    rows: dict  # how the rows were split: "by" (content, labels, permutation, none), counts
+    rows: dict = field(default_factory=dict)  # how the rows were split ("by") and counts
 
 
 def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) -> EvalData:
@@ -67,6 +67,12 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
         sel, used = np.arange(n), "all"
     else:
         sel, used = parts[SPLITS.index(split)], split
+        if sel.size == 0 and by == "content" and split == "test":
+            raise ValueError(
+                f"{path.name}: every row is a training ({parts[0].size}) or validation "
+                f"({parts[1].size}) row of the model, none is a test row; score them "
+                "knowingly with --split train, validation or all"
+            )
         if sel.size == 0:
             raise ValueError(f"{path.name}: split {split!r} has no rows; try --split all")
     rows = {"by": by, "table": n, "scored": int(sel.size)}
