@@ -31,8 +31,9 @@ ALLSTAR = "/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspe
 
 _CHILD = r"""
 import json, sys, threading, time
-from stardata import inputs, pipeline
-from stardata.release import Settings, Sources, build
+from stardata import inputs, outputs, pipeline
+from stardata.release import build
+from stardata.settings import Settings, Sources
 
 cfg = json.loads(sys.argv[1])
 times, peaks, current = {}, {}, ["start"]
@@ -67,8 +68,10 @@ def timed(module, name):
 for n in ("stage_allstar", "stage_apogee", "stage_gaia", "stage_tmass", "stage_xp",
           "stage_dust_map"):
     timed(inputs, n)
-for n in ("stage_derive", "stage_select", "stage_extinction", "write_stars", "write_tokens"):
+for n in ("stage_derive", "stage_select", "stage_extinction"):
     timed(pipeline, n)
+for n in ("write_stars", "write_tokens"):
+    timed(outputs, n)
 t = time.perf_counter()
 out = build("dr17", cfg["data"], cfg["out"], sources=Sources(**cfg["sources"]),
             settings=Settings(**cfg["settings"]), progress=cfg["progress"])

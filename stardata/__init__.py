@@ -1,21 +1,34 @@
 """stardata: reproducible APOGEE DR17 x Gaia DR3 x 2MASS tables, and the token convention."""
 
+from stardata.errors import BuildError, OfflineMissing, VerifyError
 from stardata.tokens import PAD, Vocabulary, read_tokens_h5, tokenize, write_tokens_h5
+
+# build/verify/read_table and the settings pull in pyarrow, polars and the connectors: import
+# them on first use.
+_LAZY = {
+    "build": "stardata.release",
+    "verify": "stardata.release",
+    "read_table": "stardata.release",
+    "Settings": "stardata.settings",
+    "Sources": "stardata.settings",
+}
 
 
 def __getattr__(name: str):
-    # build/verify/read_table pull in pyarrow, polars and the connectors: import them on use.
-    if name in ("build", "verify", "read_table", "Settings", "Sources"):
-        from stardata import release
+    if name in _LAZY:
+        import importlib
 
-        return getattr(release, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'stardata' has no attribute {name!r}")
 
 
 __all__ = [
     "PAD",
+    "BuildError",
+    "OfflineMissing",
     "Settings",
     "Sources",
+    "VerifyError",
     "Vocabulary",
     "build",
     "read_table",

@@ -1,6 +1,8 @@
 """The ``stardata`` command: argument parsing only; every command is one API call.
 
-Errors are printed as one line on stderr (``stardata: error: ...``) with exit status 2.
+Problems the user can fix (a bad setting, a missing or damaged input file, an archive that
+refuses a request, a folder in use) are printed as one line on stderr (``stardata: error: ...``)
+with exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,34 +14,106 @@ from dataclasses import fields
 
 __all__ = ["main"]
 
+_DESCRIPTION = """\
+Build the APOGEE DR17 x Gaia DR3 x 2MASS training table of Leung, Bovy & Speagle (2024)
+from the public archives, and check a built release."""
+
+_BUILD_EPILOG = """\
+examples:
+  stardata build                                  # data/dr17/ from the archives (cache: data/cache)
+  stardata build --offline                        # only what is cached; lists what is missing
+  stardata build --set g_max=17.0 --set split_seed=1
+  stardata build --xp-data-structure RAW          # if the archive refuses INDIVIDUAL
+
+Settings (--set NAME=VALUE, or a JSON file with --settings) are listed in docs/stardata.md;
+every one is recorded in the release's manifest.json. Interrupted builds resume from the cache."""
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("stardiff")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stardata", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    from stardata.sources.xp import XP_DATA_STRUCTURES
+
+    p = argparse.ArgumentParser(prog="stardata", description=_DESCRIPTION)
+    p.add_argument("--version", action="version", version=f"stardata {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser(
-        "build", help="build OUT/<release>/{stars.parquet, tokens.h5, manifest.json}"
+        "build",
+        help="download the inputs and build OUT/RELEASE/ (stars.parquet, tokens.h5, manifest)",
+        description="Download (or reuse) the inputs and build the release folder "
+        "OUT/RELEASE/ with stars.parquet, tokens.h5 and manifest.json.",
+        epilog=_BUILD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("--release", default="dr17", help="data release (default dr17)")
-    b.add_argument("--data-dir", default="data/cache", help="cache of inputs and stages")
-    b.add_argument("--out", default="data", help="parent folder of the release folder")
-    b.add_argument("--offline", action="store_true", help="use cached inputs only")
+    b.add_argument("--release", default="dr17", help="data release to build (only dr17)")
+    b.add_argument(
+        "--data-dir",
+        default="data/cache",
+        metavar="DIR",
+        help="where downloads and finished stages are kept between builds (default data/cache)",
+    )
+    b.add_argument(
+        "--out", default="data", metavar="DIR", help="the release folder goes in DIR/RELEASE"
+    )
+    b.add_argument(
+        "--offline", action="store_true", help="use only cached inputs; never contact a server"
+    )
     b.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override one setting (JSON value), e.g. --set split_seed=1",
+        help="change one setting (the value is read as JSON), e.g. --set split_seed=1",
     )
-    b.add_argument("--settings", help="JSON file of settings (overridden by --set)")
-    b.add_argument("--allstar-url", help="allStar URL (default: the SDSS SAS)")
-    b.add_argument("--gaia-tap-url", help="Gaia TAP service")
-    b.add_argument("--gaia-datalink-url", help="Gaia DataLink service")
-    b.add_argument("--dust-dir", help="mwdust $DUST_DIR holding combined19/combine19.h5")
+    b.add_argument("--settings", metavar="FILE", help="JSON file of settings (--set wins)")
+    b.add_argument(
+        "--xp-data-structure",
+        choices=XP_DATA_STRUCTURES,
+        help="DataLink DATA_STRUCTURE to ask for first (default INDIVIDUAL; the others are "
+        "tried if the archive refuses it)",
+    )
+    b.add_argument("--allstar-url", metavar="URL", help="allStar file URL (default: SDSS)")
+    b.add_argument(
+        "--allstar-sha1",
+        metavar="HEX",
+        help="SHA-1 the allStar file must have ('none': no check; default: the published DR17 "
+        "value when the URL is SDSS's)",
+    )
+    b.add_argument("--gaia-tap-url", metavar="URL", help="Gaia archive TAP service")
+    b.add_argument("--gaia-datalink-url", metavar="URL", help="Gaia archive DataLink service")
+    b.add_argument(
+        "--dust-dir", metavar="DIR", help="folder of mwdust's combined19/combine19.h5 map"
+    )
+    b.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("parquet", "hdf5", "hats"),
+        default=[],
+        help="also write this table format (repeatable): 'hats' adds stars_hats/, a HATS "
+        "collection with a margin for LSDB (needs stardiff[hats]); Parquet and HDF5 are "
+        "always written",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    v = sub.add_parser("verify", help="re-check the hashes a release folder's manifest records")
-    v.add_argument("path", help="release folder, e.g. OUT/dr17")
+    v = sub.add_parser(
+        "verify",
+        help="re-check the sizes and hashes a release folder's manifest records",
+        description="Re-check every output of a release folder against its manifest.json.",
+    )
+    v.add_argument("path", help="release folder, e.g. data/dr17")
+    v.add_argument(
+        "--data-dir",
+        help="the build's cache folder: also check the stage files the outputs were made from",
+    )
     return p
 
 
@@ -55,14 +129,22 @@ def _settings(args):
 
     data = {}
     if args.settings:
-        with open(args.settings, encoding="utf-8") as f:
-            data.update(json.load(f))
+        try:
+            with open(args.settings, encoding="utf-8") as f:
+                data.update(json.load(f))
+        except json.JSONDecodeError as exc:
+            raise BuildError(f"--settings {args.settings}: not valid JSON ({exc})") from None
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep:
             raise BuildError(f"--set expects NAME=VALUE, got {item!r}")
         data[name.strip()] = _value(value)
-    return Settings.from_dict(data) if data else Settings()
+    if args.xp_data_structure:
+        data["xp_data_structure"] = args.xp_data_structure
+    try:
+        return Settings.from_dict(data) if data else Settings()
+    except TypeError as exc:  # a value of the wrong type for a setting
+        raise BuildError(f"bad setting value: {exc}") from None
 
 
 def _sources(args):
@@ -74,8 +156,12 @@ def _sources(args):
         "gaia_datalink_url": args.gaia_datalink_url,
         "dust_dir": args.dust_dir,
     }
+    if args.allstar_sha1 is not None:
+        over["allstar_sha1"] = None if args.allstar_sha1.lower() == "none" else args.allstar_sha1
     known = {f.name for f in fields(Sources)}
-    return Sources(**{k: v for k, v in over.items() if v is not None and k in known})
+    # allstar_sha1 may be None on purpose ('none'); the others are None when not given
+    chosen = {k: v for k, v in over.items() if v is not None or k == "allstar_sha1"}
+    return Sources(**{k: v for k, v in chosen.items() if k in known})
 
 
 def _run(args) -> int:
@@ -89,13 +175,26 @@ def _run(args) -> int:
             offline=args.offline,
             settings=_settings(args),
             sources=_sources(args),
+            formats=args.formats,
             progress=not args.quiet,
         )
         print(out)
     else:
-        checked = verify(args.path)
+        checked = verify(args.path, args.data_dir)
         print(f"OK: {args.path}: " + ", ".join(f"{n} {h[:12]}" for n, h in checked.items()))
+        if args.data_dir is None:
+            print("stages not checked (give --data-dir to check them too)")
     return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that report a problem the user can fix (never a bug in this package)."""
+    from stardata.io import LockedError
+    from stardata.release import BuildError
+    from stardata.sources.errors import SOURCE_ERRORS
+
+    # OSError: a missing, unreadable or unwritable path, or a full disk; it names the path.
+    return (BuildError, LockedError, OSError, *SOURCE_ERRORS)
 
 
 def main(argv=None) -> int:
@@ -106,7 +205,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("stardata: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+    except _user_errors() as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         print(f"stardata: error: {text}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ import numpy as np
 __all__ = [
     "BP_ZP_ERR",
     "G_FLUX_ZP",
+    "LB24_RELEVANCY_FROM",
     "MAG_PER_FLUX_FRAC",
+    "MISSING_MAG",
     "N_XP",
     "RP_ZP_ERR",
     "XP_KINDS",
@@ -27,6 +29,7 @@ __all__ = [
     "corrected_parallax",
     "g_fakemag",
     "g_flux",
+    "missing_magnitude",
     "normalize_xp",
     "parallax_zero_point",
     "relevancy_mask",
@@ -42,6 +45,11 @@ RP_ZP_ERR = 0.0037793818
 MAG_PER_FLUX_FRAC = 1.0857
 #: Number of XP coefficients per band.
 N_XP = 55
+#: A magnitude at or above this is a missing value (APOGEE writes 99.999 for a missing 2MASS band).
+MISSING_MAG = 99.0
+#: LB24 give XP coefficients 52-54 of each band the relevancy of coefficient 51 (``training.py``:
+#: "propagate to deal with 53, 54, 108, 109 NaN issues").
+LB24_RELEVANCY_FROM = 51
 #: Names of the G-normalized XP kinds, in vocabulary order.
 XP_KINDS = tuple(f"bp{i}" for i in range(N_XP)) + tuple(f"rp{i}" for i in range(N_XP))
 
@@ -55,14 +63,31 @@ def g_flux(g_mag) -> np.ndarray:
     return 10.0 ** ((G_FLUX_ZP - _f64(g_mag)) / 2.5)
 
 
-def relevancy_mask(n_relevant, n_coeffs: int = N_XP) -> np.ndarray:
+def relevancy_mask(n_relevant, n_coeffs: int = N_XP, *, propagate_from: int | None = None):
     """Boolean ``(N, n_coeffs)`` mask, True for coefficient index ``< n_relevant``.
 
-    A missing (negative or NaN-cast) ``n_relevant`` marks no coefficient relevant.
+    A missing (negative or NaN-cast) ``n_relevant`` marks no coefficient relevant. With
+    ``propagate_from=k`` every coefficient after ``k`` takes coefficient ``k``'s relevancy (LB24:
+    ``k = 51``, :data:`LB24_RELEVANCY_FROM`).
     """
+    if propagate_from is not None and not 0 <= propagate_from < n_coeffs:
+        raise ValueError(f"propagate_from must be in 0..{n_coeffs - 1}, got {propagate_from}")
     n = np.asarray(n_relevant)
     n = np.where(np.isfinite(n.astype(np.float64)), n, 0).astype(np.int64)
-    return np.arange(n_coeffs)[None, :] < n[:, None]
+    mask = np.arange(n_coeffs)[None, :] < n[:, None]
+    if propagate_from is not None:
+        mask[:, propagate_from + 1 :] = mask[:, propagate_from : propagate_from + 1]
+    return mask
+
+
+def missing_magnitude(mag) -> np.ndarray:
+    """True where a magnitude is missing: NaN, infinite or ``>= 99`` (:data:`MISSING_MAG`).
+
+    The one rule for every magnitude the build reads (APOGEE's 99.999, as float32 or float64).
+    """
+    m = _f64(mag)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(m) | (m >= MISSING_MAG)
 
 
 def normalize_xp(
@@ -127,24 +152,21 @@ def bprp(
     return colour(bp_mag, bp_err, rp_mag, rp_err)
 
 
-def clean_tmass(mag, err, *, sentinel: float = 99.999) -> tuple[np.ndarray, np.ndarray]:
-    """Replace APOGEE's 2MASS sentinel (99.999) and non-finite magnitudes by NaN.
-
-    The error is NaN wherever the magnitude is.
-    """
+def clean_tmass(mag, err) -> tuple[np.ndarray, np.ndarray]:
+    """Missing magnitudes (:func:`missing_magnitude`) become NaN, and their errors too."""
     m = _f64(mag).copy()
     e = _f64(err).copy()
-    bad = ~np.isfinite(m) | np.isclose(m, sentinel, rtol=0.0, atol=1e-6)
+    bad = missing_magnitude(m)
     m[bad] = np.nan
     e[bad] = np.nan
     return m, e
 
 
-def tmass_colours(j, j_err, h, h_err, k, k_err, *, sentinel: float = 99.999):
-    """``(jh, jh_err, jk, jk_err)`` from 2MASS J, H, Ks with sentinels → NaN."""
-    j, j_err = clean_tmass(j, j_err, sentinel=sentinel)
-    h, h_err = clean_tmass(h, h_err, sentinel=sentinel)
-    k, k_err = clean_tmass(k, k_err, sentinel=sentinel)
+def tmass_colours(j, j_err, h, h_err, k, k_err):
+    """``(jh, jh_err, jk, jk_err)`` from 2MASS J, H, Ks; missing magnitudes give NaN."""
+    j, j_err = clean_tmass(j, j_err)
+    h, h_err = clean_tmass(h, h_err)
+    k, k_err = clean_tmass(k, k_err)
     jh, jh_err = colour(j, j_err, h, h_err)
     jk, jk_err = colour(j, j_err, k, k_err)
     return jh, jh_err, jk, jk_err

@@ -194,7 +194,7 @@ def jhk_columns(apogee: dict, tmass: dict, s) -> dict[str, np.ndarray]:
 
     out = {"tmass_designation": tmass["tmass_designation"], "ph_qual": tmass["ph_qual"]}
     for index, (band, a_mag, a_err, t_mag, t_err) in enumerate(JHK_BANDS):
-        a, ae = clean_tmass(apogee[a_mag], apogee[a_err], sentinel=s.tmass_sentinel)
+        a, ae = clean_tmass(apogee[a_mag], apogee[a_err])
         t, te = usable_tmass(
             tmass[t_mag], tmass[t_err], tmass["ph_qual"], index, bad=s.tmass_bad_ph_qual
         )

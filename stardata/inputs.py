@@ -1,22 +1,31 @@
 """Input stages of a release build: the allStar file, deduplication, Gaia, 2MASS and XP joins.
 
-Each returns its stage record (see :class:`stardata.pipeline.Context`) and appends what it used
-to ``ctx.inputs`` (URL, size, SHA-256) for the manifest. Remote rows are always joined to the
+Each returns its frozen record (:mod:`stardata.context`) and appends what it used to
+``ctx.inputs`` (URL, size, SHA-256) for the manifest. Remote rows are always joined to the
 allStar rows on ``source_id``, never by position.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
 from stardata import cuts
 from stardata import derive as D
 from stardata.columns import N_XP
+from stardata.context import Context, InputRecord, StageRecord
+from stardata.errors import OfflineMissing
 from stardata.io import LazyWriter, sha256_file
+from stardata.settings import COMBINED19_URL
+from stardata.sources.apogee import ALLSTAR_COLUMNS, fetch_allstar, iter_allstar, read_allstar
+from stardata.sources.errors import InputFileError
+from stardata.sources.extinction import load_combined19
+from stardata.sources.gaia import query_gaia_source
+from stardata.sources.tmass import TMASS_COLUMNS, query_tmass
+from stardata.sources.xp import StructureChoice, fetch_xp_continuous
 from stardata.stagecache import (
-    Context,
     chunked_stage,
     n_groups,
     read_group,
@@ -35,13 +44,10 @@ __all__ = [
     "stage_xp",
 ]
 
-COMBINED19_URL = "https://zenodo.org/record/3566060/files/combine19.h5"
 _DEDUP_COLUMNS = ["APOGEE_ID", "SNR", "EXTRATARG", "GAIAEDR3_SOURCE_ID"]
 
 
 def _allstar_path(ctx: Context) -> Path:
-    from urllib.parse import urlparse
-
     return ctx.raw_dir / Path(urlparse(ctx.src.allstar_url).path).name
 
 
@@ -55,7 +61,7 @@ def missing_offline(ctx: Context) -> list[str]:
     if not _allstar_path(ctx).exists():
         missing.append(f"allStar file {_allstar_path(ctx)} (from {ctx.src.allstar_url})")
     for stage in ("gaia_source", "tmass", "xp"):
-        if not (ctx.stage_dir / f"{stage}.json").exists():
+        if not ctx.record_path(stage).exists():
             missing.append(f"{stage} stage {ctx.path(stage)} (needs {_remote_url(ctx, stage)})")
     if not dust_map(ctx).exists():
         missing.append(f"Combined19 map {dust_map(ctx)} (from {COMBINED19_URL})")
@@ -67,48 +73,40 @@ def _remote_url(ctx: Context, stage: str) -> str:
 
 
 def _offline_fail(ctx: Context, stage: str) -> None:
-    from stardata.release import OfflineMissing
-
+    why = ctx.stale.get(stage, f"{ctx.path(stage)} is not built")
     raise OfflineMissing(
-        f"offline build: stage {stage} is not cached for these inputs ({ctx.path(stage)}); "
+        f"offline build: stage {stage} is not cached for these inputs ({why}); "
         f"it needs {_remote_url(ctx, stage)}"
     )
 
 
-def stage_allstar(ctx: Context) -> dict:
+def stage_allstar(ctx: Context) -> InputRecord:
     """Download (or reuse) the allStar file; returns its input record."""
-    from stardata.sources.apogee import fetch_allstar
-
-    path = _allstar_path(ctx)
     src = ctx.src
-    if ctx.offline:
-        digest = sha256_file(path)
-        if src.allstar_sha256 and digest != src.allstar_sha256:
-            from stardata.release import OfflineMissing
-
-            raise OfflineMissing(f"offline build: cached {path} does not match the expected sha256")
-        rec = {"url": src.allstar_url, "size": path.stat().st_size, "sha256": digest}
-    else:
+    try:
         res = fetch_allstar(
             ctx.raw_dir,
             url=src.allstar_url,
             expected_size=src.allstar_size,
             sha256=src.allstar_sha256,
-            **ctx.remote(),
-            progress=ctx.progress,
+            sha1=src.allstar_sha1,
+            offline=ctx.offline,
+            **({} if ctx.offline else {**ctx.remote(), "progress": ctx.progress}),
         )
-        rec = {"url": res.url, "size": res.size, "sha256": res.sha256}
-    ctx.inputs.append({"name": "allStar", **rec})
+    except InputFileError as exc:
+        if not ctx.offline:
+            raise
+        raise OfflineMissing(f"offline build: {exc}") from None
+    rec = InputRecord("allStar", res.url, res.size, res.sha256)
+    ctx.inputs.append(rec)
     return rec
 
 
-def stage_apogee(ctx: Context, allstar: dict) -> dict:
+def stage_apogee(ctx: Context, allstar: InputRecord) -> StageRecord:
     """Deduplicated allStar rows (every column the table needs), in allStar order."""
-    from stardata.sources.apogee import ALLSTAR_COLUMNS, iter_allstar, read_allstar
-
     s = ctx.s
     key = stage_key(
-        "apogee", allstar["sha256"], s.duplicate_extratarg_bit, s.dedup_gaia_source_id, s.chunk_rows
+        "apogee", allstar.sha256, s.duplicate_extratarg_bit, s.dedup_gaia_source_id, s.chunk_rows
     )
     rec = ctx.done("apogee", key)
     if rec is None:
@@ -140,8 +138,8 @@ def stage_apogee(ctx: Context, allstar: dict) -> dict:
             "extratarg_duplicate_flagged_kept": dd.flagged_kept,
             "deduplicated_rows": int(dd.keep.sum()),
         }
-        rec = ctx.record("apogee", key, rows=int(dd.keep.sum()), counts=counts)
-    ctx.counts.update(rec["counts"])
+        rec = ctx.record(StageRecord, "apogee", key, rows=int(dd.keep.sum()), counts=counts)
+    ctx.counts.update(rec.counts)
     return rec
 
 
@@ -182,27 +180,25 @@ def _block_ids(ctx: Context, k: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def _input_record(ctx: Context, name: str, rec: dict, url: str, kind: str) -> None:
-    ctx.inputs.append(
-        {
-            "name": name,
-            "url": rec.get("url", url),
-            "kind": kind,
-            "rows": rec["rows"],
-            "size": rec["size"],
-            "sha256": rec["sha256"],
-        }
-    )
+def _input_record(ctx: Context, name: str, rec: StageRecord, url: str, kind: str) -> None:
+    ctx.inputs.append(InputRecord(name, rec.url or url, rec.size, rec.sha256, kind, rec.rows))
 
 
-def stage_gaia(ctx: Context, apogee: dict) -> dict:
+def _remote_stage(ctx: Context, name: str, key: str, make, url: str) -> StageRecord:
+    """A stage whose blocks come from a remote service (fails fast offline if not cached)."""
+    rec = ctx.done(name, key)
+    if rec is None:
+        if ctx.offline:
+            _offline_fail(ctx, name)
+        rows = chunked_stage(ctx, name, key, n_groups(ctx.path("apogee")), make)
+        rec = ctx.record(StageRecord, name, key, rows=rows, url=url)
+    return rec
+
+
+def stage_gaia(ctx: Context, apogee: StageRecord) -> StageRecord:
     """gaiadr3.gaia_source columns, joined on source_id to the allStar rows."""
-    from stardata.sources.gaia import query_gaia_source
-
     s, src = ctx.s, ctx.src
-    key = stage_key("gaia_source", apogee["key"], D.GAIA_RAW)  # where from is not what
-    if ctx.offline and ctx.done("gaia_source", key) is None:
-        _offline_fail(ctx, "gaia_source")
+    key = stage_key("gaia_source", apogee.key, D.GAIA_RAW)  # where from is not what
     wanted = list(D.GAIA_RAW) + ["has_xp_continuous"]
 
     def make(k: int) -> dict:
@@ -223,26 +219,20 @@ def stage_gaia(ctx: Context, apogee: dict) -> dict:
         cols["gaia_found"] = found
         return cols
 
-    rec = chunked_stage(
-        ctx, "gaia_source", key, n_groups(ctx.path("apogee")), make, url=src.gaia_tap_url
-    )
+    rec = _remote_stage(ctx, "gaia_source", key, make, src.gaia_tap_url)
     _input_record(ctx, "gaia_source", rec, src.gaia_tap_url, "TAP upload join")
     return rec
 
 
-def stage_tmass(ctx: Context, apogee: dict) -> dict:
+def stage_tmass(ctx: Context, apogee: StageRecord) -> StageRecord:
     """2MASS of each star's Gaia DR3 best 2MASS neighbour (TAP), joined on source_id.
 
     The stage keeps the archive's values (NaN, or None for ``tmass_designation`` and
     ``ph_qual``, where a star has no 2MASS neighbour) and ``tmass_found``; the choice between
     APOGEE's and these J/H/K is a setting, made by the local ``derived`` stage.
     """
-    from stardata.sources.tmass import TMASS_COLUMNS, query_tmass
-
     s, src = ctx.s, ctx.src
-    key = stage_key("tmass", apogee["key"], TMASS_COLUMNS)
-    if ctx.offline and ctx.done("tmass", key) is None:
-        _offline_fail(ctx, "tmass")
+    key = stage_key("tmass", apogee.key, TMASS_COLUMNS)
 
     def make(k: int) -> dict:
         ids = _block_ids(ctx, k)
@@ -258,20 +248,17 @@ def stage_tmass(ctx: Context, apogee: dict) -> dict:
         cols["tmass_found"] = found
         return cols
 
-    rec = chunked_stage(ctx, "tmass", key, n_groups(ctx.path("apogee")), make, url=src.gaia_tap_url)
+    rec = _remote_stage(ctx, "tmass", key, make, src.gaia_tap_url)
     kind = "TAP upload join gaiadr3.tmass_psc_xsc_best_neighbour x gaiadr1.tmass_original_valid"
     _input_record(ctx, "tmass", rec, src.gaia_tap_url, kind)
     return rec
 
 
-def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
+def stage_xp(ctx: Context, apogee: StageRecord, gaia: StageRecord) -> StageRecord:
     """XP_CONTINUOUS coefficients (DataLink), joined on source_id; NaN where absent."""
-    from stardata.sources.xp import fetch_xp_continuous
-
     s, src = ctx.s, ctx.src
-    key = stage_key("xp", apogee["key"], gaia["key"])
-    if ctx.offline and ctx.done("xp", key) is None:
-        _offline_fail(ctx, "xp")
+    structure = StructureChoice(s.xp_data_structure)  # one for all blocks
+    key = stage_key("xp", apogee.key, gaia.key)
 
     def make(k: int) -> dict:
         g = read_group(ctx.path("gaia_source"), k, ["gaia_found", "has_xp_continuous"])
@@ -284,7 +271,7 @@ def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
             chunk_size=s.xp_chunk_size,
             progress=False,
             data_format=src.xp_format,
-            data_structure=src.xp_structure,
+            data_structure=structure,
             **ctx.remote(),
         )
         cols, found = _align(
@@ -297,29 +284,18 @@ def stage_xp(ctx: Context, apogee: dict, gaia: dict) -> dict:
         cols["has_xp"] = found
         return cols
 
-    rec = chunked_stage(
-        ctx, "xp", key, n_groups(ctx.path("apogee")), make, url=src.gaia_datalink_url
-    )
+    rec = _remote_stage(ctx, "xp", key, make, src.gaia_datalink_url)
     _input_record(ctx, "xp_continuous", rec, src.gaia_datalink_url, "DataLink XP_CONTINUOUS")
     return rec
 
 
-def stage_dust_map(ctx: Context) -> dict:
+def stage_dust_map(ctx: Context) -> InputRecord:
     """Record the Combined19 map (mwdust downloads it on first use when online)."""
     path = dust_map(ctx)
     if not path.exists():
         if ctx.offline:
-            from stardata.release import OfflineMissing
-
             raise OfflineMissing(f"offline build: Combined19 map {path} is missing")
-        from stardata.sources.extinction import load_combined19
-
         load_combined19(str(ctx.src.resolved_dust_dir()))  # mwdust downloads the map
-    rec = {
-        "name": "combined19",
-        "url": COMBINED19_URL,
-        "size": path.stat().st_size,
-        "sha256": sha256_file(path),
-    }
+    rec = InputRecord("combined19", COMBINED19_URL, path.stat().st_size, sha256_file(path))
     ctx.inputs.append(rec)
     return rec

@@ -28,6 +28,8 @@ __all__ = [
     "LockedError",
     "ParquetRowWriter",
     "atomic_path",
+    "content_digest",
+    "file_digests",
     "h5_dataset",
     "h5_file",
     "read_json",
@@ -73,13 +75,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+def file_digests(path: str | os.PathLike, names=("sha256",), *, block: int = 1 << 22) -> dict:
+    """Hex digests of a file's bytes in one read (``hashlib`` names, e.g. sha1, sha256)."""
+    digests = {name: hashlib.new(name) for name in names}
     with open(path, "rb") as f:
         while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return file_digests(path, ("sha256",), block=block)["sha256"]
+
+
+def content_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """``(size, sha256)`` of a file, or of a folder's files (hidden ones excepted).
+
+    A folder's digest is the SHA-256 of its sorted ``relative/path<TAB>sha256`` lines, and its
+    size the sum of its files' sizes, so any changed, added or removed file changes it.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size, sha256_file(path)
+    lines, size = [], 0
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+            size += f.stat().st_size
+            lines.append(f"{rel.as_posix()}\t{sha256_file(f)}\n")
+    return size, hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _json_default(obj):
@@ -94,9 +120,14 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` as sorted, indented JSON (stable bytes), atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True) + "\n"
+def write_json(path: str | os.PathLike, obj, *, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as indented JSON (stable bytes), atomically.
+
+    Keys are sorted unless ``sort_keys=False`` (files meant to be read top-down keep the
+    order of ``obj``).
+    """
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=True)
+    text += "\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)

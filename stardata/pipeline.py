@@ -1,44 +1,69 @@
-"""The local stages of a release build (derived columns, selection, extinction) and its outputs.
+"""The local stages of a release build (derived columns, selection, extinction), and :func:`run`.
 
-The input stages (allStar, Gaia, 2MASS, XP) are in :mod:`stardata.inputs`; the stage cache and
-block I/O they all share are in :mod:`stardata.stagecache`.
+The input stages (allStar, Gaia, 2MASS, XP) are in :mod:`stardata.inputs`, the output files in
+:mod:`stardata.outputs`; the stage cache and block I/O they all share are in
+:mod:`stardata.stagecache`, the context and stage records in :mod:`stardata.context`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stardata import columns as C
-from stardata import cuts
+from stardata import cuts, inputs, outputs
 from stardata import derive as D
-from stardata.io import LazyWriter, ParquetRowWriter, write_json
+from stardata.context import Context, DerivedRecord, SelectRecord, StageRecord
+from stardata.errors import BuildError
+from stardata.io import ParquetRowWriter
+from stardata.settings import Settings
+from stardata.sources.extinction import ebv_combined19
+from stardata.sources.tmass import compare_band
 from stardata.split import split_ids
 from stardata.stagecache import (
-    Context,
     chunked_stage,
     n_groups,
+    parquet_file,
     read_group,
     stage_key,
     to_numpy,
     to_table,
 )
 
-__all__ = ["Context", "read_group", "run", "to_table"]
+__all__ = ["BuildResult", "Context", "read_group", "run", "to_table"]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`run` made, for the manifest."""
+
+    inputs: tuple[dict, ...]
+    row_counts: dict[str, int]
+    cuts: tuple[dict, ...]
+    photometry: dict
+    xp_percentile_bounds: dict[str, list[float]]
+    #: ``{stage: {"sha256", "size", "key"}}`` of every stage file the outputs were made from
+    stages: dict[str, dict]
 
 
 # -- local stages ------------------------------------------------------------------------------
-def stage_derive(ctx: Context, apogee: dict, gaia: dict, xp: dict, tmass: dict) -> dict:
+def stage_derive(
+    ctx: Context,
+    apogee: StageRecord,
+    gaia: StageRecord,
+    xp: StageRecord,
+    tmass: StageRecord,
+) -> DerivedRecord:
     """Derived columns and per-row cut flags (all but the XP percentile cut).
 
     Its record also holds the row counts and the APOGEE vs 2MASS J/H/K comparison
     (:func:`photometry_report`).
     """
     s = ctx.s
-    key = stage_key("derive", apogee["key"], gaia["key"], xp["key"], tmass["key"], s.to_dict())
+    key = stage_key("derive", apogee.key, gaia.key, xp.key, tmass.key, s.to_dict())
     paths = [ctx.path(n) for n in ("apogee", "gaia_source", "xp", "tmass")]
 
     def make(k: int) -> dict:
@@ -50,14 +75,17 @@ def stage_derive(ctx: Context, apogee: dict, gaia: dict, xp: dict, tmass: dict) 
         cols["tmass_found"] = t["tmass_found"]
         return cols
 
-    rec = chunked_stage(ctx, "derived", key, n_groups(paths[0]), make)
-    if "counts" not in rec or "photometry" not in rec:
+    rec = ctx.done("derived", key, DerivedRecord)
+    if rec is None:
+        rows = chunked_stage(ctx, "derived", key, n_groups(paths[0]), make)
         flags = ["gaia_found", "has_xp", "tmass_found", "labels_good"]
-        t = pq.read_table(ctx.path("derived"), columns=flags)
-        rec["counts"] = {f"rows_{n}": int(np.count_nonzero(t[n].to_numpy())) for n in flags}
-        rec["photometry"] = photometry_report(ctx.path("derived"), s.jhk_prefer)
-        write_json(ctx.stage_dir / "derived.json", rec)
-    ctx.counts.update(rec["counts"])
+        t = parquet_file(ctx.path("derived")).read(columns=flags)
+        counts = {f"rows_{n}": int(np.count_nonzero(t[n].to_numpy())) for n in flags}
+        photometry = photometry_report(ctx.path("derived"), s.jhk_prefer)
+        rec = ctx.record(
+            DerivedRecord, "derived", key, rows=rows, counts=counts, photometry=photometry
+        )
+    ctx.counts.update(rec.counts)
     return rec
 
 
@@ -72,12 +100,10 @@ def photometry_report(derived: Path, prefer: str) -> dict:
         has both) and
         ``used_apogee``, ``used_tmass``, ``used_none`` (rows whose band came from each source).
     """
-    from stardata.sources.tmass import compare_band
-
     report: dict = {"prefer": prefer}
     for band in ("j", "h", "k"):
         names = [f"apogee_{band}", f"tmass_{band}", f"{band}_src"]
-        d = to_numpy(pq.read_table(derived, columns=names))
+        d = to_numpy(parquet_file(derived).read(columns=names))
         stats = compare_band(d[names[0]], d[names[1]])
         stats = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in stats.items()}
         src = d[names[2]]
@@ -88,16 +114,22 @@ def photometry_report(derived: Path, prefer: str) -> dict:
     return report
 
 
-def stage_select(ctx: Context, derived: dict) -> dict:
-    """XP percentile bounds, which rows keep XP, which rows stay, and each row's split."""
+def stage_select(ctx: Context, derived: DerivedRecord) -> SelectRecord:
+    """XP percentile bounds, which rows keep XP, which rows stay, and each row's split.
+
+    Raises
+    ------
+    BuildError
+        When the cuts keep no star, naming the cut that removed the last ones.
+    """
     s = ctx.s
-    key = stage_key("select", derived["key"], s.to_dict())
-    rec = ctx.done("select", key)
+    key = stage_key("select", derived.key, s.to_dict())
+    rec = ctx.done("select", key, SelectRecord)
     if rec is None:
         path = ctx.path("derived")
         lo, hi = [], []
         for kind in ctx.bar(C.XP_KINDS, desc="xp percentiles", total=len(C.XP_KINDS)):
-            col = pq.read_table(path, columns=[kind])[kind].to_numpy()
+            col = parquet_file(path).read(columns=[kind])[kind].to_numpy()
             b = cuts.xp_percentile_bounds(col[:, None], s.xp_percentile_lo, s.xp_percentile_hi)
             lo.append(float(b[0][0]))
             hi.append(float(b[1][0]))
@@ -135,9 +167,53 @@ def stage_select(ctx: Context, derived: dict) -> dict:
                         }
                     )
                 )
-        rec = ctx.record("select", key, bounds={"lo": lo, "hi": hi}, **totals)
-    ctx.counts.update(rec["counts"])
+        rec = ctx.record(
+            SelectRecord,
+            "select",
+            key,
+            rows=n_rows(ctx.path("select")),
+            counts=totals["counts"],
+            bounds_lo=tuple(lo),
+            bounds_hi=tuple(hi),
+            cuts=tuple(totals["cuts"]),
+        )
+    ctx.counts.update(rec.counts)
+    if rec.counts.get("stars", 0) == 0:
+        raise BuildError(emptied_by(rec, s))
     return rec
+
+
+def n_rows(path: Path) -> int:
+    return parquet_file(path).metadata.num_rows
+
+
+#: The settings behind each XP cut (named in the error when a cut removes every star).
+_CUT_SETTINGS = {
+    "xp_complete": "every star lacks some of the 110 XP coefficients",
+    "xp_percentile": "xp_percentile_lo, xp_percentile_hi",
+    "bprp_range": "bprp_min, bprp_max",
+    "g_range": "g_min, g_max",
+    "ruwe": "xp_ruwe_max",
+    "bp_rp_excess_factor": "excess_factor_max",
+    "starflag_neighbour": "xp_starflag_bits",
+}
+
+
+def emptied_by(rec: SelectRecord, s: Settings) -> str:
+    """One line naming the XP cut that removed the last star with XP (when no star is kept)."""
+    last = next((c for c in rec.cuts if c["remaining"] == 0), None)
+    if last is None:  # stars had good XP but none was kept: cannot happen with the cuts above
+        xp = "no star with good XP"
+    else:
+        before = last["remaining"] + last["removed"]
+        why = _CUT_SETTINGS.get(last["cut"], "")
+        xp = f"XP cut {last['cut']} ({why}) removed the last {before} star(s) with XP"
+    rule = (
+        "STARFLAG == 0 and ASPCAPFLAG == 0"
+        if s.apogee_only_requires_clean_flags
+        else "good APOGEE labels"
+    )
+    return f"the cuts keep no star: {xp}, and no star without complete XP has {rule}"
 
 
 _SELECT_SCHEMA = pa.schema(
@@ -175,25 +251,28 @@ def _add_counts(totals, seq, keep, xp_good, ap, split, labels_good) -> None:
         )
 
 
-def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str) -> dict:
+def stage_extinction(
+    ctx: Context, derived: DerivedRecord, select: SelectRecord, dust_sha256: str
+) -> StageRecord:
     """log E(B−V) from Combined19 with Monte-Carlo distances, for the kept rows."""
-    from stardata.sources.extinction import ebv_combined19
-
     s = ctx.s
     key = stage_key(
         "extinction",
-        derived["key"],
-        select["key"],
+        derived.key,
+        select.key,
         s.ebv_n_draws,
         s.ebv_seed,
         s.ebv_chunk_rows,
+        s.ebv_nonpositive_draws,
         dust_sha256,
     )
     dust_dir = str(ctx.src.resolved_dust_dir())
 
     def make(k: int) -> dict:
         d = read_group(
-            ctx.path("derived"), k, ["glon", "glat", "parallax_corrected", "parallax_error"]
+            ctx.path("derived"),
+            k,
+            ["glon", "glat", "parallax_corrected", "parallax_error", "parallax"],
         )
         idx = np.flatnonzero(read_group(ctx.path("select"), k, ["keep"])["keep"])
         out = {
@@ -211,100 +290,20 @@ def stage_extinction(ctx: Context, derived: dict, select: dict, dust_sha256: str
                 seed=seed,
                 dust_dir=dust_dir,
                 chunk=s.ebv_chunk_rows,
+                star_parallax=d["parallax"][idx],  # LB24: the archive's, before the zero point
+                nonpositive=s.ebv_nonpositive_draws,
             )
         return out
 
-    return chunked_stage(ctx, "extinction", key, n_groups(ctx.path("derived")), make)
+    rec = ctx.done("extinction", key)
+    if rec is None:
+        rows = chunked_stage(ctx, "extinction", key, n_groups(ctx.path("derived")), make)
+        rec = ctx.record(StageRecord, "extinction", key, rows=rows)
+    return rec
 
 
-# -- outputs -----------------------------------------------------------------------------------
-_ID_COLUMNS = [
-    "apogee_id",
-    "telescope",
-    "field",
-    "gaia_source_id",
-    "tmass_designation",
-    "ra",
-    "dec",
-    "glon",
-    "glat",
-    "split",
-]
-_FLAG_COLUMNS = [
-    "gaia_found",
-    "tmass_found",
-    "has_xp",
-    "labels_good",
-    "xp_good",
-    "apogee_only_good",
-]
-
-
-def _table_columns(derived_names: list[str]) -> list[str]:
-    from stardata.release import VOCABULARY
-
-    kinds = [c for kind in VOCABULARY.names for c in (kind, f"{kind}_err")]
-    first = _ID_COLUMNS + kinds
-    cut_flags = [f"cut_{n}" for n in cuts.XP_CUT_ORDER]
-    rest = [c for c in derived_names if c not in first and c not in _FLAG_COLUMNS + cut_flags]
-    return first + rest + _FLAG_COLUMNS + cut_flags
-
-
-def _star_block(ctx: Context, cols: dict, names: list[str]) -> pa.Table:
-    """One block of the table: kept rows, XP masked by quality and relevancy."""
-    keep = cols.pop("keep")
-    cols = {n: v[keep] for n, v in cols.items()}
-    for band in ("bp", "rp"):
-        rel = C.relevancy_mask(cols[f"{band}_n_relevant_bases"])
-        if not ctx.s.mask_irrelevant_xp:
-            rel[:] = True
-        for i in range(C.N_XP):
-            ok = cols["xp_good"] & rel[:, i]
-            for name in (f"{band}{i}", f"{band}{i}_err"):
-                cols[name] = np.where(ok, cols[name], np.nan).astype(np.float32)
-    return to_table({n: cols[n] for n in names})
-
-
-def _aligned_group(ctx: Context, k: int) -> dict:
-    cols = read_group(ctx.path("derived"), k)
-    for name in ("select", "extinction"):
-        cols.update(read_group(ctx.path(name), k))
-    return cols
-
-
-def write_stars(ctx: Context, out: Path) -> int:
-    """Stream the kept rows into ``out`` (stars.parquet) with fixed row groups.
-
-    Stage files share their row groups, so group ``k`` of each holds the same rows.
-    """
-    derived = ctx.path("derived")
-    names = _table_columns(pq.read_schema(derived).names)
-    with LazyWriter(out, ctx.s.row_group_size) as writer:
-        for k in ctx.bar(range(n_groups(derived)), desc="stars.parquet"):
-            writer.write(_star_block(ctx, _aligned_group(ctx, k), names))
-    return writer.rows
-
-
-def write_tokens(ctx: Context, stars: Path, out: Path, n_rows: int) -> None:
-    """``tokens.h5`` from ``stars.parquet`` (same row order), one row group at a time."""
-    from stardata.release import VOCABULARY
-    from stardata.tokens import TokensH5Writer
-
-    kinds = list(VOCABULARY.names)
-    extra = {"apogee_id": str, "gaia_source_id": np.int64, "split": str}
-    pf = pq.ParquetFile(stars)
-    with TokensH5Writer(out, n_rows, VOCABULARY, extra=extra) as w:
-        for k in ctx.bar(range(pf.metadata.num_row_groups), desc="tokens.h5"):
-            d = read_group(stars, k, kinds + [f"{n}_err" for n in kinds] + list(extra))
-            values = np.stack([d[n] for n in kinds], axis=1)
-            errors = np.stack([d[f"{n}_err"] for n in kinds], axis=1)
-            w.write(values, errors, {n: d[n] for n in extra})
-
-
-def run(ctx: Context, out_dir: Path) -> dict:
+def run(ctx: Context, out_dir: Path) -> BuildResult:
     """Run every stage, write ``stars.parquet`` and ``tokens.h5`` into ``out_dir``."""
-    from stardata import inputs
-
     allstar = inputs.stage_allstar(ctx)
     apogee = inputs.stage_apogee(ctx, allstar)
     gaia = inputs.stage_gaia(ctx, apogee)
@@ -313,19 +312,18 @@ def run(ctx: Context, out_dir: Path) -> dict:
     dust = inputs.stage_dust_map(ctx)
     derived = stage_derive(ctx, apogee, gaia, xp, tmass)
     select = stage_select(ctx, derived)
-    stage_extinction(ctx, derived, select, dust["sha256"])
-    n = write_stars(ctx, out_dir / "stars.parquet")
-    write_tokens(ctx, out_dir / "stars.parquet", out_dir / "tokens.h5", n)
-    counts = dict(ctx.counts)
-    return {
-        "inputs": ctx.inputs,
-        "row_counts": counts,
-        "cuts": select["cuts"],
-        "photometry": derived["photometry"],
-        "xp_percentile_bounds": {
+    extinction = stage_extinction(ctx, derived, select, dust.sha256)
+    n = outputs.write_stars(ctx, out_dir / "stars.parquet")
+    outputs.write_tokens(ctx, out_dir / "stars.parquet", out_dir / "tokens.h5", n)
+    records = (apogee, gaia, tmass, xp, derived, select, extinction)
+    return BuildResult(
+        inputs=tuple(i.to_json() for i in ctx.inputs),
+        row_counts=dict(ctx.counts),
+        cuts=select.cuts,
+        photometry=derived.photometry,
+        xp_percentile_bounds={
             kind: [lo, hi]
-            for kind, lo, hi in zip(
-                C.XP_KINDS, select["bounds"]["lo"], select["bounds"]["hi"], strict=True
-            )
+            for kind, lo, hi in zip(C.XP_KINDS, select.bounds_lo, select.bounds_hi, strict=True)
         },
-    }
+        stages={r.name: {"key": r.key, "sha256": r.sha256, "size": r.size} for r in records},
+    )

@@ -1,27 +1,53 @@
-"""The APOGEE DR17 × Gaia DR3 release: settings, stage order, stage cache and manifest.
+"""Build and verify a release: locks, clean-up after kills, the manifest, the folder swap.
 
-:func:`build` runs the stages in order. Each stage writes one Parquet file under
-``DATA_DIR/stages/<release>/`` (rows aligned with the deduplicated allStar rows, one row group
-per ``chunk_rows`` rows) and a JSON record holding the key of its inputs and settings; a rerun
-skips every stage whose key matches, and a stage interrupted half-way resumes from its finished
-chunks (and the connectors' own caches). Outputs appear in ``OUT/<release>/`` all at once, only
-when every one of them is complete. See :mod:`stardata.inputs` (remote inputs) and
-:mod:`stardata.pipeline` (local stages, outputs) for the stages themselves.
+:func:`build` runs the stages in order (:func:`stardata.pipeline.run`). Each stage writes one
+Parquet file under ``DATA_DIR/stages/<release>/`` (rows aligned with the deduplicated allStar
+rows, one row group per ``chunk_rows`` rows) and a JSON record holding the key of its inputs and
+settings and the file's SHA-256; a rerun skips every stage whose key matches and whose file is
+intact, and a stage interrupted half-way resumes from its finished chunks (and the connectors'
+own caches). Outputs appear in ``OUT/<release>/`` all at once, only when every one of them is
+complete (:func:`stardata.io.replace_folder`).
+
+Imports go one way: ``errors``, ``io``, ``tokens`` → ``settings`` → ``context`` →
+``stagecache`` → ``inputs``, ``outputs`` → ``pipeline`` → ``release``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import platform
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from stardata.columns import XP_KINDS
-from stardata.io import read_json, sha256_file, write_json
-from stardata.tokens import Vocabulary
+from stardata import pipeline
+from stardata.context import Context
+from stardata.errors import BuildError, OfflineMissing, VerifyError
+from stardata.hats import HatsMissing, write_hats
+from stardata.inputs import missing_offline
+from stardata.io import (
+    FolderLock,
+    content_digest,
+    read_json,
+    recover_folder,
+    remove_partials,
+    replace_folder,
+    sha256_file,
+    temp_sibling,
+    write_json,
+)
+from stardata.settings import (
+    FORMATS,
+    FORMATS_KNOWN,
+    HATS_OUTPUT,
+    OUTPUTS,
+    RELEASES,
+    VOCABULARY,
+    Settings,
+    Sources,
+)
 
 __all__ = [
     "MANIFEST_VERSION",
@@ -37,14 +63,8 @@ __all__ = [
     "verify",
 ]
 
-RELEASES = ("dr17",)
-MANIFEST_VERSION = 1
-#: The paper's vocabulary (model kinds, in token order).
-VOCABULARY = Vocabulary(
-    XP_KINDS + ("bprp", "jh", "jk", "teff", "logg", "m_h", "logebv", "g_fakemag")
-)
-OUTPUTS = ("stars.parquet", "tokens.h5")
-COMBINED19_URL = "https://zenodo.org/record/3566060/files/combine19.h5"
+#: 2: adds "stages" (the sha256 of each stage file the outputs were made from)
+MANIFEST_VERSION = 2
 _PACKAGES = (
     "numpy",
     "pyarrow",
@@ -58,127 +78,6 @@ _PACKAGES = (
     "scipy",
     "stardiff",
 )
-
-
-class BuildError(RuntimeError):
-    """A build or verification problem, explained in one line."""
-
-
-class OfflineMissing(BuildError):
-    """``offline=True`` and some inputs are not in the cache."""
-
-
-class VerifyError(BuildError):
-    """An output does not match the hash or size its manifest records."""
-
-
-@dataclass(frozen=True)
-class Sources:
-    """Where the inputs come from (point these at a mirror for tests and benchmarks)."""
-
-    allstar_url: str = (
-        "https://data.sdss.org/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/"
-        "allStar-dr17-synspec_rev1.fits"
-    )
-    allstar_size: int | None = None
-    allstar_sha256: str | None = None
-    gaia_tap_url: str = "https://gea.esac.esa.int/tap-server/tap"
-    gaia_datalink_url: str = "https://gea.esac.esa.int/data-server/data"
-    #: DataLink product format and structure: one FITS file per request (``COMBINED``) parses
-    #: ~50x faster than one file per star (``INDIVIDUAL``).
-    xp_format: str = "fits"
-    xp_structure: str = "COMBINED"
-    #: ``$DUST_DIR`` for mwdust's Combined19 map; None: ``$DUST_DIR`` or ``~/.mwdust``.
-    dust_dir: str | None = None
-
-    def resolved_dust_dir(self) -> Path:
-        return Path(self.dust_dir or os.environ.get("DUST_DIR") or Path.home() / ".mwdust")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every threshold and choice of the build; defaults are LB24's values.
-
-    Recorded whole in ``manifest.json``. Changing a science setting recomputes the local stages
-    only; the downloaded and queried inputs are reused.
-    """
-
-    # deduplication (LB24 kept duplicates; this project does not)
-    duplicate_extratarg_bit: int = 4
-    dedup_gaia_source_id: bool = True
-    # XP quality (a star failing any has no XP in the table)
-    xp_percentile_lo: float = 0.2
-    xp_percentile_hi: float = 99.8
-    bprp_min: float = 0.0
-    bprp_max: float = 4.0
-    g_min: float = 6.0
-    g_max: float = 17.5
-    xp_ruwe_max: float = 1.4
-    excess_factor_max: float = 2.0
-    xp_starflag_bits: tuple[int, ...] = (2, 3)
-    mask_irrelevant_xp: bool = True
-    # APOGEE labels
-    label_bad_aspcap_bits: tuple[int, ...] = (19, 23)
-    label_require_starflag_zero: bool = True
-    #: LB24 keeps a star without (complete) XP only if STARFLAG == 0 and ASPCAPFLAG == 0
-    apogee_only_requires_clean_flags: bool = True
-    # photometry
-    bp_zp_err: float = 0.0027901700
-    rp_zp_err: float = 0.0037793818
-    tmass_sentinel: float = 99.999
-    #: J/H/K source used where both have a band ("apogee": allStar's J/H/K, as LB24; "tmass":
-    #: Gaia DR3's best 2MASS neighbour); the other fills in where the preferred one is missing
-    jhk_prefer: str = "apogee"
-    #: 2MASS ph_qual letters whose band is not a measurement (U: upper limit; X: no brightness)
-    tmass_bad_ph_qual: str = "UX"
-    # parallax
-    zp_extra_slope: float = 0.005
-    zp_extra_g_min: float = 13.0
-    zp_extra_g_max: float = 17.0
-    parallax_error_max: float = 0.1
-    parallax_ruwe_max: float = 1.4
-    # extinction
-    ebv_n_draws: int = 1000
-    ebv_seed: int = 0
-    ebv_chunk_rows: int = 4096
-    # split (LB24: unseeded 90/10 train/test)
-    split_seed: int = 0
-    split_fractions: tuple[tuple[str, float], ...] = (
-        ("train", 0.85),
-        ("validation", 0.05),
-        ("test", 0.10),
-    )
-    # processing: memory is about proportional to chunk_rows; chunk_rows also sets the blocks
-    # whose extinction draws share a seed, and row_group_size the Parquet layout
-    chunk_rows: int = 16384
-    gaia_chunk_size: int = 50000
-    xp_chunk_size: int = 5000
-    row_group_size: int = 32768
-    retries: int = 5
-    backoff: float = 1.0
-    timeout: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.jhk_prefer not in ("apogee", "tmass"):
-            raise BuildError(f"jhk_prefer must be 'apogee' or 'tmass', not {self.jhk_prefer!r}")
-
-    def to_dict(self) -> dict:
-        """All settings as JSON-ready values (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Settings:
-        names = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise BuildError(f"unknown setting(s): {', '.join(unknown)}")
-        conv = {
-            k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
-            if isinstance(v, list)
-            else v
-            for k, v in data.items()
-        }
-        return cls(**conv)
 
 
 def package_versions() -> dict:
@@ -199,6 +98,7 @@ def build(
     offline: bool = False,
     settings: Settings | None = None,
     sources: Sources | None = None,
+    formats: Sequence[str] = FORMATS,
     progress: bool = True,
 ) -> Path:
     """Build ``OUT/<release>/{stars.parquet, tokens.h5, manifest.json}``.
@@ -216,6 +116,10 @@ def build(
     settings : Settings, optional
     sources : Sources, optional
         Input URLs (default: the real archives).
+    formats : sequence of str
+        ``"parquet"`` and ``"hdf5"`` (always written) and optionally ``"hats"``: the table
+        also as a HATS collection with a margin, ``stars_hats/`` (needs ``stardiff[hats]``;
+        opens with ``lsdb.open_catalog``).
     progress : bool
         Show a progress bar per stage.
 
@@ -228,79 +132,136 @@ def build(
     ------
     OfflineMissing, BuildError, stardata.sources.http.RemoteError
         With a one-line message; nothing is written to ``OUT/<release>``.
+    stardata.io.LockedError
+        Another build holds ``data_dir`` or ``out_dir`` (the message names it and its pid).
     """
-    from stardata import inputs, pipeline
-
     if release not in RELEASES:
         raise BuildError(f"unknown release {release!r}; available: {', '.join(RELEASES)}")
+    formats = _formats(formats)
     s = settings or Settings()
     src = sources or Sources()
-    ctx = pipeline.Context(release, Path(data_dir), s, src, offline=offline, progress=progress)
-    if offline:
-        missing = inputs.missing_offline(ctx)
-        if missing:
-            raise OfflineMissing("offline build: missing cached input(s): " + "; ".join(missing))
-    final = Path(out_dir) / release
-    tmp = Path(out_dir) / f".{release}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        record = pipeline.run(ctx, tmp)
-        outputs = {}
-        for name in OUTPUTS:
-            p = tmp / name
-            outputs[name] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-        outputs["stars.parquet"]["rows"] = record["row_counts"]["stars"]
-        outputs["tokens.h5"]["rows"] = record["row_counts"]["stars"]
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "release": release,
-            "inputs": record["inputs"],
-            "packages": package_versions(),
-            "settings": s.to_dict(),
-            "seed": {"split": s.split_seed, "extinction": s.ebv_seed},
-            "row_counts": record["row_counts"],
-            "cuts": record["cuts"],
-            "xp_percentile_bounds": record["xp_percentile_bounds"],
-            "photometry": record["photometry"],
-            "vocabulary": list(VOCABULARY.names),
-            "outputs": outputs,
-        }
-        write_json(tmp / "manifest.json", manifest)
-        _swap_into_place(tmp, final)
-    finally:
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    final = out_dir / release
+    with _locked(data_dir, out_dir):
+        ctx = Context(release, data_dir, s, src, offline=offline, progress=progress)
+        _clean_up_after_kills(ctx, final)
+        if offline:
+            missing = missing_offline(ctx)
+            if missing:
+                msg = "offline build: missing cached input(s): " + "; ".join(missing)
+                raise OfflineMissing(msg)
+        tmp = temp_sibling(final)
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            result = pipeline.run(ctx, tmp)
+            if "hats" in formats:
+                _write_hats(tmp, progress)
+            write_json(tmp / "manifest.json", _manifest(release, s, result, tmp))
+            replace_folder(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+@contextlib.contextmanager
+def _locked(data_dir: Path, out_dir: Path) -> Iterator[None]:
+    """One build per data dir and per out dir (one lock when they are the same folder)."""
+    with FolderLock(data_dir, "stardata build"):
+        if out_dir.resolve() == data_dir.resolve():
+            yield
+            return
+        with FolderLock(out_dir, "stardata build"):
+            yield
 
 
-def verify(path: str | os.PathLike) -> dict:
-    """Re-check the SHA-256 and size of every output a release folder's manifest records.
+def _clean_up_after_kills(ctx: Context, final: Path) -> None:
+    """Put back a release folder a kill left mid-swap; remove killed runs' temporaries.
+
+    Runs under both locks, so no live writer's temporary file is touched.
+    """
+    recover_folder(final)
+    remove_partials(final.parent)
+    folders = [ctx.stage_dir, ctx.raw_dir, *ctx.stage_dir.glob("*.parts")]
+    cache = ctx.data_dir / "cache" / ctx.release
+    if cache.is_dir():
+        folders += [p for p in cache.iterdir() if p.is_dir()]
+    for folder in folders:
+        remove_partials(folder)
+
+
+def _formats(formats: Sequence[str]) -> tuple[str, ...]:
+    unknown = sorted(set(formats) - set(FORMATS_KNOWN))
+    if unknown:
+        raise BuildError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS_KNOWN)}")
+    return tuple(dict.fromkeys([*FORMATS, *formats]))  # parquet and hdf5 are always written
+
+
+def _write_hats(folder: Path, progress: bool) -> None:
+    """``stars_hats/``: stars.parquet as a HATS collection (catalogue + margin)."""
+    try:
+        write_hats(
+            folder / "stars.parquet",
+            folder / HATS_OUTPUT,
+            name="stars",
+            sort_column="gaia_source_id",
+            progress=progress,
+        )
+    except HatsMissing as exc:
+        raise BuildError(f"--format hats: {exc}") from None
+
+
+def _manifest(release: str, s: Settings, result: pipeline.BuildResult, folder: Path) -> dict:
+    outputs = {}
+    names = [*OUTPUTS, *([HATS_OUTPUT] if (folder / HATS_OUTPUT).is_dir() else [])]
+    for name in names:
+        size, digest = content_digest(folder / name)
+        outputs[name] = {"sha256": digest, "size": size, "rows": result.row_counts["stars"]}
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "release": release,
+        "inputs": list(result.inputs),
+        "packages": package_versions(),
+        "settings": s.to_dict(),
+        "seed": {"split": s.split_seed, "extinction": s.ebv_seed},
+        "row_counts": result.row_counts,
+        "cuts": list(result.cuts),
+        "xp_percentile_bounds": result.xp_percentile_bounds,
+        "photometry": result.photometry,
+        "vocabulary": list(VOCABULARY.names),
+        "outputs": outputs,
+        "stages": result.stages,
+    }
+
+
+def verify(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> dict:
+    """Re-check the SHA-256 and size of every output (and stage) a release's manifest records.
+
+    A release folder that a kill left mid-swap is put back first (under the out folder's lock).
 
     Parameters
     ----------
     path : path-like
         ``OUT/<release>`` (or its ``manifest.json``).
+    data_dir : path-like, optional
+        The build's data dir: also check that each stage file the outputs were made from is
+        intact (matches its own record) and is still the one the manifest names.
 
     Returns
     -------
     dict
-        ``{name: sha256}`` of the checked outputs.
+        ``{name: sha256}`` of the checked outputs (and ``"stage NAME"`` of the stages).
 
     Raises
     ------
     VerifyError
-        Naming each missing or mismatching file.
+        Naming each missing or mismatching file (and which stage is wrong).
     """
     path = Path(path)
     folder = path.parent if path.name == "manifest.json" else path
+    if (folder.parent / f".{folder.name}.old").exists():  # replace_folder's kept copy
+        with FolderLock(folder.parent, "stardata verify"):
+            recover_folder(folder)
     mpath = folder / "manifest.json"
     if not mpath.exists():
         raise VerifyError(f"{mpath}: no manifest.json (not a stardata release folder)")
@@ -313,24 +274,52 @@ def verify(path: str | os.PathLike) -> dict:
         raise VerifyError(f"{mpath}: manifest lists no outputs")
     problems, checked = [], {}
     for name, info in sorted(outputs.items()):
-        p = folder / name
-        if not p.exists():
-            problems.append(f"{name} missing")
-            continue
-        if p.stat().st_size != info.get("size"):
-            problems.append(
-                f"{name} has {p.stat().st_size} bytes, manifest says {info.get('size')}"
-            )
-            continue
-        digest = sha256_file(p)
-        if digest != info.get("sha256"):
-            problems.append(
-                f"{name} sha256 {digest[:12]}… != manifest {str(info.get('sha256'))[:12]}…"
-            )
-        checked[name] = digest
+        digest = _check_file(folder / name, info, name, problems)
+        if digest:
+            checked[name] = digest
+    if data_dir is not None:
+        stage_dir = Path(data_dir) / "stages" / str(manifest.get("release"))
+        stages = manifest.get("stages")
+        if not isinstance(stages, dict) or not stages:
+            problems.append("the manifest records no stages (built by an older stardata)")
+        for name, info in sorted((stages or {}).items()):
+            digest = _check_stage(stage_dir, name, info, problems)
+            if digest:
+                checked[f"stage {name}"] = digest
     if problems:
         raise VerifyError(f"{folder}: " + "; ".join(problems))
     return checked
+
+
+def _check_file(p: Path, info: dict, what: str, problems: list[str]) -> str | None:
+    """SHA-256 of ``p`` if it has the size and hash ``info`` records; else note the problem."""
+    if not p.exists():
+        problems.append(f"{what} missing")
+        return None
+    size, digest = content_digest(p)
+    if size != info.get("size"):
+        problems.append(f"{what} has {size} bytes, manifest says {info.get('size')}")
+        return None
+    if digest != info.get("sha256"):
+        problems.append(f"{what} sha256 {digest[:12]}… != manifest {str(info.get('sha256'))[:12]}…")
+        return None
+    return digest
+
+
+def _check_stage(stage_dir: Path, name: str, info: dict, problems: list[str]) -> str | None:
+    p = stage_dir / f"{name}.parquet"
+    before = len(problems)
+    digest = _check_file(p, info, f"stage {name} ({p})", problems)
+    if digest is None and len(problems) > before and p.exists():
+        own = stage_dir / f"{name}.json"
+        try:
+            intact = sha256_file(p) == read_json(own).get("sha256")
+        except (OSError, ValueError):
+            intact = False
+        problems[-1] += (
+            " (rebuilt since with other inputs or settings)" if intact else " (corrupted)"
+        )
+    return digest
 
 
 def read_table(path: str | os.PathLike, *, columns=None, split: str | None = None):

@@ -275,14 +275,16 @@ def write_tokens_h5(path, values, errors, vocabulary, *, extra=None):
     return path
 
 
-def read_tokens_h5(path, rows=None):
-    """Read ``tokens.h5``.
+def read_tokens_h5(path, rows=None, *, extra=None):
+    """Read ``tokens.h5`` (the one reader of the format, for ``stardata`` and ``stardiff``).
 
     Parameters
     ----------
     path : path-like
     rows : slice, optional
         Rows to read (default all).
+    extra : sequence of str, optional
+        Extra per-row columns to read (default all of them; ``[]`` for none).
 
     Returns
     -------
@@ -291,6 +293,11 @@ def read_tokens_h5(path, rows=None):
     vocabulary : Vocabulary
     extra : dict of str to ndarray
         Extra per-row columns (text columns as ``str`` arrays).
+
+    Raises
+    ------
+    OSError, ValueError, KeyError
+        Naming the file: not HDF5, not a tokens file, or a requested extra column missing.
     """
     import json
 
@@ -302,18 +309,28 @@ def read_tokens_h5(path, rows=None):
     except OSError as exc:
         raise OSError(f"{path}: not a readable HDF5 file ({exc})") from None
     with f:
-        if f.attrs.get("format") != TOKENS_FORMAT:
-            raise ValueError(f"{path}: not a {TOKENS_FORMAT} file (attribute 'format' missing)")
+        missing = [n for n in ("tokens", "values", "errors") if n not in f]
+        if f.attrs.get("format") != TOKENS_FORMAT or missing:
+            raise ValueError(
+                f"{path}: not a {TOKENS_FORMAT} file (attribute 'format' or dataset(s) "
+                f"{missing or ''} missing)"
+            )
         vocab = Vocabulary.from_dict(json.loads(f.attrs["vocabulary"]))
         tokens = f["tokens"][sel]
         values = f["values"][sel]
         errors = f["errors"][sel]
-        extra = {}
-        for name, ds in f.items():
-            if name in _RESERVED:
-                continue
+        have = [n for n in f if n not in _RESERVED]
+        names = have if extra is None else list(extra)
+        absent = [n for n in names if n not in have]
+        if absent:
+            raise KeyError(
+                f"{path}: no per-row column {absent[0]!r}; it has: {', '.join(have) or 'none'}"
+            )
+        out = {}
+        for name in names:
+            ds = f[name]
             col = ds[sel]
             if h5py.check_string_dtype(ds.dtype) is not None:
                 col = np.array([c.decode() if isinstance(c, bytes) else c for c in col], dtype=str)
-            extra[name] = col
-    return tokens, values, errors, vocab, extra
+            out[name] = col
+    return tokens, values, errors, vocab, out

@@ -158,25 +158,21 @@ def _numeric_column(file: str, name: str, col) -> tuple[np.ndarray | None, str]:
 
 
 def _read_h5(path: Path, columns, split_column):
-    import h5py
+    from stardata.tokens import read_tokens_h5
 
-    with h5py.File(path, "r") as f:
-        if "values" not in f or "tokens" not in f:
-            raise ValueError(f"{path.name}: not a stardata tokens file (needs 'tokens', 'values')")
-        vocab = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocabulary"][()]]
-        tokens, values = f["tokens"][()], f["values"][()].astype(np.float64)
-        split = None
-        if split_column:
-            if split_column not in f:
-                raise KeyError(f"{path.name}: no split dataset {split_column!r}")
-            split = np.array([s.decode() if isinstance(s, bytes) else s for s in f[split_column]])
+    tokens, values, _, vocab, extra = read_tokens_h5(
+        path, extra=[split_column] if split_column else []
+    )
+    values = values.astype(np.float64)
     values[tokens == 0] = np.nan
-    names = list(columns) if columns else vocab
+    names = list(columns) if columns else list(vocab.names)
     missing = [c for c in names if c not in vocab]
     if missing:
-        raise KeyError(f"{path.name}: no column {missing[0]!r}; vocabulary: {', '.join(vocab)}")
-    idx = [vocab.index(c) for c in names]
-    return Table(names, values[:, idx], split)
+        raise KeyError(
+            f"{path.name}: no column {missing[0]!r}; vocabulary: {', '.join(vocab.names)}"
+        )
+    idx = vocab.ids(names) - 1
+    return Table(names, values[:, idx], extra.get(split_column) if split_column else None)
 
 
 def split_rows(

@@ -9,7 +9,6 @@ unpickled: loading reads JSON and safetensors only.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from stardata.io import atomic_path, read_json, recover_folder, replace_folder, temp_sibling
+from stardata.io import write_json as _write_json
 from stardiff.errors import ModelFileError
 
 __all__ = [
@@ -50,7 +50,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write ``data`` as indented JSON in its own key order (config files read top-down)."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    _write_json(path, data, sort_keys=False)
 
 
 def _write_safetensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> None:
@@ -78,7 +78,7 @@ def save_model_files(folder: str | Path, config: dict, module: torch.nn.Module) 
     """
     folder = Path(folder)
     with atomic_path(folder / CONFIG) as cfg, atomic_path(folder / WEIGHTS) as w:
-        cfg.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        _write_json(cfg, config, sort_keys=False)
         _write_safetensors(_state_tensors(module), w, metadata={"format": "pt"})
 
 
@@ -162,7 +162,7 @@ def save_training_state(folder: str | Path, *, model, optimizer, rng: dict, info
         tensors.update(opt_tensors)
         tensors.update({f"rng.{k}": v.cpu() for k, v in rng.items()})
         _write_safetensors(tensors, tmp / "state.safetensors")
-        (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_rest}, indent=1))
+        _write_json(tmp / "state.json", {**info, "optimizer": opt_rest}, sort_keys=False)
         replace_folder(tmp, folder / CHECKPOINT)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

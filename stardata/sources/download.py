@@ -1,13 +1,17 @@
 """Resumable, verified file downloads (the allStar file).
 
 :func:`download` streams to ``<name>.part``, resumes with an HTTP ``Range`` request, checks the
-size and SHA-256 and renames atomically only when complete; transient failures are retried by
+size, the pinned SHA-1/SHA-256 and the content (``check``, e.g. a FITS header walk) and renames
+atomically only when all pass; transient failures are retried by
 :func:`stardata.sources.http.retry_call`.
+
+``<name>.sha256`` records the SHA-256 of a file that passed those checks. A cached file is reused
+only if it still passes them (with no pinned hash, it must match its recorded SHA-256); a file
+that fails is named in a warning and fetched again, and its record is never rewritten from it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -15,12 +19,15 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stardata.io import atomic_path, file_digests
+from stardata.sources.errors import InputFileError
 from stardata.sources.http import USER_AGENT, IncompleteDownload, RemoteError, retry_call
 
-__all__ = ["DownloadResult", "download", "file_sha256"]
+__all__ = ["DownloadResult", "download", "file_digests", "verify_file"]
 
 log = logging.getLogger(__name__)
 _CHUNK_BYTES = 1 << 20
@@ -46,15 +53,6 @@ class DownloadResult:
     url: str
     size: int
     sha256: str
-
-
-def file_sha256(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _content_range_total(value: str | None) -> tuple[int | None, int | None]:
@@ -132,14 +130,55 @@ def _stream(response, part: Path, mode: str, offset: int, total, progress: bool,
     return written
 
 
-def _verify(path: Path, expected_size: int | None, sha256: str | None) -> str | None:
-    """Return the file's SHA-256 if it passes the checks, else None."""
-    if expected_size is not None and path.stat().st_size != expected_size:
+def _recorded(path: Path) -> str | None:
+    record = path.with_name(path.name + ".sha256")
+    try:
+        return record.read_text().split()[0].lower()
+    except (OSError, IndexError):
         return None
-    digest = file_sha256(path)
-    if sha256 is not None and digest.lower() != sha256.lower():
-        return None
-    return digest
+
+
+def verify_file(
+    path: str | os.PathLike,
+    *,
+    expected_size: int | None = None,
+    hashes: dict[str, str] | None = None,
+    check: Callable[[Path], None] | None = None,
+    use_record: bool = True,
+) -> str:
+    """Check a file and return its SHA-256, or raise :class:`InputFileError` naming it.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    expected_size : int, optional
+        Size in bytes it must have.
+    hashes : dict, optional
+        Pinned digests, e.g. ``{"sha1": ...}`` or ``{"sha256": ...}``; all must match.
+    check : callable, optional
+        Content check (raises :class:`InputFileError` or :class:`IncompleteDownload`).
+    use_record : bool, optional
+        Without pinned hashes, require the SHA-256 recorded in ``<name>.sha256`` (if any).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise InputFileError(f"{path}: {size} bytes, expected {expected_size}")
+    if check is not None:
+        check(path)
+    pins = {k.lower(): v.lower() for k, v in (hashes or {}).items() if v}
+    digests = file_digests(path, sorted({"sha256", *pins}))
+    for name, want in pins.items():
+        if digests[name] != want:
+            raise InputFileError(f"{path}: {name.upper()} {digests[name]}, expected {want}")
+    recorded = _recorded(path) if use_record and not pins else None
+    if recorded is not None and digests["sha256"] != recorded:
+        raise InputFileError(
+            f"{path}: SHA-256 {digests['sha256'][:12]}... differs from the recorded "
+            f"{recorded[:12]}... (changed or damaged since it was downloaded)"
+        )
+    return digests["sha256"]
 
 
 def download(
@@ -149,6 +188,8 @@ def download(
     filename: str | None = None,
     expected_size: int | None = None,
     sha256: str | None = None,
+    sha1: str | None = None,
+    check: Callable[[Path], None] | None = None,
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 60,
@@ -166,8 +207,12 @@ def download(
         Local name; defaults to the last part of the URL path.
     expected_size : int, optional
         Size in bytes the file must have.
-    sha256 : str, optional
-        Hex SHA-256 the file must have.
+    sha256, sha1 : str, optional
+        Hex digests the file must have (e.g. a published SHA-1).
+    check : callable, optional
+        Content check of the complete file: raises :class:`InputFileError` if it is not the
+        expected kind of file (e.g. an HTML error page served with HTTP 200; not retried, the
+        partial file is removed) or :class:`IncompleteDownload` if it is cut short (resumed).
     retries, backoff : optional
         See :func:`stardata.sources.http.retry_call`.
     timeout : float, optional
@@ -182,9 +227,10 @@ def download(
 
     Notes
     -----
-    A file already at the destination is reused when it passes the size/hash checks and is
-    otherwise deleted and fetched again. A ``.part`` file left by an interrupted run is resumed
-    with ``Range: bytes=N-``; servers that ignore ``Range`` (HTTP 200) make it restart.
+    A file already at the destination is reused when it passes the checks (see the module
+    notes) and is otherwise deleted and fetched again. A ``.part`` file left by an interrupted
+    run is resumed with ``Range: bytes=N-``; servers that ignore ``Range`` (HTTP 200) make it
+    restart.
     """
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -192,12 +238,15 @@ def download(
     if not name:
         raise ValueError(f"cannot derive a file name from URL {url!r}; pass filename=")
     final, part = dest / name, dest / f"{name}.part"
+    pins = {"sha256": sha256, "sha1": sha1}
     if final.exists():
-        digest = _verify(final, expected_size, sha256)
-        if digest is not None:
+        try:
+            digest = verify_file(final, expected_size=expected_size, hashes=pins, check=check)
             return _finish(final, url, digest)
-        log.warning("%s fails its size/hash check; fetching it again", final)
-        final.unlink()
+        except (InputFileError, IncompleteDownload) as exc:
+            log.warning("%s; fetching it again", exc)
+            final.unlink()
+            final.with_name(final.name + ".sha256").unlink(missing_ok=True)
 
     def attempt() -> str:
         total = _fetch_once(url, part, timeout=timeout, progress=progress)
@@ -207,11 +256,17 @@ def download(
             if total is not None and total != expected_size:
                 raise RemoteError(f"{url}: server has {total} bytes, expected {expected_size}")
             raise IncompleteDownload(f"{url}: got {size} bytes, expected {expected_size}")
-        digest = _verify(part, None, sha256)
-        if digest is None:
+        if check is not None:
+            try:
+                check(part)
+            except InputFileError as exc:  # not the file at all: retrying will not help
+                part.unlink()
+                raise RemoteError(f"{url} did not send the expected file: {exc}") from exc
+        try:
+            return verify_file(part, hashes=pins, use_record=False)
+        except InputFileError as exc:  # complete but different bytes: fetch again
             part.unlink()
-            raise IncompleteDownload(f"{url}: SHA-256 mismatch (expected {sha256})")
-        return digest
+            raise IncompleteDownload(f"{url}: {exc}") from exc
 
     digest = retry_call(attempt, what=f"download of {url}", retries=retries, backoff=backoff)
     os.replace(part, final)
@@ -219,8 +274,7 @@ def download(
 
 
 def _finish(path: Path, url: str, digest: str) -> DownloadResult:
-    record = path.with_name(path.name + ".sha256")
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, record)
+    if _recorded(path) != digest:
+        with atomic_path(path.with_name(path.name + ".sha256")) as tmp:
+            tmp.write_text(f"{digest}  {path.name}\n")
     return DownloadResult(path=path, url=url, size=path.stat().st_size, sha256=digest)

@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "LOG_EBV_FLOOR",
+    "NONPOSITIVE_DRAWS",
     "ebv_combined19",
     "load_combined19",
 ]
@@ -27,6 +28,9 @@ _EBV_MAX = 10.0
 _FAR_KPC = 99.0
 _MAD_TO_SIGMA = 1.4826
 _MAPS: dict[str, object] = {}
+NONPOSITIVE_DRAWS = ("drop", "far")
+"""What a parallax draw <= 0 becomes: ``"drop"`` (LB24: left out of the median, and a star whose
+own parallax is <= 0 is put at 99 kpc for every draw) or ``"far"`` (every such draw at 99 kpc)."""
 
 
 def _point_mwdust_at(dust_dir: str | os.PathLike | None) -> str:
@@ -131,11 +135,15 @@ def ebv_combined19(
     good_astrometry=None,
     propagate_nan: bool = False,
     dust_map=None,
+    star_parallax=None,
+    nonpositive: str = "drop",
 ) -> tuple[np.ndarray, np.ndarray]:
     """ln E(B-V) from Combined19 with Monte-Carlo distances, and its robust scatter.
 
     For each star, ``n_draws`` parallaxes are drawn from N(parallax, parallax_error) [mas] and
-    turned into distances 1/parallax [kpc]; draws with parallax <= 0 are put at 99 kpc. The map
+    turned into distances 1/parallax [kpc]. As in LB24 (``nonpositive="drop"``), a star whose own
+    parallax (``star_parallax``) is <= 0 is put at 99 kpc for every draw (a small true parallax
+    measured below zero: the star is far), and otherwise draws <= 0 are left out. The map
     is evaluated at (glon, glat, distance); E(B-V) > 10 becomes NaN and E(B-V) <= 0 becomes
     e^-7. The result is the median of ln E(B-V) over the draws and 1.4826 times their median
     absolute deviation.
@@ -159,10 +167,16 @@ def ebv_combined19(
     good_astrometry : array-like of bool, optional
         Stars whose parallax may be used (default: all with finite parallax and error).
     propagate_nan : bool, optional
-        If True, a star with any NaN draw (E(B-V) > 10 or off the map) gets NaN; by default
-        those draws are skipped and only a star with no valid draw gets NaN.
+        If True, a star with any NaN draw (E(B-V) > 10, off the map, or a dropped parallax
+        draw) gets NaN; by default those draws are skipped and only a star with no valid draw
+        gets NaN.
     dust_map : object, optional
         A ready map (``mwdust.Combined19`` or compatible); overrides ``dust_dir``.
+    star_parallax : array-like, optional
+        The parallax whose sign says a star is far (LB24 used the archive's parallax before the
+        zero-point correction); default ``parallax``.
+    nonpositive : {"drop", "far"}, optional
+        See :data:`NONPOSITIVE_DRAWS`.
 
     Returns
     -------
@@ -177,6 +191,11 @@ def ebv_combined19(
         raise ValueError("glon, glat, parallax and parallax_error must have the same length")
     if n_draws < 1 or chunk < 1:
         raise ValueError("n_draws and chunk must be >= 1")
+    if nonpositive not in NONPOSITIVE_DRAWS:
+        raise ValueError(f"nonpositive must be 'drop' or 'far', not {nonpositive!r}")
+    own = plx if star_parallax is None else np.atleast_1d(np.asarray(star_parallax, dtype=float))
+    if own.size != n:
+        raise ValueError("star_parallax must have the same length as parallax")
     good = np.isfinite(glon) & np.isfinite(glat) & np.isfinite(plx) & np.isfinite(plx_err)
     good &= plx_err >= 0
     if good_astrometry is not None:
@@ -193,11 +212,19 @@ def ebv_combined19(
             continue
         rows = start + keep
         draws = plx[rows, None] + plx_err[rows, None] * z[keep]
-        with np.errstate(divide="ignore"):
-            dist = np.where(draws > 0, 1.0 / draws, _FAR_KPC)
-        ebv = _evaluate(dust_map, glon[rows], glat[rows], dist)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            near = 1.0 / draws
+        if nonpositive == "far":
+            dist = np.where(draws > 0, near, _FAR_KPC)
+        else:  # LB24: a star measured at parallax <= 0 is far; other draws <= 0 are dropped
+            dist = np.where(draws > 0, near, np.nan)
+            dist[own[rows] <= 0] = _FAR_KPC
+        dropped = np.isnan(dist)
+        ebv = _evaluate(dust_map, glon[rows], glat[rows], np.where(dropped, 1.0, dist))
+        ebv[dropped] = np.nan
         with np.errstate(invalid="ignore", divide="ignore"):
             log_ebv = np.where(ebv > _EBV_MAX, np.nan, np.log(np.where(ebv > 0, ebv, 1.0)))
             log_ebv = np.where(ebv <= 0, LOG_EBV_FLOOR, log_ebv)
+            log_ebv[np.isnan(ebv)] = np.nan  # dropped or off the map (not ln 1)
         logebv[rows], logebv_err[rows] = _summaries(log_ebv, propagate_nan)
     return logebv, logebv_err

@@ -110,7 +110,9 @@ def query_gaia_source(
             prefix="gaia_source",
             chunk_size=chunk_size,
             salt=query,
-            fetch=lambda chunk: upload_query(chunk, query, tap_url, timeout=timeout),
+            fetch=lambda chunk: upload_query(
+                chunk, query, tap_url, columns=columns, timeout=timeout
+            ),
             progress=progress,
             retries=retries,
             backoff=backoff,

@@ -23,14 +23,18 @@ import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
+from stardata.sources.errors import ArchiveError, IncompleteDownload, RemoteError
+
 __all__ = [
     "ArchiveError",
     "IncompleteDownload",
     "RemoteError",
     "USER_AGENT",
     "http_post",
+    "is_permanent_message",
     "is_transient",
     "retry_call",
+    "service_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,18 +42,6 @@ T = TypeVar("T")
 USER_AGENT = "stardata/0.1 (python-urllib)"
 _MAX_SLEEP = 120.0
 _5XX_REASONS = ("internal server error", "bad gateway", "service unavailable", "gateway time")
-
-
-class RemoteError(RuntimeError):
-    """A remote service failed (after retries, or with a non-transient error)."""
-
-
-class ArchiveError(RuntimeError):
-    """A remote service answered with an error of its own (e.g. an ADQL error); not retried."""
-
-
-class IncompleteDownload(OSError):
-    """A response body was shorter than announced, or failed its size/hash check."""
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -162,7 +154,7 @@ def retry_call(
             if not _is_remote(exc) and not is_transient(exc):
                 raise
             if not is_transient(exc):
-                raise RemoteError(f"{what} failed: {_one_line(exc)}") from exc
+                raise RemoteError(f"{what} failed: {_one_line(exc, 600)}") from exc
             if attempt + 1 == attempts:
                 raise RemoteError(
                     f"{what} failed after {attempts} attempts: {_one_line(exc)}"
@@ -173,15 +165,43 @@ def retry_call(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+_PERMANENT = re.compile(
+    r"\b(invalid|not valid|unsupported|not supported|not allowed|too many|exceeds?|malformed|"
+    r"missing|bad request)\b",
+    re.IGNORECASE,
+)
+
+
+def service_message(body: bytes, limit: int = 300) -> str:
+    """The service's own words in an error body (HTML tags and the status prefix stripped).
+
+    The Gaia data server answers e.g. ``Error 500: Invalid Data Structure parameter: ...
+    Cannot process request: ... due to: ...``; the text before ``Cannot process request`` is
+    the reason, the rest repeats it with the request's internals.
+    """
+    text = re.sub(r"<[^>]+>", " ", body.decode("utf-8", errors="replace"))
+    text = " ".join(text.split())
+    text = re.sub(r"^(?:HTTP\s*)?Error\s*\d{3}\s*:?\s*", "", text, flags=re.IGNORECASE)
+    head, sep, _ = text.partition("Cannot process request")
+    text = head.strip() if sep and head.strip() else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_permanent_message(message: str) -> bool:
+    """Whether a service's error text states a problem with the request (retrying cannot help)."""
+    return bool(_PERMANENT.search(message))
+
+
 def http_post(url: str, fields: dict[str, str], *, timeout: float = 300) -> bytes:
     """POST url-encoded ``fields`` and return the whole body, checking its announced length.
 
     Raises
     ------
     urllib.error.HTTPError
-        For a transient HTTP error status (5xx, 408, 429).
+        For a transient HTTP error status (5xx, 408, 429) without a reason of the service's own.
     ArchiveError
-        For other HTTP errors, with the server's message.
+        For other HTTP errors, and for a 5xx whose body says the request itself is wrong (the
+        Gaia data server answers a rejected parameter with HTTP 500), with the service's words.
     IncompleteDownload
         If the body is shorter than its ``Content-Length``.
     """
@@ -190,10 +210,13 @@ def http_post(url: str, fields: dict[str, str], *, timeout: float = 300) -> byte
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if is_transient(exc):
+        try:
+            message = service_message(exc.read(8192))
+        except OSError:  # the error body itself was cut off
+            message = ""
+        if is_transient(exc) and not is_permanent_message(message):
             raise
-        text = re.sub(r"<[^>]+>", " ", exc.read(4096).decode(errors="replace"))
-        raise ArchiveError(f"HTTP Error {exc.code} from {url}: {' '.join(text.split())}") from exc
+        raise ArchiveError(f"HTTP Error {exc.code} from {url}: {message}") from exc
     with response:
         announced = response.headers.get("Content-Length")
         try:

@@ -5,6 +5,15 @@ DataLink connector (:mod:`stardata.sources.xp`) split the ids into chunks and ca
 result as a Parquet file named by the chunk index and a hash of its ids (so a rerun resumes where
 it stopped, and a changed id list never reuses a stale chunk), retry transient failures and join
 on ``source_id`` (the archive's row order is never relied upon).
+
+A cached chunk is reused only if its bytes still have the SHA-256 recorded next to it
+(``<chunk>.parquet.sha256``) and Parquet can read it; a damaged or unrecorded chunk is logged,
+removed and fetched again.
+
+The archive's VOTables give some columns an ``ID`` attribute that differs from their ``name``
+(``<FIELD ID="SOURCE_ID" name="source_id">``, for its DataLink service descriptors); columns are
+read by ``name`` (astroquery's ``use_names_over_ids``), and a result lacking an expected column
+is a one-line :class:`ArchiveError` naming the column and the query.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from stardata.io import atomic_path, sha256_file
 from stardata.sources.http import ArchiveError, RemoteError, retry_call
 
 __all__ = [
@@ -27,6 +37,7 @@ __all__ = [
     "cached_chunks",
     "clean_source_ids",
     "merge_chunks",
+    "require_columns",
     "to_polars",
     "upload_query",
 ]
@@ -54,10 +65,38 @@ def _chunk_hash(ids: np.ndarray, salt: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+def _write_chunk(frame: pl.DataFrame, path: Path) -> None:
+    """Write a chunk atomically, then its SHA-256 (a chunk without one is never reused)."""
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+    with atomic_path(_sidecar(path)) as tmp:
+        tmp.write_text(f"{sha256_file(path)}  {path.name}\n")
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_chunk(path: Path) -> pl.DataFrame | None:
+    """A cached chunk if it is intact, else None (after removing it and saying why)."""
+    record = _sidecar(path)
+    try:
+        recorded = record.read_text().split()[0] if record.exists() else None
+    except (OSError, IndexError):
+        recorded = None
+    if recorded is None:
+        problem = "has no recorded SHA-256"
+    elif sha256_file(path) != recorded:
+        problem = "does not match its recorded SHA-256 (damaged)"
+    else:
+        try:
+            return pl.read_parquet(path)
+        except (OSError, pl.exceptions.ComputeError) as exc:
+            problem = f"cannot be read ({' '.join(str(exc).split())[:120]})"
+    log.warning("cached chunk %s %s; fetching it again", path, problem)
+    path.unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
+    return None
 
 
 def cached_chunks(
@@ -112,15 +151,14 @@ def cached_chunks(
         for index, start in enumerate(starts):
             chunk = ids[start : start + chunk_size]
             path = cache / f"{prefix}-{index:05d}-{_chunk_hash(chunk, salt)}.parquet"
-            if path.exists():
-                frame = pl.read_parquet(path)
-            else:
+            frame = _read_chunk(path) if path.exists() else None
+            if frame is None:
                 what = f"{prefix} chunk {index} ({len(chunk)} ids, {chunk[0]}..{chunk[-1]})"
                 frame = retry_call(
                     lambda c=chunk: fetch(c), what=what, retries=retries, backoff=backoff
                 )
                 _check_ids(frame, chunk, what)
-                _write_parquet_atomic(frame, path)
+                _write_chunk(frame, path)
             if bar is not None:
                 bar.update(1)
             yield frame
@@ -149,24 +187,36 @@ def _socket_timeout(seconds: float | None) -> Iterator[None]:
 
 
 def upload_query(
-    ids: np.ndarray, query: str, tap_url: str = GAIA_TAP_URL, *, timeout: float = 600
+    ids: np.ndarray,
+    query: str,
+    tap_url: str = GAIA_TAP_URL,
+    *,
+    columns: Sequence[str] | None = None,
+    timeout: float = 600,
 ) -> pl.DataFrame:
     """Run an asynchronous ADQL job on ``tap_url`` with ``ids`` uploaded as ``tap_upload.ids``.
 
     The uploaded VOTable has one int64 column ``source_id``. Asynchronous jobs are used because
     synchronous ones are capped at 2,000 rows (astroquery's ``launch_job`` adds ``TOP 2000``).
+    Result columns are read by their VOTable ``name``, not their ``ID``.
+
+    Parameters
+    ----------
+    columns : sequence of str, optional
+        Columns the result must have (see :func:`require_columns`); only these are returned.
 
     Raises
     ------
     ArchiveError
-        When the job ends in phase ERROR (e.g. an ADQL error); not retried.
+        When the job ends in phase ERROR (e.g. an ADQL error), or its result lacks one of
+        ``columns``; not retried.
     """
     from astropy.table import Table
     from astroquery.utils.tap.core import TapPlus
 
     upload = Table({"source_id": np.asarray(ids, dtype=np.int64)})
     with _socket_timeout(timeout):
-        tap = TapPlus(url=tap_url, verbose=False)
+        tap = TapPlus(url=tap_url, verbose=False, use_names_over_ids=True)
         try:
             job = tap.launch_job_async(
                 query,
@@ -179,7 +229,42 @@ def upload_query(
             table = job.get_results()
         except SystemError as exc:  # astroquery's signal for a job in phase ERROR
             raise ArchiveError(" ".join(str(exc).split())) from exc
-    return to_polars(table)
+    frame = to_polars(table)
+    return frame if columns is None else require_columns(frame, columns, query)
+
+
+def require_columns(frame: pl.DataFrame, columns: Sequence[str], query: str) -> pl.DataFrame:
+    """``frame[columns]``, matching names case-insensitively; one-line error if one is absent.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        A query result.
+    columns : sequence of str
+        The columns the query asks for.
+    query : str
+        The ADQL, named in the error.
+
+    Raises
+    ------
+    ArchiveError
+        Naming the missing column(s), what the answer has instead and the query.
+    """
+    by_lower = {name.lower(): name for name in frame.columns}
+    found, missing = {}, []
+    for name in columns:
+        actual = name if name in frame.columns else by_lower.get(name.lower())
+        if actual is None:
+            missing.append(name)
+        else:
+            found[actual] = name
+    if missing:
+        has = ", ".join(frame.columns[:8]) + (", ..." if frame.width > 8 else "")
+        raise ArchiveError(
+            f"the archive's answer lacks column(s) {', '.join(missing)} (it has: {has or 'none'})"
+            f"; query: {' '.join(query.split())}"
+        )
+    return frame.select([pl.col(actual).alias(name) for actual, name in found.items()])
 
 
 def to_polars(table) -> pl.DataFrame:

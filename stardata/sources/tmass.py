@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from stardata.columns import MISSING_MAG, missing_magnitude
 from stardata.sources.tap import (
     GAIA_TAP_URL,
     cached_chunks,
@@ -51,8 +52,9 @@ TMASS_COLUMNS: tuple[str, ...] = (
 )
 """Columns returned by :func:`query_tmass`."""
 
-APOGEE_BAD_MAG = 99.0
-"""APOGEE writes 99.999 (anything >= 99) for a missing 2MASS magnitude."""
+APOGEE_BAD_MAG = MISSING_MAG
+"""APOGEE writes 99.999 for a missing 2MASS magnitude (the shared rule:
+:func:`stardata.columns.missing_magnitude`)."""
 
 BAD_PH_QUAL = "UX"
 """2MASS ``ph_qual`` letters whose magnitude is not a measurement (U: upper limit, X: no valid
@@ -120,7 +122,9 @@ def query_tmass(
             prefix="tmass",
             chunk_size=chunk_size,
             salt=query,
-            fetch=lambda chunk: upload_query(chunk, query, tap_url, timeout=timeout),
+            fetch=lambda chunk: upload_query(
+                chunk, query, tap_url, columns=TMASS_COLUMNS, timeout=timeout
+            ),
             progress=progress,
             retries=retries,
             backoff=backoff,
@@ -237,7 +241,7 @@ def _apogee_frame(apogee: Mapping | pl.DataFrame) -> pl.DataFrame:
 def _clean(values: pl.Series, *, sentinel: bool) -> np.ndarray:
     out = values.cast(pl.Float64).fill_null(np.nan).to_numpy().copy()
     if sentinel:
-        out[out >= APOGEE_BAD_MAG] = np.nan
+        out[missing_magnitude(out)] = np.nan
     return out
 
 

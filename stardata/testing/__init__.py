@@ -7,7 +7,9 @@ the real connectors against a local server in the services' real formats. Start 
 * :mod:`stardata.testing.fixtures`: allStar files, a tiny Combined19 map and synthetic archive
   tables (``gaia_source``, 2MASS, XP_CONTINUOUS).
 * :mod:`stardata.testing.server`: :class:`MirrorServer`, a local HTTP server emulating SDSS and
-  the Gaia archive's TAP and DataLink endpoints, with :class:`Fault` injection.
+  the Gaia archive's TAP and DataLink endpoints (answers with the archive's ``ID`` attributes
+  and DataLink error texts; recorded real answers can be served as they are), with
+  :class:`Fault` injection (:mod:`stardata.testing.faults`).
 * :mod:`stardata.testing.archive`: the ADQL subset and the DataLink product writers it answers
   with.
 """

@@ -19,6 +19,7 @@ import polars as pl
 
 __all__ = [
     "TAP_ERROR",
+    "DataLinkRejected",
     "XP_EXT",
     "XP_PRODUCT_COLUMNS",
     "execute_adql",
@@ -50,6 +51,18 @@ TAP_ERROR = (
     'xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n <RESOURCE type="results">\n'
     '  <INFO name="QUERY_STATUS" value="ERROR">{message}</INFO>\n </RESOURCE>\n</VOTABLE>\n'
 )
+
+
+class DataLinkRejected(ValueError):
+    """A DataLink parameter the archive refuses with HTTP 500 and its own message."""
+
+    def page(self, url: str) -> str:
+        """The body the Gaia data server sends (recorded in ``tests/data``)."""
+        return (
+            f"Error 500:\n{self}\n\nCannot process request: '{url}' (req: Reqid: anonymous1, "
+            "retrieval access: DIRECT, retrieval type: XP_CONTINUOUS, compression: null), "
+            f"for user: UwsJobOwner{{id='anonymous'}},  due to: {self}"
+        )
 
 
 def xp_files(rows: pl.DataFrame | None, fmt: str, *, combined: bool = False) -> bytes:
@@ -125,10 +138,28 @@ def _astropy_table(frame: pl.DataFrame, *, masked_cells: bool = False):
     return table
 
 
-def votable_bytes(frame: pl.DataFrame) -> bytes:
+def votable_bytes(frame: pl.DataFrame, *, ids: bool = True) -> bytes:
+    """A query result as the archive writes it: BINARY2, and (``ids``) every FIELD with an
+    upper-case ``ID`` beside its ``name`` plus a DataLink service descriptor, as the real
+    archive does for ``source_id`` (a client reading columns by ID gets ``SOURCE_ID``)."""
+    from astropy.io.votable import from_table
+    from astropy.io.votable.tree import Param, Resource
+
+    vot = from_table(_astropy_table(frame))
+    if ids:
+        for field in vot.get_first_table().fields:
+            field.ID = field.name.upper()
+        service = Resource(type="meta", utype="adhoc:service")
+        service.params.append(
+            Param(vot, name="accessURL", datatype="char", arraysize="*", value=_LINKS_URL)
+        )
+        vot.resources.append(service)
     out = io.BytesIO()
-    _astropy_table(frame).write(out, format="votable", tabledata_format="binary2")
+    vot.to_xml(out, tabledata_format="binary2")
     return out.getvalue()
+
+
+_LINKS_URL = "https://gea.esac.esa.int/data-server/datalink/links"
 
 
 _FROM_ITEM = re.compile(

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 from astropy.io import fits
 
+from stardata.io import atomic_path
 from stardata.sources.apogee import ALLSTAR_DTYPES, ALLSTAR_HDU
 
 __all__ = [
@@ -56,11 +57,6 @@ _EXTRA_COLUMNS = {
     "FE_H": ("E", np.float32),
 }
 _TFORM = {"i8": "K", "i4": "J", "f4": "E", "f8": "D"}
-
-
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
 def _fake_ids(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -196,9 +192,8 @@ def write_allstar(
     hdus = [primary, table, aux]
     if hdus.index(table) != ALLSTAR_HDU:
         raise AssertionError("allStar star table must be HDU 1")
-    tmp = _atomic_path(path)
-    fits.HDUList(hdus).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
     return path
 
 
@@ -257,11 +252,9 @@ def write_tiny_combined19(
     pixel_info = np.empty(len(nside), dtype=[("nside", "<u4"), ("healpix_index", "<u8")])
     pixel_info["nside"], pixel_info["healpix_index"] = nside, index
     path = Path(dust_dir) / "combined19" / "combine19.h5"
-    tmp = _atomic_path(path)
-    with h5py.File(tmp, "w") as handle:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.create_dataset("pixel_info", data=pixel_info)
         handle.create_dataset("best_fit", data=best_fit)
-    os.replace(tmp, path)
     return path
 
 

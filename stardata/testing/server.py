@@ -13,7 +13,6 @@ import re
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,64 +21,16 @@ import polars as pl
 from stardata.testing.archive import (
     TAP_ERROR,
     XP_EXT,
+    DataLinkRejected,
     execute_adql,
     parse_form,
     upload_tables,
     votable_bytes,
     xp_files,
 )
+from stardata.testing.faults import Fault
 
-__all__ = ["Fault", "MirrorServer"]
-
-
-@dataclass
-class Fault:
-    """A failure injected into the requests whose path starts with ``prefix``.
-
-    Attributes
-    ----------
-    prefix : str
-        URL path prefix the fault applies to (``"/"`` for all).
-    kind : {"status", "truncate", "drop", "stall", "ignore_range"}
-        Answer with ``status``; send only ``keep`` of the body under a full Content-Length;
-        close the connection without answering; wait ``delay`` seconds before answering (to
-        trip the client's time-out); or ignore a ``Range`` header (HTTP 200).
-    status : int
-        HTTP status for ``kind="status"``.
-    skip : int
-        Let this many matching requests through first (``skip=N-1`` hits the Nth request).
-    times : int
-        How many requests the fault hits.
-    keep : float
-        Fraction of the body sent for ``kind="truncate"``.
-    method : str, optional
-        Only requests with this HTTP method (e.g. ``"POST"``).
-    delay : float
-        Seconds to wait for ``kind="stall"``.
-    """
-
-    prefix: str
-    kind: str = "status"
-    status: int = 503
-    skip: int = 0
-    times: int = 1
-    keep: float = 0.5
-    method: str | None = None
-    delay: float = 1.0
-    seen: int = 0
-    fired: int = 0
-
-    def take(self, path: str, method: str = "GET") -> bool:
-        """Count a request and say whether the fault hits it."""
-        if not path.startswith(self.prefix) or self.fired >= self.times:
-            return False
-        if self.method is not None and method != self.method:
-            return False
-        self.seen += 1
-        if self.seen <= self.skip:
-            return False
-        self.fired += 1
-        return True
+__all__ = ["DataLinkRejected", "Fault", "MirrorServer"]
 
 
 class MirrorServer:
@@ -98,6 +49,19 @@ class MirrorServer:
         Return TAP rows in a scrambled order, as nothing guarantees the archive's order.
     max_datalink_ids : int, optional
         The archive's DataLink limit (5,000 ids a request); more is answered with HTTP 400.
+    datalink_structures : sequence of str, optional
+        ``DATA_STRUCTURE`` values the DataLink endpoint accepts (the operational archive's
+        ``INDIVIDUAL`` and ``RAW`` by default); another is rejected as the archive does: HTTP 500
+        with ``Invalid Data Structure parameter: 'X', valid ones are: ...``. ``INDIVIDUAL`` and
+        ``DATAMODEL_STANDARD`` give one file per source, the others one file for all.
+
+    Attributes
+    ----------
+    tap_result : bytes or None
+        When set, every TAP job answers these bytes (e.g. a recorded real archive VOTable).
+    datalink_result : bytes or None
+        When set, every DataLink request answers these bytes with HTTP 200 (a recorded product
+        zip, or an error page as some services send).
 
     Notes
     -----
@@ -113,12 +77,24 @@ class MirrorServer:
     tap_path = "/tap-server/tap"
     datalink_path = "/data-server/data"
 
-    def __init__(self, *, files=None, tables=None, xp=None, shuffle=True, max_datalink_ids=5000):
+    def __init__(
+        self,
+        *,
+        files=None,
+        tables=None,
+        xp=None,
+        shuffle=True,
+        max_datalink_ids=5000,
+        datalink_structures=("INDIVIDUAL", "RAW"),
+    ):
         self.files: dict[str, object] = dict(files or {})
         self.tables = {name.lower(): frame for name, frame in (tables or {}).items()}
         self.xp = xp
         self.shuffle = shuffle
         self.max_datalink_ids = max_datalink_ids
+        self.datalink_structures = tuple(datalink_structures)
+        self.tap_result: bytes | None = None
+        self.datalink_result: bytes | None = None
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
         self._jobs: dict[str, tuple[str, bytes]] = {}
@@ -198,6 +174,8 @@ class MirrorServer:
     # -- TAP -----------------------------------------------------------------------------------
     def run_query(self, query: str, uploads: dict[str, pl.DataFrame]) -> bytes:
         """Execute the supported ADQL subset; return a VOTable (raises ValueError on errors)."""
+        if self.tap_result is not None:
+            return self.tap_result
         frame, top = execute_adql(query, uploads, self.tables)
         if self.shuffle and frame.height > 1:
             frame = frame.sample(fraction=1.0, shuffle=True, seed=frame.height)
@@ -227,9 +205,16 @@ class MirrorServer:
             raise ValueError("Missing ID")
         if len(ids) > self.max_datalink_ids:
             raise ValueError(f"Too many ids: {len(ids)} > {self.max_datalink_ids}")
+        structure = fields.get("DATA_STRUCTURE", "INDIVIDUAL")
+        if structure not in self.datalink_structures:
+            raise DataLinkRejected(
+                f"Invalid Data Structure parameter: '{structure}', valid ones are: "
+                + ", ".join(self.datalink_structures)
+            )
+        if self.datalink_result is not None:
+            return self.datalink_result
         rows = self.xp.filter(pl.col("source_id").is_in(ids)) if self.xp is not None else None
-        structure = fields.get("DATA_STRUCTURE", "INDIVIDUAL").upper()
-        return xp_files(rows, fmt, combined=structure != "INDIVIDUAL")
+        return xp_files(rows, fmt, combined=structure not in ("INDIVIDUAL", "DATAMODEL_STANDARD"))
 
 
 def _handler_for(mirror: MirrorServer):
@@ -241,8 +226,14 @@ def _handler_for(mirror: MirrorServer):
 
         # -- plumbing ------------------------------------------------------------------------
         def _begin(self, method: str) -> Fault | None:
-            path = urllib.parse.urlsplit(self.path).path
-            record = {"method": method, "path": path, "headers": dict(self.headers)}
+            split = urllib.parse.urlsplit(self.path)
+            path = split.path
+            record = {
+                "method": method,
+                "path": path,
+                "query": split.query,
+                "headers": dict(self.headers),
+            }
             body = b""
             if method == "POST":
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -258,7 +249,8 @@ def _handler_for(mirror: MirrorServer):
             if fault.kind == "stall":
                 time.sleep(fault.delay)
             if fault.kind == "status":
-                self._send(fault.status, f"<html><body>Error {fault.status}</body></html>")
+                page = fault.body or f"<html><body>Error {fault.status}</body></html>"
+                self._send(fault.status, page, "text/plain" if fault.body else "text/html")
                 return fault
             if fault.kind == "truncate":
                 self._truncate = fault.keep
@@ -311,6 +303,8 @@ def _handler_for(mirror: MirrorServer):
             if self._path == mirror.datalink_path:
                 try:
                     self._send(200, mirror.datalink(fields), "application/zip")
+                except DataLinkRejected as exc:
+                    self._send(500, exc.page(mirror.datalink_url), "text/plain")
                 except ValueError as exc:
                     self._send(400, f"<html><body><li>{exc}</li></body></html>")
             elif self._path in (mirror.tap_path + "/sync", mirror.tap_path + "/async"):

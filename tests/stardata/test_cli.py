@@ -78,3 +78,72 @@ def test_archive_error_one_line(served, tmp_path, capsys):
     line = _one_line_error(capsys.readouterr().err)
     assert "gaia_source" in line
     assert not (tmp_path / "out" / "dr17").exists()
+
+
+def test_version_and_help_for_users(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("stardata 0.")
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = capsys.readouterr().out
+    assert "--xp-data-structure" in text and "examples:" in text and "--allstar-sha1" in text
+
+
+def test_programming_errors_keep_their_traceback(monkeypatch, tmp_path):
+    from stardata import release
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(release, "build", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["build", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_flags_reach_the_settings_and_sources(monkeypatch, tmp_path, capsys):
+    from stardata import release
+
+    seen = {}
+
+    def fake_build(release_name, data_dir, out, **kwargs):
+        seen.update(kwargs)
+        return tmp_path
+
+    monkeypatch.setattr(release, "build", fake_build)
+    args = ["build", "--xp-data-structure", "DATAMODEL_STANDARD", "--allstar-sha1", "none"]
+    assert main(args) == 0
+    assert seen["settings"].xp_data_structure == "DATAMODEL_STANDARD"
+    assert seen["sources"].allstar_sha1 is None
+    assert main(["build"]) == 0
+    assert seen["settings"].xp_data_structure == "INDIVIDUAL"
+    assert seen["sources"].allstar_sha1 == "published"
+    bad = tmp_path / "settings.json"
+    bad.write_text("{not json")
+    assert main(["build", "--settings", str(bad)]) == 2
+    assert "settings.json: not valid JSON" in _one_line_error(capsys.readouterr().err)
+    assert main(["build", "--set", "ebv_nonpositive_draws=keep"]) == 2
+    assert "ebv_nonpositive_draws" in _one_line_error(capsys.readouterr().err)
+    assert main(["build", "--set", "xp_relevancy_propagate_from=-1"]) == 2
+    assert "xp_relevancy_propagate_from" in _one_line_error(capsys.readouterr().err)
+    assert main(["build", "--set", "xp_relevancy_propagate_from=null"]) == 0
+    assert seen["settings"].xp_relevancy_propagate_from is None
+
+
+def test_build_against_an_archive_with_the_renamed_structures(served, tmp_path, capsys):
+    """End to end: INDIVIDUAL refused (HTTP 500, the archive's text), DATAMODEL_STANDARD used."""
+    import urllib.parse
+
+    server, root = served
+    renamed = M.MirrorServer(
+        files=server.files, tables=server.tables, xp=server.xp,
+        datalink_structures=("DATAMODEL_STANDARD", "DATAMODEL_GAIA"),
+    )  # fmt: skip
+    with renamed:
+        assert main(_args(renamed, root, tmp_path, "--set", "xp_chunk_size=20")) == 0
+    posts = [r for r in renamed.requests if r["path"] == renamed.datalink_path]
+    asked = [dict(urllib.parse.parse_qsl(r["body"].decode()))["DATA_STRUCTURE"] for r in posts]
+    assert asked[0] == "INDIVIDUAL" and set(asked[1:]) == {"DATAMODEL_STANDARD"}
+    assert len(asked) >= 3  # several requests, the refused value asked for once
+    assert capsys.readouterr().out.strip().endswith("dr17")

@@ -108,3 +108,22 @@ def test_apogee_labels_flagged_to_nan():
     assert np.isnan(v[1]).all() and np.isnan(e[2]).all() and v[3, 0] == 6000.0
     _, _, bad2 = C.apogee_labels(values, errors, np.zeros(4, int), np.array([0, 0, 4, 0]))
     assert bad2.tolist() == [False, False, True, False]
+
+
+def test_one_missing_magnitude_rule():
+    mags = np.array([99.999, 99.0, 98.99, np.nan, np.inf, 12.3], dtype=np.float32)
+    assert C.missing_magnitude(mags).tolist() == [True, True, False, True, True, False]
+    assert C.missing_magnitude(np.float64(99.999)) and not C.missing_magnitude(9.99)
+    m, e = C.clean_tmass(mags, np.full(6, 0.02))
+    assert np.isnan(m[:2]).all() and np.isnan(e[:2]).all() and m[2] == np.float32(98.99)
+
+
+def test_relevancy_lb24_coefficients_52_to_54_follow_51():
+    n = np.array([52, 53, 51, 55, 0])
+    plain = C.relevancy_mask(n)
+    lb24 = C.relevancy_mask(n, propagate_from=C.LB24_RELEVANCY_FROM)
+    assert plain[0, :52].all() and not plain[0, 52:].any()
+    assert lb24[0].all() and lb24[1].all() and lb24[3].all()  # 51 relevant -> 52-54 too
+    assert not lb24[2, 51:].any() and lb24[2, :51].all()  # 51 not relevant -> neither are 52-54
+    assert not lb24[4].any()
+    np.testing.assert_array_equal(lb24[:, :52], plain[:, :52])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tracemalloc
 
 import numpy as np
@@ -9,13 +10,17 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from stardata.sources import apogee
 from stardata.sources.apogee import (
     ALLSTAR_COLUMNS,
+    ALLSTAR_SHA1,
     ALLSTAR_URL,
+    check_fits,
     fetch_allstar,
     iter_allstar,
     read_allstar,
 )
+from stardata.sources.errors import IncompleteDownload, InputFileError, RemoteError
 from stardata.testing import write_allstar
 
 # FITS TFORMs of the DR17 allStar data model for the columns the pipeline reads.
@@ -95,18 +100,69 @@ def test_row_slices_and_chunks_agree_with_the_full_read(allstar_path):
     assert [len(b["SNR"]) for b in blocks] == [64, 64, 64, 64, 44]
 
 
-def test_missing_and_mistyped_columns_are_named(tmp_path, allstar_path):
-    with pytest.raises(KeyError, match=r"allStar-test.fits: allStar column\(s\) missing: NOPE"):
-        read_allstar(allstar_path, ["RA", "NOPE"])
-    bad = write_allstar(tmp_path / "bad.fits", 10, overrides={"STARFLAG": np.zeros(10, "i4")})
-    with fits.open(bad, mode="update") as hdul:  # rewrite STARFLAG as 32-bit
+def _rewrite(path, name, fmt, values=None):
+    """Rewrite one column of an allStar file with another FITS type (same values by default)."""
+    with fits.open(path, mode="update") as hdul:
         cols = [
-            c if c.name != "STARFLAG" else fits.Column("STARFLAG", "J", array=c.array)
+            c
+            if c.name != name
+            else fits.Column(name, fmt, array=c.array if values is None else values)
             for c in hdul[1].columns
         ]
         hdul[1] = fits.BinTableHDU.from_columns(cols)
-    with pytest.raises(TypeError, match="bad.fits: allStar column STARFLAG has type"):
+    return path
+
+
+def test_missing_and_unusable_columns_are_named(tmp_path, allstar_path):
+    with pytest.raises(
+        InputFileError, match=r"allStar-test.fits: allStar column\(s\) missing: NOPE"
+    ):
+        read_allstar(allstar_path, ["RA", "NOPE"])
+    bad = _rewrite(write_allstar(tmp_path / "bad.fits", 10), "STARFLAG", "E")  # float flags
+    with pytest.raises(
+        InputFileError,
+        match="bad.fits: allStar column STARFLAG has type float32; it must be an integer",
+    ):
         read_allstar(bad)
+    text = _rewrite(write_allstar(tmp_path / "text.fits", 10), "SNR", "8A", np.array(["x"] * 10))
+    with pytest.raises(
+        InputFileError, match="text.fits: allStar column SNR has type .*; it must be a number type"
+    ):
+        read_allstar(text)
+
+
+def test_lossless_type_variants_are_accepted(tmp_path):
+    """32- vs 64-bit flags, wider floats, big-endian storage, other string widths."""
+    ref = write_allstar(tmp_path / "ref.fits", 50, seed=2)
+    expected = read_allstar(ref)
+    path = write_allstar(tmp_path / "var.fits", 50, seed=2)
+    _rewrite(path, "STARFLAG", "J", expected["STARFLAG"].astype(np.int32) & 0x7FFFFFFF)
+    _rewrite(path, "EXTRATARG", "K")  # 64-bit where the model has 32
+    _rewrite(path, "SNR", "D")
+    _rewrite(path, "APOGEE_ID", "40A")
+    got = read_allstar(path)
+    np.testing.assert_array_equal(got["STARFLAG"], expected["STARFLAG"] & 0x7FFFFFFF)
+    assert got["STARFLAG"].dtype == np.int64  # widened to the data model's type
+    assert got["EXTRATARG"].dtype == np.int64 and got["SNR"].dtype == np.float64
+    np.testing.assert_array_equal(got["EXTRATARG"], expected["EXTRATARG"])
+    np.testing.assert_array_equal(got["SNR"], expected["SNR"].astype(np.float64))
+    np.testing.assert_array_equal(got["APOGEE_ID"], expected["APOGEE_ID"])
+    with fits.open(ref) as hdul:  # FITS stores big-endian; what is read is native-endian
+        table = hdul[1].data
+        assert table["RA"].dtype.byteorder == ">"
+    assert got["RA"].dtype.isnative and np.array_equal(got["RA"], expected["RA"])
+
+
+def test_check_fits_walks_headers(tmp_path, allstar_path):
+    check_fits(allstar_path)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(allstar_path.read_bytes()[:-5000])
+    with pytest.raises(IncompleteDownload, match="cut.fits: cut short"):
+        check_fits(cut)
+    page = tmp_path / "page.fits"
+    page.write_bytes(b"<!DOCTYPE html><html><body>Not Found</body></html>")
+    with pytest.raises(InputFileError, match="page.fits: not a FITS file"):
+        check_fits(page)
 
 
 def test_reading_few_columns_does_not_load_the_table(tmp_path):
@@ -126,3 +182,41 @@ def test_fetch_allstar_from_a_mirror(mirror, tmp_path, allstar_path):
     assert result.path.name == "allStar-dr17-synspec_rev1.fits"
     assert result.size == allstar_path.stat().st_size
     assert read_allstar(result.path, ["APOGEE_ID"])["APOGEE_ID"].size == 300
+
+
+def test_an_html_page_served_with_200_is_never_cached(mirror, tmp_path):
+    url = mirror.add_file("/sas/dr17/allStar-dr17-synspec_rev1.fits", b"<html>Maintenance</html>")
+    with pytest.raises(RemoteError, match="did not send the expected file: .* not a FITS file"):
+        fetch_allstar(tmp_path, url=url, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert mirror.count("/sas/") == 1  # not retried
+
+
+def test_the_published_sha1_is_used_for_the_sdss_url(mirror, tmp_path, allstar_path, monkeypatch):
+    url = mirror.add_file("/sas/dr17/allStar-dr17-synspec_rev1.fits", allstar_path)
+    assert ALLSTAR_SHA1 == "7aa2f381de0e8e246f9833cc7da540ef45096702"  # astroNN's pin
+    monkeypatch.setattr(apogee, "ALLSTAR_URL", url)  # this mirror plays SDSS
+    monkeypatch.setattr(apogee, "ALLSTAR_SHA1", "0" * 40)
+    with pytest.raises(RemoteError, match="SHA1 .*, expected 0000"):
+        fetch_allstar(tmp_path, url=url, retries=0, progress=False)
+    good = hashlib.sha1(allstar_path.read_bytes()).hexdigest()
+    monkeypatch.setattr(apogee, "ALLSTAR_SHA1", good)
+    assert fetch_allstar(tmp_path, url=url, progress=False).size == allstar_path.stat().st_size
+    assert fetch_allstar(tmp_path, url=url, offline=True).path.exists()
+    other = mirror.add_file("/mirror/allStar-dr17-synspec_rev1.fits", allstar_path)
+    monkeypatch.setattr(apogee, "ALLSTAR_SHA1", "0" * 40)  # no pin for another URL
+    assert fetch_allstar(tmp_path / "o", url=other, progress=False).path.exists()
+    with pytest.raises(InputFileError, match="offline: allStar file .* is not cached"):
+        fetch_allstar(tmp_path / "none", url=url, offline=True)
+
+
+def test_a_cut_cached_allstar_without_record_or_pin_is_fetched_again(
+    mirror, tmp_path, allstar_path, caplog
+):
+    url = mirror.add_file("/mirror/allStar-dr17-synspec_rev1.fits", allstar_path)
+    first = fetch_allstar(tmp_path, url=url, progress=False)
+    first.path.write_bytes(allstar_path.read_bytes()[:-3000])  # cut after the fact
+    first.path.with_name(first.path.name + ".sha256").unlink()  # and no record to compare with
+    again = fetch_allstar(tmp_path, url=url, progress=False)
+    assert again.sha256 == first.sha256 and mirror.count("/mirror/") == 2
+    assert "allStar-dr17-synspec_rev1.fits: cut short" in caplog.text

@@ -68,21 +68,43 @@ def test_hand_computed_stars(dust_dir, dust_map):
     assert np.isnan(logebv[5]) and np.isnan(err[5])
 
 
-def test_monte_carlo_median_and_mad_against_a_direct_computation(dust_map):
+@pytest.mark.parametrize("rule", ["drop", "far"])
+def test_monte_carlo_median_and_mad_against_a_direct_computation(dust_map, rule):
+    """LB24 ("drop"): draws <= 0 are left out; "far": they are put at 99 kpc."""
     l, b = np.array([IN_DUSTY, IN_SPLIT]).T
-    parallax, error = np.array([0.4, 1.0]), np.array([0.15, 0.3])
-    logebv, err = ebv_combined19(l, b, parallax, error, n_draws=3000, seed=11, dust_map=dust_map)
+    parallax, error = np.array([0.4, 1.0]), np.array([0.3, 0.3])
+    logebv, err = ebv_combined19(
+        l, b, parallax, error, n_draws=3000, seed=11, dust_map=dust_map, nonpositive=rule
+    )
     draws = parallax[:, None] + error[:, None] * np.random.default_rng(11).standard_normal(
         (2, 3000)
     )
+    assert (draws <= 0).sum(axis=1)[0] > 100  # the rule matters for star 0
     dist = np.where(draws > 0, 1.0 / np.where(draws > 0, draws, 1.0), 99.0)
     ebv = dust_map(np.repeat(l, 3000), np.repeat(b, 3000), dist.ravel()).reshape(2, 3000)
     ln = np.log(np.clip(ebv, np.exp(-7), None))
-    median = np.median(ln, axis=1)
-    mad = 1.4826 * np.median(np.abs(ln - median[:, None]), axis=1)
+    if rule == "drop":
+        ln = np.where(draws > 0, ln, np.nan)
+    median = np.nanmedian(ln, axis=1)
+    mad = 1.4826 * np.nanmedian(np.abs(ln - median[:, None]), axis=1)
     np.testing.assert_allclose(logebv, median, rtol=1e-12)
     np.testing.assert_allclose(err, mad, rtol=1e-12)
     assert (err > 0.05).all()
+
+
+def test_lb24_star_with_nonpositive_parallax_is_far(dust_map):
+    """LB24: the star's own (archive) parallax <= 0 puts every draw at 99 kpc."""
+    l, b = np.array([IN_DUSTY, IN_DUSTY]).T
+    corrected, error = np.array([0.3, 0.3]), np.array([0.2, 0.2])
+    own = np.array([-0.01, 0.3])  # before the zero-point correction
+    logebv, err = ebv_combined19(
+        l, b, corrected, error, n_draws=500, dust_map=dust_map, star_parallax=own
+    )
+    far = dust_map(IN_DUSTY[0], IN_DUSTY[1], 99.0)[0]
+    assert logebv[0] == pytest.approx(np.log(far), abs=1e-12) and err[0] == 0.0
+    assert logebv[1] < np.log(far) - 0.01  # its draws <= 0 are dropped, not put far
+    with pytest.raises(ValueError, match="nonpositive must be"):
+        ebv_combined19(l, b, corrected, error, dust_map=dust_map, nonpositive="keep")
 
 
 def test_seeded_deterministic_and_chunk_independent(dust_map):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,6 +14,9 @@ from stardata.sources.gaia import GAIA_SOURCE_COLUMNS, query_gaia_source
 from stardata.sources.http import RemoteError
 from stardata.sources.tap import GAIA_TAP_URL
 from stardata.testing import synthetic_gaia_source
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+RECORDED_IDS = [4583627001381815936, 5348723816842275584]  # in tests/data/gaia_source_2rows_ids.vot
 
 IDS = np.random.default_rng(7).integers(10**15, 6 * 10**18, 250, dtype=np.int64)
 
@@ -73,7 +77,7 @@ def test_rerun_resumes_from_the_chunk_cache(archive, tmp_path):
         query_gaia_source(
             IDS, tmp_path, tap_url=archive.tap_url, chunk_size=100, retries=1, progress=False
         )
-    cached = sorted(p.name for p in tmp_path.iterdir())
+    cached = sorted(p.name for p in tmp_path.glob("*.parquet"))
     assert [name.split("-")[1] for name in cached] == ["00000", "00001"]  # nothing half-written
     archive.faults.clear()
     before = archive.count("/tap-server/tap/async", "POST")
@@ -119,3 +123,62 @@ def test_a_stalled_tap_job_times_out_and_is_retried(archive, tmp_path):
         IDS, tmp_path, tap_url=archive.tap_url, chunk_size=500, timeout=0.3, progress=False
     )
     assert got.height == 230 and archive.count("/tap-server/tap/async", "POST") == 2
+
+
+# -- requirement: real archive VOTables name columns by ``name``, with other ``ID``s ---------------
+def test_recorded_archive_votable_is_read_by_name(mirror, tmp_path):
+    """A real gaia_source job result (FIELD ID="SOURCE_ID" name="source_id"), end to end."""
+    recorded = (DATA / "gaia_source_2rows_ids.vot").read_bytes()
+    assert b'<FIELD ID="SOURCE_ID" datatype="long" name="source_id"' in recorded
+    mirror.tap_result = recorded
+    got = query_gaia_source(RECORDED_IDS, tmp_path, tap_url=mirror.tap_url, progress=False)
+    truth = Table.read(io.BytesIO(recorded), format="votable", use_names_over_ids=True)
+    assert got.columns == list(GAIA_SOURCE_COLUMNS)
+    assert got["source_id"].to_list() == RECORDED_IDS
+    for column in GAIA_SOURCE_COLUMNS:
+        expected = np.asarray(truth[column])[np.argsort(np.asarray(truth["source_id"]))]
+        np.testing.assert_array_equal(got[column].to_numpy(), expected, err_msg=column)
+    # what a bare reader (astropy's default, TapPlus without use_names_over_ids) would see
+    by_id = Table.read(io.BytesIO(recorded), format="votable")
+    assert "SOURCE_ID" in by_id.colnames and "source_id" not in by_id.colnames
+
+
+def test_the_local_archive_answers_with_upper_case_ids(archive, tmp_path):
+    query_gaia_source(IDS[:5], tmp_path, tap_url=archive.tap_url, progress=False)
+    result = archive.job("000001O")[1]
+    assert b'ID="SOURCE_ID"' in result and b'name="source_id"' in result
+    assert b'utype="adhoc:service"' in result  # a DataLink service descriptor, as the archive
+    assert "SOURCE_ID" in Table.read(io.BytesIO(result), format="votable").colnames
+
+
+def test_a_missing_column_is_one_line_naming_it_and_the_query(mirror, tmp_path):
+    mirror.tables["gaiadr3.gaia_source"] = synthetic_gaia_source(IDS[:20]).drop("ruwe")
+    recorded = (DATA / "gaia_source_2rows_ids.vot").read_bytes()
+    mirror.tap_result = recorded.replace(b'name="ruwe"', b'name="ruwe_renamed"')
+    with pytest.raises(RemoteError) as info:
+        query_gaia_source(RECORDED_IDS, tmp_path, tap_url=mirror.tap_url, progress=False)
+    message = str(info.value)
+    assert "lacks column(s) ruwe" in message and "query: SELECT g.source_id" in message
+    assert "gaia_source chunk 0" in message and "\n" not in message
+    assert mirror.count("/tap-server/tap/async", "POST") == 1  # not retried
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no_record"])
+def test_a_damaged_cached_chunk_is_fetched_again(archive, tmp_path, caplog, damage):
+    kwargs = dict(tap_url=archive.tap_url, chunk_size=100, progress=False)
+    first = query_gaia_source(IDS, tmp_path, **kwargs)
+    chunk = sorted(tmp_path.glob("gaia_source-00001-*.parquet"))[0]
+    data = chunk.read_bytes()
+    if damage == "truncate":
+        chunk.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        chunk.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    else:
+        chunk.with_name(chunk.name + ".sha256").unlink()
+    before = archive.count("/tap-server/tap/async", "POST")
+    again = query_gaia_source(IDS, tmp_path, **kwargs)
+    assert archive.count("/tap-server/tap/async", "POST") - before == 1  # that chunk only
+    assert again.equals(first)
+    assert any(chunk.name in r.getMessage() for r in caplog.records)
+    assert chunk.with_name(chunk.name + ".sha256").exists()

@@ -104,9 +104,30 @@ def test_not_found_is_not_retried(mirror, tmp_path):
 
 def test_wrong_checksum_everywhere_fails_and_leaves_nothing(served, tmp_path):
     _, url = served
-    with pytest.raises(RemoteError, match="SHA-256 mismatch"):
+    with pytest.raises(RemoteError, match=f"SHA256 {SHA}, expected 0000"):
         download(url, tmp_path, sha256="0" * 64, retries=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pinned_sha1_is_checked(served, tmp_path):
+    mirror, url = served
+    sha1 = hashlib.sha1(PAYLOAD).hexdigest()
+    assert download(url, tmp_path, sha1=sha1, progress=False).sha256 == SHA
+    with pytest.raises(RemoteError, match=f"SHA1 {sha1}, expected ffff"):
+        download(url, tmp_path / "b", sha1="f" * 40, retries=0, progress=False)
+
+
+def test_a_truncated_cached_file_never_gets_its_record_rewritten(served, tmp_path, caplog):
+    """No pinned hash: the recorded SHA-256 of the verified download is the reference."""
+    mirror, url = served
+    download(url, tmp_path, progress=False)
+    final = tmp_path / "allStar-x.fits"
+    final.write_bytes(PAYLOAD[:-1000])  # truncated after the fact (disk, copy, kill)
+    result = download(url, tmp_path, progress=False)
+    assert result.sha256 == SHA and final.read_bytes() == PAYLOAD
+    assert (tmp_path / "allStar-x.fits.sha256").read_text().split()[0] == SHA
+    assert "allStar-x.fits: SHA-256" in caplog.text and "differs from the recorded" in caplog.text
+    assert mirror.count("/sas/", "GET") == 2
 
 
 def test_retry_call_backs_off_exponentially_then_names_the_chunk(monkeypatch):
@@ -151,3 +172,22 @@ def test_a_stalled_server_times_out_and_is_retried(served, tmp_path):
     mirror.inject("/sas/", "stall", delay=1.0)
     result = download(url, tmp_path, sha256=SHA, timeout=0.2, progress=False)
     assert result.sha256 == SHA and mirror.count("/sas/") == 2
+
+
+def test_the_service_message_of_a_recorded_gaia_error():
+    from pathlib import Path
+
+    from stardata.sources.http import is_permanent_message, service_message
+
+    page = (
+        Path(__file__).resolve().parents[1] / "data" / "gaia_datalink_error_500.txt"
+    ).read_bytes()
+    message = service_message(page)
+    assert (
+        message == "Invalid Data Structure parameter: 'COMBINED', valid ones are: RAW, INDIVIDUAL"
+    )
+    assert is_permanent_message(message)
+    assert not is_permanent_message("Service Temporarily Unavailable")
+    assert service_message(b"<html><body><h1>502 Bad Gateway</h1></body></html>") == (
+        "502 Bad Gateway"
+    )

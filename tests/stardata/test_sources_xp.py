@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import io
 import urllib.parse
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
 from stardata.sources.http import RemoteError
-from stardata.sources.xp import fetch_xp_continuous, parse_xp_continuous, parse_xp_csv
+from stardata.sources.xp import (
+    XP_DATA_STRUCTURES,
+    StructureChoice,
+    fetch_xp_continuous,
+    parse_xp_continuous,
+    parse_xp_csv,
+    structure_candidates,
+)
 from stardata.testing import real_xp_product, synthetic_xp
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 REAL_ID = 5937083312263887616
 FORMATS = ["csv", "ecsv", "fits", "vot"]
@@ -157,3 +168,116 @@ def test_a_missing_band_becomes_nan(mirror, tmp_path):
     rp = np.asarray(got["rp_coefficients"].to_list())
     assert np.isfinite(rp[0]).all() and np.isnan(rp[1]).all()
     assert np.isfinite(np.asarray(got["bp_coefficients"].to_list())).all()
+
+
+def _structures(mirror) -> list[str]:
+    posts = [r for r in mirror.requests if r["method"] == "POST"]
+    return [dict(urllib.parse.parse_qsl(r["body"].decode()))["DATA_STRUCTURE"] for r in posts]
+
+
+# -- requirement: recorded real DataLink answers through the connector ---------------------------
+@pytest.mark.parametrize("fmt", ["csv", "fits"])
+def test_recorded_datalink_answer_through_the_connector(mirror, tmp_path, fmt):
+    """The archive's own zip for DR3 5937083312263887616 (XP_CONTINUOUS + XP_SAMPLED + MCMC_MSC)."""
+    recorded = (DATA / f"gaia_dr3_source_id_{REAL_ID}_dl_products_{fmt}.zip").read_bytes()
+    mirror.datalink_result = recorded
+    got = fetch_xp_continuous(
+        [REAL_ID], tmp_path, datalink_url=mirror.datalink_url, data_format=fmt, progress=False
+    )
+    with zipfile.ZipFile(io.BytesIO(recorded)) as bundle:
+        (member,) = [n for n in bundle.namelist() if n.startswith("XP_CONTINUOUS")]
+        truth = parse_xp_continuous(io.BytesIO(bundle.read(member)), member)
+    assert got["source_id"].to_list() == [REAL_ID]
+    assert got.columns == truth.columns
+    for column in got.columns:
+        np.testing.assert_allclose(
+            np.asarray(got[column].to_list(), dtype=float),
+            np.asarray(truth[column].to_list(), dtype=float),
+            rtol=1e-12,
+            err_msg=column,
+        )
+    assert np.asarray(got["bp_coefficients"][0])[0] == pytest.approx(3325.743093963916, 1e-15)
+    assert _structures(mirror) == ["INDIVIDUAL"]  # the default asked first
+
+
+# -- requirement: DATA_STRUCTURE default, fallback, and the service's own error messages ---------
+def test_default_structure_and_candidates():
+    assert XP_DATA_STRUCTURES[0] == "INDIVIDUAL"
+    assert structure_candidates("INDIVIDUAL") == [
+        "INDIVIDUAL", "DATAMODEL_STANDARD", "RAW", "DATAMODEL_GAIA"
+    ]  # fmt: skip
+    assert structure_candidates("RAW")[:2] == ["RAW", "DATAMODEL_GAIA"]
+
+
+def test_renamed_structures_fall_back_once_and_stay(xp_archive, tmp_path, caplog):
+    mirror, ids = xp_archive
+    mirror.datalink_structures = ("DATAMODEL_STANDARD", "DATAMODEL_GAIA")  # after PR #3629
+    choice = StructureChoice("INDIVIDUAL")  # shared by the calls, as the build's blocks do
+    kwargs = dict(datalink_url=mirror.datalink_url, chunk_size=10, progress=False)
+    got = fetch_xp_continuous(ids[:20], tmp_path, data_structure=choice, **kwargs)
+    more = fetch_xp_continuous(ids[20:], tmp_path, data_structure=choice, **kwargs)
+    got = pl.concat([got, more]).sort("source_id")
+    assert got["source_id"].to_list() == mirror.xp.sort("source_id")["source_id"].to_list()
+    assert _structures(mirror) == ["INDIVIDUAL"] + ["DATAMODEL_STANDARD"] * 3
+    assert "rejected DATA_STRUCTURE=INDIVIDUAL; using DATAMODEL_STANDARD" in caplog.text
+
+
+def test_one_file_for_all_sources_parses_the_same(xp_archive, tmp_path):
+    mirror, ids = xp_archive
+    kwargs = dict(datalink_url=mirror.datalink_url, chunk_size=10, progress=False)
+    one_each = fetch_xp_continuous(ids, tmp_path / "a", **kwargs)
+    one_for_all = fetch_xp_continuous(ids, tmp_path / "b", data_structure="RAW", **kwargs)
+    assert one_for_all.equals(one_each)
+
+
+def test_recorded_rejection_picks_a_value_the_service_lists(xp_archive, tmp_path):
+    """The archive's real HTTP 500 text: 'valid ones are: RAW, INDIVIDUAL'; no blind retries."""
+    mirror, ids = xp_archive
+    page = (DATA / "gaia_datalink_error_500.txt").read_bytes()
+    mirror.inject("/data-server/data", status=500, body=page, method="POST")
+    got = fetch_xp_continuous(
+        ids, tmp_path, datalink_url=mirror.datalink_url, data_structure="DATAMODEL_GAIA",
+        progress=False,
+    )  # fmt: skip
+    assert got.height == 24
+    assert _structures(mirror) == ["DATAMODEL_GAIA", "RAW"]  # the listed one, not a retry
+
+
+def test_every_structure_rejected_is_one_line_with_the_service_message(xp_archive, tmp_path):
+    mirror, ids = xp_archive
+    mirror.datalink_structures = ("COMBINED",)
+    with pytest.raises(RemoteError) as info:
+        fetch_xp_continuous(ids, tmp_path, datalink_url=mirror.datalink_url, progress=False)
+    message = str(info.value)
+    assert "Invalid Data Structure parameter: 'INDIVIDUAL', valid ones are: COMBINED" in message
+    assert "Cannot process request" not in message and "\n" not in message
+    assert mirror.count("/data-server/data") == 1  # the service named what it accepts
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_permanent_500_is_not_retried(xp_archive, tmp_path):
+    mirror, ids = xp_archive
+    page = b"Error 500:\nInvalid RETRIEVAL_TYPE\n\nCannot process request: ..."
+    mirror.inject("/data-server/data", status=500, body=page, times=10)
+    with pytest.raises(RemoteError, match="HTTP Error 500 .*: Invalid RETRIEVAL_TYPE$"):
+        fetch_xp_continuous(ids, tmp_path, datalink_url=mirror.datalink_url, progress=False)
+    assert mirror.count("/data-server/data") == 1
+
+
+@pytest.mark.parametrize(
+    ("page", "attempts"),
+    [("Service under maintenance", 3), ("Invalid ID list: 'x'", 1)],  # transient / permanent
+)
+def test_an_error_page_with_http_200_shows_the_service_message(
+    xp_archive, tmp_path, page, attempts
+):
+    mirror, ids = xp_archive
+    mirror.datalink_result = f"<html><body><h1>{page}</h1></body></html>".encode()
+    with pytest.raises(RemoteError) as info:
+        fetch_xp_continuous(
+            ids, tmp_path, datalink_url=mirror.datalink_url, retries=2, progress=False
+        )
+    message = str(info.value)
+    assert f"answered an error page, not a zip: {page}" in message
+    assert "not a complete zip" not in message
+    assert mirror.count("/data-server/data") == attempts

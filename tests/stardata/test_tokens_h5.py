@@ -66,3 +66,38 @@ def test_not_a_tokens_file(tmp_path):
         f["a"] = 1
     with pytest.raises(ValueError, match="not a stardata-tokens file"):
         read_tokens_h5(tmp_path / "x.h5")
+
+
+def test_read_only_the_extra_columns_asked_for(tmp_path):
+    values, errors = _data()
+    values = np.nan_to_num(values, posinf=1.0)
+    extra = {"split": np.array(["train", "test", "train"]), "gaia_source_id": np.arange(3)}
+    write_tokens_h5(tmp_path / "t.h5", values, errors, VOCAB, extra=extra)
+    *_, ex = read_tokens_h5(tmp_path / "t.h5", extra=["split"])
+    assert list(ex) == ["split"] and ex["split"].tolist() == ["train", "test", "train"]
+    assert read_tokens_h5(tmp_path / "t.h5", extra=[])[4] == {}
+    with pytest.raises(KeyError, match=r"t\.h5: no per-row column 'fold'; it has: .*split"):
+        read_tokens_h5(tmp_path / "t.h5", extra=["fold"])
+
+
+def test_stardiff_reads_tokens_h5_through_the_one_reader(tmp_path, monkeypatch):
+    """stardiff.data has no reader of its own: it calls stardata.tokens.read_tokens_h5."""
+    data = pytest.importorskip("stardiff.data")
+    import stardata.tokens as T
+
+    values, errors = _data()
+    values = np.nan_to_num(values, posinf=np.nan)
+    write_tokens_h5(tmp_path / "t.h5", values, errors, VOCAB, extra={"split": ["a", "b", "c"]})
+    calls = []
+    real = T.read_tokens_h5
+    monkeypatch.setattr(T, "read_tokens_h5", lambda *a, **k: calls.append(k) or real(*a, **k))
+    table = data.read_table(tmp_path / "t.h5", ["teff", "bp0"], split_column="split")
+    assert calls == [{"extra": ["split"]}]
+    np.testing.assert_array_equal(table.values, values[:, [2, 0]])
+    assert table.names == ["teff", "bp0"] and table.split.tolist() == ["a", "b", "c"]
+    with pytest.raises(KeyError, match="no column 'logg'"):
+        data.read_table(tmp_path / "t.h5", ["logg"])
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["a"] = 1
+    with pytest.raises(ValueError, match="x.h5: not a stardata-tokens file"):
+        data.read_table(tmp_path / "x.h5")
