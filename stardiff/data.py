@@ -141,7 +141,7 @@ def _numeric_column(file: str, name: str, col) -> tuple[np.ndarray | None, str]:
     nums = [_to_float(w) if w.strip() else np.nan for w in words]
     bad = [w for w, v in zip(words, nums, strict=True) if v is None]
     if len(bad) == len(words):
-        return None, f"not numeric ({t})"
+        return None, "not numeric (text)"
     idx = enc.indices.to_numpy(zero_copy_only=False)
     if bad:
         codes = {i for i, v in enumerate(nums) if v is None}

@@ -56,8 +56,9 @@ _HINTS = {
 def _final_name(filename) -> str:
     """The file the user asked for, not the temporary sibling it was written through."""
     p = Path(str(filename))
-    m = _PARTIAL.match(p.name)
-    return str(p.with_name(m["name"])) if m else str(p)
+    while m := _PARTIAL.match(p.name):  # a temporary of a temporary too
+        p = p.with_name(m["name"])
+    return str(p)
 
 
 def user_message(exc: BaseException) -> str | None:

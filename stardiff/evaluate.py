@@ -121,8 +121,10 @@ def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, task
     cols = _columns(model, columns or model.requestable, "columns")
     _check_section(model, ev)
     data = load_eval_data(model, table, split, rec)
+    from stardiff.folders import check_out_folder
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out)
     rng = np.random.default_rng(seed)
     res = {
         "model": str(model.folder) if model.folder else None,

@@ -212,6 +212,10 @@ def test_a_truncated_checkpoint_is_one_line(work, tmp_path, capsys):
         (["sample", "{out}", "--request", "y", "--out", "{tmp}"], "is a folder"),
         (["fit", "{tmp}/r.toml", "--out", "{tmp}/notes.md"], "is a file, not a folder"),
         (["fit", "{tmp}/t.toml"], "'train.threads' must be >= 0"),
+        (
+            ["evaluate", "{out}", "--table", "{tmp}/table.parquet", "--out", "{tmp}/notes.md"],
+            "notes.md is a file, not a folder",
+        ),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(work, capsys, argv, message):
@@ -227,6 +231,23 @@ def test_bad_options_are_one_line_and_exit_2(work, capsys, argv, message):
     assert main(argv) == 2
     err = _err(capsys)
     assert message in err and err.startswith("stardiff")
+
+
+def test_an_unwritable_out_is_one_line(work, tmp_path, capsys, monkeypatch):
+    import stardiff.cli
+
+    monkeypatch.setattr(stardiff.cli.os, "access", lambda *a: False)  # root may write anywhere
+    f = tmp_path / "s.parquet"
+    assert main(["sample", str(work[1]), "--request", "y", "-n", "5", "--out", str(f)]) == 2
+    assert f"--out {f}: cannot write in {tmp_path} (permission denied)" in _err(capsys)
+
+
+def test_fit_says_which_table_columns_it_did_not_use(work, tmp_path, capsys):
+    bimodal_table(100).with_columns(name=pl.lit("star")).write_parquet(tmp_path / "table.parquet")
+    recipe = _recipe(tmp_path, tmp_path / "m", epochs=1)
+    assert _fit(recipe, "--overwrite") == 0
+    err = capsys.readouterr().err
+    assert "warning: table.parquet: columns not used: name (not numeric (text))" in err
 
 
 @pytest.mark.parametrize("at", ["model.safetensors", "config.json"])
