@@ -83,7 +83,7 @@ def _parse_given(items: list[str]) -> dict[str, float]:
 def _given_table(model, path: str):
     """The model's columns of a table file; says on stderr which columns are used and why
     others are not (a model column with a non-numeric cell is an error, never dropped)."""
-    from stardiff.data import table_columns
+    from stardiff.data import read_table, table_columns
 
     names = table_columns(path)
     keep = [c for c in names if c in model.columns]
@@ -91,8 +91,6 @@ def _given_table(model, path: str):
         raise ValueError(
             f"{path}: no column of the model's vocabulary ({', '.join(model.columns)})"
         )
-    from stardiff.data import read_table
-
     table = read_table(path, keep)
     ignored = [c for c in names if c not in model.columns]
     note = f"; ignored (not model columns): {', '.join(ignored)}" if ignored else ""
