@@ -51,6 +51,8 @@ def joint_chunks(
         The resolved sampler (see ``DensityModel._how``).
     """
     R, V = z.shape
+    if R == 0:
+        return
     per_chunk = model._rows_per_chunk(1, V)  # one virtual row per (row, draw) pair
     rows_per, draws_per = joint_plan(R, n, per_chunk)
     for r0 in range(0, R, rows_per):
