@@ -62,6 +62,35 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-figures", action="store_true", help="write metrics.json only")
     _sampler_args(e)
 
+    r = sub.add_parser("predict", help="per-row densities of a table (streamed, resumable)")
+    r.add_argument("model", help="model folder")
+    r.add_argument(
+        "catalog",
+        help="Parquet file of given rows (e.g. a crossmatch output), or a HATS catalogue "
+        "(then the output is a HATS catalogue, computed partition by partition on Dask)",
+    )
+    r.add_argument("--request", nargs="+", required=True, metavar="COL")
+    r.add_argument("-n", type=int, default=200, help="draws per row (default 200)")
+    r.add_argument("--quantiles", nargs="*", type=float, default=[0.16, 0.5, 0.84], metavar="Q")
+    r.add_argument("--samples", action="store_true", help="also write the draws")
+    r.add_argument("--keep", nargs="*", metavar="COL", help="input columns to copy through")
+    r.add_argument("--chunk-rows", type=int, default=4096, help="rows per window (default 4096)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--device",
+        help="torch device (default cpu; for a HATS catalogue, each worker's GPU if any)",
+    )
+    r.add_argument("--out", required=True, help="output Parquet file (HATS folder for HATS input)")
+    r.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="HATS input: a Dask scheduler address, or 'synchronous' (default: a LocalCluster)",
+    )
+    r.add_argument("--workers", type=int, default=1, help="HATS input: LocalCluster processes")
+    r.add_argument("--threads", type=int, default=1, help="HATS input: threads per worker")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sampler_args(r)
+
     i = sub.add_parser("info", help="describe a model folder")
     i.add_argument("model", help="model folder")
     return p
@@ -192,6 +221,69 @@ def _write_samples(model, given, a, multi: bool, out: Path, kw) -> int:
     return n
 
 
+def _cmd_predict(a) -> int:
+    import warnings
+
+    from stardata.hats import is_hats
+    from stardiff.infer import load
+
+    with warnings.catch_warnings():  # one line each on stderr, as the errors
+        warnings.showwarning = lambda message, *_a, **_k: print(
+            f"stardiff predict: warning: {message}", file=sys.stderr
+        )
+        if is_hats(a.catalog):
+            out = _predict_hats(a)
+        else:
+            out = _predict_file(load(a.model, a.device or "cpu"), a)
+    if not a.quiet:
+        print(f"wrote {out}")
+    return 0
+
+
+def _predict_hats(a):
+    from stardiff.sky import DEFAULT_KEEP, predict_catalog
+
+    if a.samples:
+        raise ValueError("--samples is not available for a HATS catalogue (summaries only)")
+    return predict_catalog(
+        a.model,
+        a.catalog,
+        a.request,
+        a.out,
+        n=a.n,
+        quantiles=a.quantiles,
+        seed=a.seed,
+        keep=a.keep if a.keep is not None else DEFAULT_KEEP,
+        scheduler=a.scheduler,
+        workers=a.workers,
+        threads=a.threads,
+        device=a.device,
+        sampler=a.sampler,
+        steps=a.steps,
+        progress=not a.quiet,
+    )
+
+
+def _predict_file(model, a):
+    from stardiff.predict import predict
+
+    return predict(
+        model,
+        Path(a.catalog),
+        a.request,
+        n=a.n,
+        quantiles=a.quantiles,
+        samples=a.samples,
+        seed=a.seed,
+        sampler=a.sampler,
+        steps=a.steps,
+        keep=a.keep,
+        out=a.out,
+        chunk_rows=a.chunk_rows,
+        progress=not a.quiet,
+    )
+
+
 def _sampler_args(p) -> None:
     from stardiff.infer import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
@@ -306,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
         "info": _cmd_info,
+        "predict": _cmd_predict,
     }[args.command]
     try:
         with warnings.catch_warnings():

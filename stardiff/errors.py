@@ -13,6 +13,7 @@ import errno
 import re
 from pathlib import Path
 
+from stardata.hats import HatsMissing
 from stardata.io import LockedError
 
 __all__ = [
@@ -37,7 +38,7 @@ class OutOfRangeWarning(UserWarning):
 
 
 #: Exceptions that are the user's to fix: their message is printed as one line.
-USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, LockedError)
+USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, LockedError, HatsMissing)
 
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.part-\d+$")
 

@@ -436,6 +436,12 @@ class DensityModel:
             out[f"{k}_std"] = 1.4826 * np.median(np.abs(v - med[..., None]), axis=-1)
         return out
 
+    def predict(self, table, request, **kwargs):
+        """Per-row densities of a table, streamed for a Parquet path: see ``stardiff.predict``."""
+        from stardiff.predict import predict
+
+        return predict(self, table, request, **kwargs)
+
     def n_parameters(self) -> int:
         return self.network.n_parameters()
 

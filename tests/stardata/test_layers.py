@@ -12,7 +12,8 @@ ROOT = Path(stardata.__file__).parent
 #: packages; ``testing`` serves the tests and benchmarks and no library module imports it).
 ORDER = [
     "errors", "io", "hats", "columns", "split", "tokens", "cuts", "sources", "derive", "settings",
-    "context", "stagecache", "inputs", "outputs", "pipeline", "release", "cli", "testing",
+    "context", "stagecache", "inputs", "outputs", "pipeline", "release", "crossmatch", "cli",
+    "testing",
 ]  # fmt: skip
 CORE = {"settings", "context", "stagecache", "inputs", "outputs", "pipeline", "release"}
 
