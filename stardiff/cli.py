@@ -1,12 +1,14 @@
 """The ``stardiff`` command: argument parsing only; every command is one API call.
 
-Errors from bad input are printed as one line on stderr with exit status 2.
+Errors from bad input are printed as one line on stderr with exit status 2 (see
+:mod:`stardiff.errors`); Ctrl-C prints "interrupted" with exit status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -108,15 +110,21 @@ def _parse_given(items: list[str]) -> dict[str, float]:
 
 
 def _given_table(model, path: str):
-    from stardiff.data import read_table
+    """The model's columns of a table file; says on stderr which columns are used and why
+    others are not (a model column with a non-numeric cell is an error, never dropped)."""
+    from stardiff.data import read_table, table_columns
 
-    table = read_table(path)
-    keep = [c for c in table.names if c in model.columns]
+    names = table_columns(path)
+    keep = [c for c in names if c in model.columns]
     if not keep:
         raise ValueError(
             f"{path}: no column of the model's vocabulary ({', '.join(model.columns)})"
         )
-    return {c: table.values[:, table.names.index(c)] for c in keep}
+    table = read_table(path, keep)
+    ignored = [c for c in names if c not in model.columns]
+    note = f"; ignored (not model columns): {', '.join(ignored)}" if ignored else ""
+    print(f"{path}: given columns {', '.join(keep)}{note}", file=sys.stderr)
+    return {c: table.values[:, j] for j, c in enumerate(keep)}
 
 
 def _cmd_fit(a) -> int:
@@ -133,7 +141,7 @@ def _cmd_fit(a) -> int:
         progress=not a.quiet,
         figures=not a.no_figures,
     )
-    if not a.quiet:
+    if not a.quiet and model.folder is not None:  # rank 0 alone wrote the model folder
         _describe_fit(model)
     return 0
 
@@ -152,35 +160,65 @@ def _describe_fit(model) -> None:
 
 
 def _cmd_sample(a) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from stardiff.infer import load
 
     model = load(a.model, a.device)
     multi = a.table is not None
     given = _given_table(model, a.table) if multi else _parse_given(a.given)
-    if a.joint:
-        s = model.sample_joint(given, a.request, a.n, seed=a.seed, sampler=a.sampler, steps=a.steps)
-    else:
-        s = model.sample(given, list(a.request), a.n, seed=a.seed, sampler=a.sampler, steps=a.steps)
-    cols = {c: np.asarray(v).reshape(-1) for c, v in s.items()}
-    if multi:
-        n_rows = np.asarray(next(iter(s.values()))).shape[0]
-        cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
+    kw = dict(seed=a.seed, sampler=a.sampler, steps=a.steps)
     if a.out:
-        from stardata.io import atomic_path
-
-        table = pa.table(cols)
-        out = Path(a.out)
-        with atomic_path(out) as tmp:
-            pq.write_table(table, tmp)
-        print(f"wrote {table.num_rows} samples to {out}")
+        out = _out_file(a.out)
+        n = _write_samples(model, given, a, multi, out, kw)
+        print(f"wrote {n} samples to {out}")
+        return 0
+    if a.joint:
+        s = model.sample_joint(given, a.request, a.n, **kw)
     else:
-        q = {c: np.percentile(v, [16, 50, 84]) for c, v in cols.items() if c != "row"}
-        for c, (lo, med, hi) in q.items():
-            print(f"{c}: median {med:.6g}  16-84%: [{lo:.6g}, {hi:.6g}]  ({len(cols[c])} draws)")
+        s = model.sample(given, list(a.request), a.n, **kw)
+    for c, v in s.items():
+        lo, med, hi = np.percentile(v, [16, 50, 84])
+        print(f"{c}: median {med:.6g}  16-84%: [{lo:.6g}, {hi:.6g}]  ({np.size(v)} draws)")
     return 0
+
+
+def _out_file(path: str) -> Path:
+    """An output file path that can be written, or a one-line error naming ``--out``."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"--out {out} is a folder; give a file name such as {out}/s.parquet"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write in {parent} (permission denied)")
+    return out
+
+
+def _write_samples(model, given, a, multi: bool, out: Path, kw) -> int:
+    """Stream samples to a Parquet file; joint draws chunk by chunk (bounded memory)."""
+    import pyarrow as pa
+
+    from stardata.io import LazyWriter
+
+    n = 0
+    with LazyWriter(out, row_group_size=65536) as w:
+        if a.joint:
+            for rows, draws, chunk in model.iter_joint(given, a.request, a.n, **kw):
+                nd = draws.stop - draws.start
+                cols = {c: v.reshape(-1) for c, v in chunk.items()}
+                if multi:
+                    cols = {"row": np.repeat(np.arange(rows.start, rows.stop), nd), **cols}
+                w.write(pa.table(cols))
+                n += len(next(iter(cols.values())))
+        else:
+            s = model.sample(given, list(a.request), a.n, **kw)
+            cols = {c: np.asarray(v).reshape(-1) for c, v in s.items()}
+            if multi:
+                n_rows = np.asarray(next(iter(s.values()))).shape[0]
+                cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
+            w.write(pa.table(cols))
+            n += len(next(iter(cols.values())))
+    return n
 
 
 def _cmd_predict(a) -> int:
@@ -278,6 +316,14 @@ def _cmd_evaluate(a) -> int:
         sampler=a.sampler,
         steps=a.steps,
     )
+    rows = res.get("row_split", {})
+    if rows.get("by") == "content" and res["split"] == "test" and rows.get("train"):
+        print(
+            f"{a.table}: {rows['train']:,} of {rows['table']:,} rows are training rows of the "
+            f"model and {rows.get('validation', 0):,} validation rows; scored the other "
+            f"{rows['scored']:,}",
+            file=sys.stderr,
+        )
     p = res["pooled"]
     if p.get("n"):
         print(
@@ -342,6 +388,10 @@ def _cmd_info(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stardiff`` command; returns the exit status."""
+    import warnings
+
+    from stardiff.errors import USER_ERRORS, user_message
+
     args = _parser().parse_args(argv)
     handler = {
         "fit": _cmd_fit,
@@ -351,15 +401,26 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _cmd_predict,
     }[args.command]
     try:
-        return handler(args)
-    except (
-        ValueError,
-        KeyError,
-        TypeError,
-        FileNotFoundError,
-        FileExistsError,
-        FloatingPointError,
-    ) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        with warnings.catch_warnings():
+            # a warning is one line too: "stardiff sample: warning: ..."
+            warnings.showwarning = lambda m, c, *_: print(
+                f"stardiff {args.command}: warning: {' '.join(str(m).split())}", file=sys.stderr
+            )
+            return handler(args)
+    except KeyboardInterrupt:
+        print(f"stardiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        msg = user_message(e)
         print(f"stardiff {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """End a ``torchrun`` process group the fit joined, so every rank exits cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
