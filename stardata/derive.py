@@ -28,7 +28,9 @@ __all__ = [
     "GAIA_RAW",
     "TMASS_RAW",
     "TMASS_STR",
+    "XP_INT",
     "XP_RAW",
+    "XP_VECTORS",
     "derive",
     "derive_gaia",
     "mask_xp",
@@ -95,6 +97,9 @@ XP_RAW = (
     "rp_coefficient_errors",
     "rp_n_relevant_bases",
 )
+XP_INT = ("bp_n_relevant_bases", "rp_n_relevant_bases")
+#: XP_RAW's (N, 55) array columns
+XP_VECTORS = tuple(n for n in XP_RAW if n not in XP_INT)
 
 
 def derive(apogee: dict, gaia: dict, xp: dict, tmass: dict, s) -> dict[str, np.ndarray]:

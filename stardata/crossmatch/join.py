@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from stardata import cuts
 from stardata import derive as D
 from stardata.columns import N_XP, XP_KINDS
+from stardata.sources.tap import align_on_ids
 
 __all__ = ["GAIA_WANTED", "OUTPUT_FLAGS", "derived_block"]
 
@@ -25,42 +25,7 @@ __all__ = ["GAIA_WANTED", "OUTPUT_FLAGS", "derived_block"]
 GAIA_WANTED = (*D.GAIA_RAW, "ra", "dec", "l", "b", "has_xp_continuous")
 #: Flags written after the derived columns.
 OUTPUT_FLAGS = ("gaia_found", "tmass_found", "has_xp", "xp_good")
-_XP_INTS = ("bp_n_relevant_bases", "rp_n_relevant_bases")
-_DROPPED = ("bp_coefficients", "bp_coefficient_errors", "rp_coefficients", "rp_coefficient_errors")
-
-
-def _aligned(ids: np.ndarray, frame: pl.DataFrame, names, ints=(), strings=()):
-    """``frame``'s rows placed at the positions of ``ids`` (joined on ``source_id``).
-
-    Missing values are NaN, 0 for ``ints``, None for ``strings``; also returns the found mask.
-    """
-    fid = frame["source_id"].to_numpy().astype(np.int64) if frame.height else np.zeros(0, int)
-    order = np.argsort(fid)
-    pos = np.searchsorted(fid[order], ids)
-    pos = np.clip(pos, 0, max(fid.size - 1, 0))
-    found = (ids > 0) & (fid.size > 0)
-    if fid.size:
-        found &= fid[order][pos] == ids
-    src = order[pos[found]]
-    out = {}
-    for name in names:
-        col = frame[name] if name in frame.columns else None
-        values = None if col is None else col.to_numpy()
-        if values is not None and values.ndim == 2 or name in _DROPPED:
-            arr = np.full((ids.size, N_XP), np.nan)
-        elif name in ints:
-            arr = np.zeros(ids.size, dtype=np.int64)
-        elif name in strings:
-            arr = np.full(ids.size, None, dtype=object)
-        else:
-            arr = np.full(ids.size, np.nan)
-        if values is not None and found.any():
-            picked = values[src]
-            if name in ints:
-                picked = np.nan_to_num(picked.astype(np.float64), nan=0).astype(np.int64)
-            arr[found] = picked
-        out[name] = arr
-    return out, found
+_DROPPED = D.XP_VECTORS
 
 
 def derived_block(
@@ -119,11 +84,11 @@ def derived_block(
     )
     if "has_xp_continuous" in frame.columns:
         frame = frame.with_columns(frame["has_xp_continuous"].cast(float))
-    gaia, gaia_found = _aligned(ids, frame, GAIA_WANTED, ints=D.GAIA_INT)
+    gaia, gaia_found = align_on_ids(ids, frame, GAIA_WANTED, ints=D.GAIA_INT)
     frame = query_tmass(
         ids, cache / "tmass", tap_url=src.gaia_tap_url, chunk_size=s.gaia_chunk_size, **remote
     )
-    tmass, tmass_found = _aligned(ids, frame, D.TMASS_RAW, strings=D.TMASS_STR)
+    tmass, tmass_found = align_on_ids(ids, frame, D.TMASS_RAW, strings=D.TMASS_STR)
     ask = ids[gaia_found & (np.nan_to_num(gaia["has_xp_continuous"], nan=1.0) > 0)]
     frame = fetch_xp_continuous(
         ask,
@@ -134,7 +99,9 @@ def derived_block(
         data_structure=structure or StructureChoice(s.xp_data_structure),
         **remote,
     )
-    xp, has_xp = _aligned(ids, frame, D.XP_RAW, ints=_XP_INTS)
+    xp, has_xp = align_on_ids(
+        ids, frame, D.XP_RAW, ints=D.XP_INT, vectors=dict.fromkeys(D.XP_VECTORS, N_XP)
+    )
     cols = {
         "gaia_ra": gaia["ra"],
         "gaia_dec": gaia["dec"],
