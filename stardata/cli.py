@@ -92,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--dust-dir", metavar="DIR", help="folder of mwdust's combined19/combine19.h5 map"
     )
+    b.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("parquet", "hdf5", "hats"),
+        default=[],
+        help="also write this table format (repeatable): 'hats' adds stars_hats/, a HATS "
+        "collection with a margin for LSDB (needs stardiff[hats]); Parquet and HDF5 are "
+        "always written",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
     v = sub.add_parser(
@@ -165,6 +175,7 @@ def _run(args) -> int:
             offline=args.offline,
             settings=_settings(args),
             sources=_sources(args),
+            formats=args.formats,
             progress=not args.quiet,
         )
         print(out)

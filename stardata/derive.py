@@ -1,6 +1,7 @@
 """One block of the training table from its aligned inputs (allStar, Gaia, XP, 2MASS).
 
-:func:`derive` applies the formulas of :mod:`stardata.columns` to one block of rows; the
+:func:`derive` applies the formulas of :mod:`stardata.columns` to one block of rows (its Gaia,
+XP and 2MASS part, :func:`derive_gaia`, is shared with :mod:`stardata.crossmatch`); the
 ``*_RAW`` tables name the input columns each stage provides and the table keeps.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from stardata.columns import (
+    N_XP,
     apogee_labels,
     bprp,
     clean_tmass,
@@ -17,6 +19,7 @@ from stardata.columns import (
     g_fakemag,
     normalize_xp,
     parallax_zero_point,
+    relevancy_mask,
 )
 
 __all__ = [
@@ -25,8 +28,12 @@ __all__ = [
     "GAIA_RAW",
     "TMASS_RAW",
     "TMASS_STR",
+    "XP_INT",
     "XP_RAW",
+    "XP_VECTORS",
     "derive",
+    "derive_gaia",
+    "mask_xp",
     "jhk_columns",
 ]
 
@@ -90,6 +97,9 @@ XP_RAW = (
     "rp_coefficient_errors",
     "rp_n_relevant_bases",
 )
+XP_INT = ("bp_n_relevant_bases", "rp_n_relevant_bases")
+#: XP_RAW's (N, 55) array columns
+XP_VECTORS = tuple(n for n in XP_RAW if n not in XP_INT)
 
 
 def derive(apogee: dict, gaia: dict, xp: dict, tmass: dict, s) -> dict[str, np.ndarray]:
@@ -111,14 +121,54 @@ def derive(apogee: dict, gaia: dict, xp: dict, tmass: dict, s) -> dict[str, np.n
     Returns
     -------
     dict of str to ndarray
-        Raw columns (renamed), ``bp{i}``/``rp{i}`` G-normalized *without* relevancy masking
-        (with ``_err``; exact zeros NaN), the J/H/K columns of :func:`jhk_columns`, ``bprp``,
-        ``jh``, ``jk``, ``teff``, ``logg``, ``m_h``, ``g_fakemag`` (all with ``_err``),
-        ``parallax_zero_point``, ``parallax_corrected`` and the flags ``has_gaia``,
-        ``labels_good``.
+        Raw columns (renamed), the columns of :func:`derive_gaia`, ``teff``, ``logg``, ``m_h``
+        (with ``_err``) and the flags ``has_gaia``, ``labels_good``.
     """
     out = {new: apogee[old] for old, new in APOGEE_RAW.items()}
-    out.update({name: gaia[name] for name in GAIA_RAW})
+    out.update(derive_gaia(gaia, xp, tmass, s, apogee_jhk=apogee))
+    labels = np.stack([apogee["TEFF"], apogee["LOGG"], apogee["M_H"]], axis=1)
+    label_err = np.stack([apogee["TEFF_ERR"], apogee["LOGG_ERR"], apogee["M_H_ERR"]], axis=1)
+    v, e, bad = apogee_labels(
+        labels,
+        label_err,
+        apogee["ASPCAPFLAG"],
+        apogee["STARFLAG"],
+        bad_aspcap_bits=tuple(s.label_bad_aspcap_bits),
+        require_starflag_zero=s.label_require_starflag_zero,
+    )
+    for j, name in enumerate(("teff", "logg", "m_h")):
+        out[name], out[f"{name}_err"] = v[:, j], e[:, j]
+    out["has_gaia"] = np.asarray(apogee["GAIAEDR3_SOURCE_ID"]).astype(np.int64) > 0
+    out["labels_good"] = ~bad & np.isfinite(v).any(axis=1)
+    return out
+
+
+def derive_gaia(
+    gaia: dict, xp: dict, tmass: dict, s, *, apogee_jhk: dict | None = None
+) -> dict[str, np.ndarray]:
+    """The columns that come from Gaia, its XP spectra and 2MASS alone (no spectroscopic labels).
+
+    Used by :func:`derive` (the release build) and by :func:`stardata.crossmatch.crossmatch`
+    (anyone's catalogue), so both compute every derived column the same way.
+
+    Parameters
+    ----------
+    gaia, xp, tmass : dict
+        As for :func:`derive`.
+    s : stardata.release.Settings
+    apogee_jhk : dict, optional
+        allStar ``J``, ``J_ERR``, ``H``, ``H_ERR``, ``K``, ``K_ERR``; without it J/H/K come
+        from 2MASS alone.
+
+    Returns
+    -------
+    dict of str to ndarray
+        :data:`GAIA_RAW`, :data:`XP_RAW`, ``bp{i}``/``rp{i}`` G-normalized *without* relevancy
+        masking (with ``_err``; exact zeros NaN), the J/H/K columns of :func:`jhk_columns`,
+        ``bprp``, ``jh``, ``jk``, ``g_fakemag`` (all with ``_err``), ``parallax_zero_point`` and
+        ``parallax_corrected``.
+    """
+    out = {name: gaia[name] for name in GAIA_RAW}
     out.update({name: xp[name] for name in XP_RAW})
     g = np.asarray(gaia["phot_g_mean_mag"], dtype=np.float64)
     for band in ("bp", "rp"):
@@ -136,7 +186,10 @@ def derive(apogee: dict, gaia: dict, xp: dict, tmass: dict, s) -> dict[str, np.n
         bp_zp_err=s.bp_zp_err,
         rp_zp_err=s.rp_zp_err,
     )
-    out.update(jhk_columns(apogee, tmass, s))
+    if apogee_jhk is None:
+        nan = np.full(g.size, np.nan)
+        apogee_jhk = {k: nan for k in ("J", "J_ERR", "H", "H_ERR", "K", "K_ERR")}
+    out.update(jhk_columns(apogee_jhk, tmass, s))
     out["jh"], out["jh_err"] = colour(out["j"], out["j_err"], out["h"], out["h_err"])
     out["jk"], out["jk_err"] = colour(out["j"], out["j_err"], out["k"], out["k_err"])
     zp = parallax_zero_point(
@@ -159,20 +212,6 @@ def derive(apogee: dict, gaia: dict, xp: dict, tmass: dict, s) -> dict[str, np.n
     )
     out["parallax_zero_point"], out["parallax_corrected"] = zp, plx
     out["g_fakemag"], out["g_fakemag_err"] = g_fakemag(g, plx, gaia["parallax_error"])
-    labels = np.stack([apogee["TEFF"], apogee["LOGG"], apogee["M_H"]], axis=1)
-    label_err = np.stack([apogee["TEFF_ERR"], apogee["LOGG_ERR"], apogee["M_H_ERR"]], axis=1)
-    v, e, bad = apogee_labels(
-        labels,
-        label_err,
-        apogee["ASPCAPFLAG"],
-        apogee["STARFLAG"],
-        bad_aspcap_bits=tuple(s.label_bad_aspcap_bits),
-        require_starflag_zero=s.label_require_starflag_zero,
-    )
-    for j, name in enumerate(("teff", "logg", "m_h")):
-        out[name], out[f"{name}_err"] = v[:, j], e[:, j]
-    out["has_gaia"] = np.asarray(apogee["GAIAEDR3_SOURCE_ID"]).astype(np.int64) > 0
-    out["labels_good"] = ~bad & np.isfinite(v).any(axis=1)
     return out
 
 
@@ -203,3 +242,24 @@ def jhk_columns(apogee: dict, tmass: dict, s) -> dict[str, np.ndarray]:
         out[f"apogee_{band}"], out[f"apogee_{band}_err"] = a, ae
         out[f"tmass_{band}"], out[f"tmass_{band}_err"] = t, te
     return out
+
+
+def mask_xp(
+    cols: dict, xp_good: np.ndarray, *, mask_irrelevant: bool = True, propagate_from=None
+) -> None:
+    """Blank (NaN, float32) the ``bp{i}``/``rp{i}`` values and errors a row may not use, in place.
+
+    A row keeps its XP coefficients only where ``xp_good`` (it passed every XP quality cut) and,
+    with ``mask_irrelevant``, only its relevant ones (:func:`stardata.columns.relevancy_mask`
+    with ``propagate_from``, the setting ``xp_relevancy_propagate_from``). The release build
+    (``stardata.outputs``) and :mod:`stardata.crossmatch` both mask through this function.
+    """
+    good = np.asarray(xp_good, dtype=bool)
+    for band in ("bp", "rp"):
+        rel = relevancy_mask(cols[f"{band}_n_relevant_bases"], propagate_from=propagate_from)
+        if not mask_irrelevant:
+            rel[:] = True
+        for i in range(N_XP):
+            ok = good & rel[:, i]
+            for name in (f"{band}{i}", f"{band}{i}_err"):
+                cols[name] = np.where(ok, cols[name], np.nan).astype(np.float32)

@@ -23,6 +23,7 @@ from stardata.sources.apogee import ALLSTAR_COLUMNS, fetch_allstar, iter_allstar
 from stardata.sources.errors import InputFileError
 from stardata.sources.extinction import load_combined19
 from stardata.sources.gaia import query_gaia_source
+from stardata.sources.tap import align_on_ids
 from stardata.sources.tmass import TMASS_COLUMNS, query_tmass
 from stardata.sources.xp import StructureChoice, fetch_xp_continuous
 from stardata.stagecache import (
@@ -143,37 +144,6 @@ def stage_apogee(ctx: Context, allstar: InputRecord) -> StageRecord:
     return rec
 
 
-def _align(ids: np.ndarray, frame, names, ints=(), strings=()) -> tuple[dict, np.ndarray]:
-    """Rows of ``frame`` (with ``source_id``) placed at the positions of ``ids`` (join on id).
-
-    Missing values are NaN, 0 for ``ints`` and None for ``strings``; also returns which ids were
-    found.
-    """
-    fid = frame["source_id"].to_numpy().astype(np.int64)
-    fid, first = np.unique(fid, return_index=True)
-    pos = np.clip(np.searchsorted(fid, ids), 0, max(len(fid) - 1, 0))
-    found = (ids > 0) & (len(fid) > 0) & (fid[pos] == ids if len(fid) else False)
-    src = first[pos[found]]
-    out = {}
-    for name in names:
-        values = frame[name].to_numpy() if name in frame.columns else None
-        if values is not None and values.ndim == 2:
-            arr = np.full((ids.size, values.shape[1]), np.nan)
-        elif name in ints:
-            arr = np.zeros(ids.size, dtype=np.int64)
-        elif name in strings:
-            arr = np.full(ids.size, None, dtype=object)
-        else:
-            arr = np.full(ids.size, np.nan)
-        if values is not None and found.any():
-            picked = values[src]
-            if name in ints:
-                picked = np.nan_to_num(picked.astype(np.float64), nan=0).astype(np.int64)
-            arr[found] = picked
-        out[name] = arr
-    return out, found
-
-
 def _block_ids(ctx: Context, k: int) -> np.ndarray:
     """Gaia source ids of block ``k`` of the deduplicated allStar rows (0: no Gaia match)."""
     ids = read_group(ctx.path("apogee"), k, ["GAIAEDR3_SOURCE_ID"])["GAIAEDR3_SOURCE_ID"]
@@ -214,7 +184,7 @@ def stage_gaia(ctx: Context, apogee: StageRecord) -> StageRecord:
         )
         if "has_xp_continuous" in frame.columns:
             frame = frame.with_columns(frame["has_xp_continuous"].cast(float))
-        cols, found = _align(ids, frame, wanted, ints=D.GAIA_INT)
+        cols, found = align_on_ids(ids, frame, wanted, ints=D.GAIA_INT)
         cols["has_xp_continuous"] = np.nan_to_num(cols["has_xp_continuous"], nan=1.0) > 0
         cols["gaia_found"] = found
         return cols
@@ -244,7 +214,7 @@ def stage_tmass(ctx: Context, apogee: StageRecord) -> StageRecord:
             progress=False,
             **ctx.remote(),
         )
-        cols, found = _align(ids, frame, D.TMASS_RAW, strings=D.TMASS_STR)
+        cols, found = align_on_ids(ids, frame, D.TMASS_RAW, strings=D.TMASS_STR)
         cols["tmass_found"] = found
         return cols
 
@@ -274,13 +244,9 @@ def stage_xp(ctx: Context, apogee: StageRecord, gaia: StageRecord) -> StageRecor
             data_structure=structure,
             **ctx.remote(),
         )
-        cols, found = _align(
-            ids, frame, D.XP_RAW, ints=("bp_n_relevant_bases", "rp_n_relevant_bases")
+        cols, found = align_on_ids(
+            ids, frame, D.XP_RAW, ints=D.XP_INT, vectors=dict.fromkeys(D.XP_VECTORS, N_XP)
         )
-        for band in ("bp", "rp"):
-            for name in (f"{band}_coefficients", f"{band}_coefficient_errors"):
-                if cols[name].ndim == 1:  # no star of this block has XP
-                    cols[name] = np.full((ids.size, N_XP), np.nan)
         cols["has_xp"] = found
         return cols
 

@@ -28,6 +28,7 @@ __all__ = [
     "LockedError",
     "ParquetRowWriter",
     "atomic_path",
+    "content_digest",
     "file_digests",
     "h5_dataset",
     "h5_file",
@@ -87,6 +88,24 @@ def file_digests(path: str | os.PathLike, names=("sha256",), *, block: int = 1 <
 def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
     """Hex SHA-256 of a file's bytes."""
     return file_digests(path, ("sha256",), block=block)["sha256"]
+
+
+def content_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """``(size, sha256)`` of a file, or of a folder's files (hidden ones excepted).
+
+    A folder's digest is the SHA-256 of its sorted ``relative/path<TAB>sha256`` lines, and its
+    size the sum of its files' sizes, so any changed, added or removed file changes it.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size, sha256_file(path)
+    lines, size = [], 0
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+            size += f.stat().st_size
+            lines.append(f"{rel.as_posix()}\t{sha256_file(f)}\n")
+    return size, hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _json_default(obj):

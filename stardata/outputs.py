@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stardata import columns as C
 from stardata import cuts
+from stardata import derive as D
 from stardata.context import Context
 from stardata.io import LazyWriter
 from stardata.settings import VOCABULARY
@@ -51,16 +51,12 @@ def _star_block(ctx: Context, cols: dict, names: list[str]) -> pa.Table:
     """One block of the table: kept rows, XP masked by quality and relevancy."""
     keep = cols.pop("keep")
     cols = {n: v[keep] for n, v in cols.items()}
-    for band in ("bp", "rp"):
-        rel = C.relevancy_mask(
-            cols[f"{band}_n_relevant_bases"], propagate_from=ctx.s.xp_relevancy_propagate_from
-        )
-        if not ctx.s.mask_irrelevant_xp:
-            rel[:] = True
-        for i in range(C.N_XP):
-            ok = cols["xp_good"] & rel[:, i]
-            for name in (f"{band}{i}", f"{band}{i}_err"):
-                cols[name] = np.where(ok, cols[name], np.nan).astype(np.float32)
+    D.mask_xp(
+        cols,
+        cols["xp_good"],
+        mask_irrelevant=ctx.s.mask_irrelevant_xp,
+        propagate_from=ctx.s.xp_relevancy_propagate_from,
+    )
     return to_table({n: cols[n] for n in names})
 
 

@@ -18,16 +18,18 @@ import contextlib
 import os
 import platform
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 
 from stardata import pipeline
 from stardata.context import Context
 from stardata.errors import BuildError, OfflineMissing, VerifyError
+from stardata.hats import HatsMissing, write_hats
 from stardata.inputs import missing_offline
 from stardata.io import (
     FolderLock,
+    content_digest,
     read_json,
     recover_folder,
     remove_partials,
@@ -36,7 +38,16 @@ from stardata.io import (
     temp_sibling,
     write_json,
 )
-from stardata.settings import OUTPUTS, RELEASES, VOCABULARY, Settings, Sources
+from stardata.settings import (
+    FORMATS,
+    FORMATS_KNOWN,
+    HATS_OUTPUT,
+    OUTPUTS,
+    RELEASES,
+    VOCABULARY,
+    Settings,
+    Sources,
+)
 
 __all__ = [
     "MANIFEST_VERSION",
@@ -87,6 +98,7 @@ def build(
     offline: bool = False,
     settings: Settings | None = None,
     sources: Sources | None = None,
+    formats: Sequence[str] = FORMATS,
     progress: bool = True,
 ) -> Path:
     """Build ``OUT/<release>/{stars.parquet, tokens.h5, manifest.json}``.
@@ -104,6 +116,10 @@ def build(
     settings : Settings, optional
     sources : Sources, optional
         Input URLs (default: the real archives).
+    formats : sequence of str
+        ``"parquet"`` and ``"hdf5"`` (always written) and optionally ``"hats"``: the table
+        also as a HATS collection with a margin, ``stars_hats/`` (needs ``stardiff[hats]``;
+        opens with ``lsdb.open_catalog``).
     progress : bool
         Show a progress bar per stage.
 
@@ -121,6 +137,7 @@ def build(
     """
     if release not in RELEASES:
         raise BuildError(f"unknown release {release!r}; available: {', '.join(RELEASES)}")
+    formats = _formats(formats)
     s = settings or Settings()
     src = sources or Sources()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -138,6 +155,8 @@ def build(
         tmp.mkdir(parents=True)
         try:
             result = pipeline.run(ctx, tmp)
+            if "hats" in formats:
+                _write_hats(tmp, progress)
             write_json(tmp / "manifest.json", _manifest(release, s, result, tmp))
             replace_folder(tmp, final)
         finally:
@@ -171,15 +190,33 @@ def _clean_up_after_kills(ctx: Context, final: Path) -> None:
         remove_partials(folder)
 
 
+def _formats(formats: Sequence[str]) -> tuple[str, ...]:
+    unknown = sorted(set(formats) - set(FORMATS_KNOWN))
+    if unknown:
+        raise BuildError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS_KNOWN)}")
+    return tuple(dict.fromkeys([*FORMATS, *formats]))  # parquet and hdf5 are always written
+
+
+def _write_hats(folder: Path, progress: bool) -> None:
+    """``stars_hats/``: stars.parquet as a HATS collection (catalogue + margin)."""
+    try:
+        write_hats(
+            folder / "stars.parquet",
+            folder / HATS_OUTPUT,
+            name="stars",
+            sort_column="gaia_source_id",
+            progress=progress,
+        )
+    except HatsMissing as exc:
+        raise BuildError(f"--format hats: {exc}") from None
+
+
 def _manifest(release: str, s: Settings, result: pipeline.BuildResult, folder: Path) -> dict:
     outputs = {}
-    for name in OUTPUTS:
-        p = folder / name
-        outputs[name] = {
-            "sha256": sha256_file(p),
-            "size": p.stat().st_size,
-            "rows": result.row_counts["stars"],
-        }
+    names = [*OUTPUTS, *([HATS_OUTPUT] if (folder / HATS_OUTPUT).is_dir() else [])]
+    for name in names:
+        size, digest = content_digest(folder / name)
+        outputs[name] = {"sha256": digest, "size": size, "rows": result.row_counts["stars"]}
     return {
         "manifest_version": MANIFEST_VERSION,
         "release": release,
@@ -259,10 +296,10 @@ def _check_file(p: Path, info: dict, what: str, problems: list[str]) -> str | No
     if not p.exists():
         problems.append(f"{what} missing")
         return None
-    if p.stat().st_size != info.get("size"):
-        problems.append(f"{what} has {p.stat().st_size} bytes, manifest says {info.get('size')}")
+    size, digest = content_digest(p)
+    if size != info.get("size"):
+        problems.append(f"{what} has {size} bytes, manifest says {info.get('size')}")
         return None
-    digest = sha256_file(p)
     if digest != info.get("sha256"):
         problems.append(f"{what} sha256 {digest[:12]}… != manifest {str(info.get('sha256'))[:12]}…")
         return None

@@ -21,6 +21,9 @@ from stardata.tokens import Vocabulary
 
 __all__ = [
     "COMBINED19_URL",
+    "FORMATS",
+    "FORMATS_KNOWN",
+    "HATS_OUTPUT",
     "OUTPUTS",
     "RELEASES",
     "VOCABULARY",
@@ -36,6 +39,10 @@ VOCABULARY = Vocabulary(
 )
 #: The data files of a release folder (besides ``manifest.json``).
 OUTPUTS = ("stars.parquet", "tokens.h5")
+#: Table formats a build writes: Parquet and HDF5 always; "hats" adds HATS_OUTPUT.
+FORMATS = ("parquet", "hdf5")
+FORMATS_KNOWN = ("parquet", "hdf5", "hats")
+HATS_OUTPUT = "stars_hats"
 COMBINED19_URL = "https://zenodo.org/record/3566060/files/combine19.h5"
 #: 2MASS ``ph_qual`` letters (Skrutskie et al. 2006, Explanatory Supplement §4.4b).
 TMASS_PH_QUAL = "ABCDEFUX"

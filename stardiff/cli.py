@@ -1,12 +1,14 @@
 """The ``stardiff`` command: argument parsing only; every command is one API call.
 
-Errors from bad input are printed as one line on stderr with exit status 2.
+Errors from bad input are printed as one line on stderr with exit status 2 (see
+:mod:`stardiff.errors`); Ctrl-C prints "interrupted" with exit status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +67,35 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-figures", action="store_true", help="write metrics.json only")
     _sampler_args(e)
 
+    r = sub.add_parser("predict", help="per-row densities of a table (streamed, resumable)")
+    r.add_argument("model", help="model folder")
+    r.add_argument(
+        "catalog",
+        help="Parquet file of given rows (e.g. a crossmatch output), or a HATS catalogue "
+        "(then the output is a HATS catalogue, computed partition by partition on Dask)",
+    )
+    r.add_argument("--request", nargs="+", required=True, metavar="COL")
+    r.add_argument("-n", type=int, default=200, help="draws per row (default 200)")
+    r.add_argument("--quantiles", nargs="*", type=float, default=[0.16, 0.5, 0.84], metavar="Q")
+    r.add_argument("--samples", action="store_true", help="also write the draws")
+    r.add_argument("--keep", nargs="*", metavar="COL", help="input columns to copy through")
+    r.add_argument("--chunk-rows", type=int, default=4096, help="rows per window (default 4096)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--device",
+        help="torch device (default cpu; for a HATS catalogue, each worker's GPU if any)",
+    )
+    r.add_argument("--out", required=True, help="output Parquet file (HATS folder for HATS input)")
+    r.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="HATS input: a Dask scheduler address, or 'synchronous' (default: a LocalCluster)",
+    )
+    r.add_argument("--workers", type=int, default=1, help="HATS input: LocalCluster processes")
+    r.add_argument("--threads", type=int, default=1, help="HATS input: threads per worker")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sampler_args(r)
+
     i = sub.add_parser("info", help="describe a model folder")
     i.add_argument("model", help="model folder")
     return p
@@ -84,15 +115,21 @@ def _parse_given(items: list[str]) -> dict[str, float]:
 
 
 def _given_table(model, path: str):
-    from stardiff.data import read_table
+    """The model's columns of a table file; says on stderr which columns are used and why
+    others are not (a model column with a non-numeric cell is an error, never dropped)."""
+    from stardiff.data import read_table, table_columns
 
-    table = read_table(path)
-    keep = [c for c in table.names if c in model.columns]
+    names = table_columns(path)
+    keep = [c for c in names if c in model.columns]
     if not keep:
         raise ValueError(
             f"{path}: no column of the model's vocabulary ({', '.join(model.columns)})"
         )
-    return {c: table.values[:, table.names.index(c)] for c in keep}
+    table = read_table(path, keep)
+    ignored = [c for c in names if c not in model.columns]
+    note = f"; ignored (not model columns): {', '.join(ignored)}" if ignored else ""
+    print(f"{path}: given columns {', '.join(keep)}{note}", file=sys.stderr)
+    return {c: table.values[:, j] for j, c in enumerate(keep)}
 
 
 def _cmd_fit(a) -> int:
@@ -110,7 +147,7 @@ def _cmd_fit(a) -> int:
         progress=not a.quiet,
         figures=not a.no_figures,
     )
-    if not a.quiet:
+    if not a.quiet and model.folder is not None:  # rank 0 alone wrote the model folder
         _describe_fit(model)
     return 0
 
@@ -129,35 +166,128 @@ def _describe_fit(model) -> None:
 
 
 def _cmd_sample(a) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from stardiff.infer import load
 
     model = load(a.model, a.device)
     multi = a.table is not None
     given = _given_table(model, a.table) if multi else _parse_given(a.given)
-    if a.joint:
-        s = model.sample_joint(given, a.request, a.n, seed=a.seed, sampler=a.sampler, steps=a.steps)
-    else:
-        s = model.sample(given, list(a.request), a.n, seed=a.seed, sampler=a.sampler, steps=a.steps)
-    cols = {c: np.asarray(v).reshape(-1) for c, v in s.items()}
-    if multi:
-        n_rows = np.asarray(next(iter(s.values()))).shape[0]
-        cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
+    kw = dict(seed=a.seed, sampler=a.sampler, steps=a.steps)
     if a.out:
-        from stardata.io import atomic_path
-
-        table = pa.table(cols)
-        out = Path(a.out)
-        with atomic_path(out) as tmp:
-            pq.write_table(table, tmp)
-        print(f"wrote {table.num_rows} samples to {out}")
+        out = _out_file(a.out)
+        n = _write_samples(model, given, a, multi, out, kw)
+        print(f"wrote {n} samples to {out}")
+        return 0
+    if a.joint:
+        s = model.sample_joint(given, a.request, a.n, **kw)
     else:
-        q = {c: np.percentile(v, [16, 50, 84]) for c, v in cols.items() if c != "row"}
-        for c, (lo, med, hi) in q.items():
-            print(f"{c}: median {med:.6g}  16-84%: [{lo:.6g}, {hi:.6g}]  ({len(cols[c])} draws)")
+        s = model.sample(given, list(a.request), a.n, **kw)
+    for c, v in s.items():
+        lo, med, hi = np.percentile(v, [16, 50, 84])
+        print(f"{c}: median {med:.6g}  16-84%: [{lo:.6g}, {hi:.6g}]  ({np.size(v)} draws)")
     return 0
+
+
+def _out_file(path: str) -> Path:
+    """An output file path that can be written, or a one-line error naming ``--out``."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"--out {out} is a folder; give a file name such as {out}/s.parquet"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write in {parent} (permission denied)")
+    return out
+
+
+def _write_samples(model, given, a, multi: bool, out: Path, kw) -> int:
+    """Stream samples to a Parquet file; joint draws chunk by chunk (bounded memory)."""
+    import pyarrow as pa
+
+    from stardata.io import LazyWriter
+
+    n = 0
+    with LazyWriter(out, row_group_size=65536) as w:
+        if a.joint:
+            for rows, draws, chunk in model.iter_joint(given, a.request, a.n, **kw):
+                nd = draws.stop - draws.start
+                cols = {c: v.reshape(-1) for c, v in chunk.items()}
+                if multi:
+                    cols = {"row": np.repeat(np.arange(rows.start, rows.stop), nd), **cols}
+                w.write(pa.table(cols))
+                n += len(next(iter(cols.values())))
+        else:
+            s = model.sample(given, list(a.request), a.n, **kw)
+            cols = {c: np.asarray(v).reshape(-1) for c, v in s.items()}
+            if multi:
+                n_rows = np.asarray(next(iter(s.values()))).shape[0]
+                cols = {"row": np.repeat(np.arange(n_rows), a.n), **cols}
+            w.write(pa.table(cols))
+            n += len(next(iter(cols.values())))
+    return n
+
+
+def _cmd_predict(a) -> int:
+    import warnings
+
+    from stardata.hats import is_hats
+    from stardiff.infer import load
+
+    with warnings.catch_warnings():  # one line each on stderr, as the errors
+        warnings.showwarning = lambda message, *_a, **_k: print(
+            f"stardiff predict: warning: {message}", file=sys.stderr
+        )
+        if is_hats(a.catalog):
+            out = _predict_hats(a)
+        else:
+            out = _predict_file(load(a.model, a.device or "cpu"), a)
+    if not a.quiet:
+        print(f"wrote {out}")
+    return 0
+
+
+def _predict_hats(a):
+    from stardiff.sky import DEFAULT_KEEP, predict_catalog
+
+    if a.samples:
+        raise ValueError("--samples is not available for a HATS catalogue (summaries only)")
+    return predict_catalog(
+        a.model,
+        a.catalog,
+        a.request,
+        a.out,
+        n=a.n,
+        quantiles=a.quantiles,
+        seed=a.seed,
+        keep=a.keep if a.keep is not None else DEFAULT_KEEP,
+        scheduler=a.scheduler,
+        workers=a.workers,
+        threads=a.threads,
+        device=a.device,
+        sampler=a.sampler,
+        steps=a.steps,
+        progress=not a.quiet,
+    )
+
+
+def _predict_file(model, a):
+    from stardiff.predict import predict
+
+    return predict(
+        model,
+        Path(a.catalog),
+        a.request,
+        n=a.n,
+        quantiles=a.quantiles,
+        samples=a.samples,
+        seed=a.seed,
+        sampler=a.sampler,
+        steps=a.steps,
+        keep=a.keep,
+        out=a.out,
+        chunk_rows=a.chunk_rows,
+        progress=not a.quiet,
+    )
 
 
 def _sampler_args(p) -> None:
@@ -192,6 +322,14 @@ def _cmd_evaluate(a) -> int:
         sampler=a.sampler,
         steps=a.steps,
     )
+    rows = res.get("row_split", {})
+    if rows.get("by") == "content" and res["split"] == "test" and rows.get("train"):
+        print(
+            f"{a.table}: {rows['train']:,} of {rows['table']:,} rows are training rows of the "
+            f"model and {rows.get('validation', 0):,} validation rows; scored the other "
+            f"{rows['scored']:,}",
+            file=sys.stderr,
+        )
     p = res["pooled"]
     if p.get("n"):
         print(
@@ -256,23 +394,39 @@ def _cmd_info(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stardiff`` command; returns the exit status."""
+    import warnings
+
+    from stardiff.errors import USER_ERRORS, user_message
+
     args = _parser().parse_args(argv)
     handler = {
         "fit": _cmd_fit,
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
         "info": _cmd_info,
+        "predict": _cmd_predict,
     }[args.command]
     try:
-        return handler(args)
-    except (
-        ValueError,
-        KeyError,
-        TypeError,
-        FileNotFoundError,
-        FileExistsError,
-        FloatingPointError,
-    ) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        with warnings.catch_warnings():
+            # a warning is one line too: "stardiff sample: warning: ..."
+            warnings.showwarning = lambda m, c, *_: print(
+                f"stardiff {args.command}: warning: {' '.join(str(m).split())}", file=sys.stderr
+            )
+            return handler(args)
+    except KeyboardInterrupt:
+        print(f"stardiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        msg = user_message(e)
         print(f"stardiff {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """End a ``torchrun`` process group the fit joined, so every rank exits cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -8,13 +8,15 @@ rows), a random set of present inputs in random order and one requested target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["Table", "read_table", "split_rows", "Batch", "BatchBuilder"]
+from stardiff.errors import InputTypeError
+
+__all__ = ["Table", "read_table", "table_columns", "split_rows", "Batch", "BatchBuilder"]
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Table:
     names: list[str]
     values: np.ndarray
     split: np.ndarray | None = None
+    ignored: dict[str, str] = field(default_factory=dict)  # column → why it is not used
 
 
 def read_table(path: str | Path, columns: list[str] | None = None, split_column: str = ""):
@@ -34,7 +37,10 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
     path : str or Path
         The file.
     columns : list of str, optional
-        Columns to keep, in this order; default every numeric column.
+        Columns to keep, in this order; default every numeric column. A text column whose
+        cells are all numbers counts as numeric; one that mixes numbers with other cells
+        (``?``, ``n/a``) is an error naming the column, a bad cell and its row, never
+        dropped; a column of text only is ignored and listed in ``Table.ignored``.
     split_column : str
         Name of a column of ``train``/``validation``/``test`` labels to return as ``split``.
     """
@@ -59,27 +65,96 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
         raise ValueError(f"{path.name}: unsupported table format {suffix!r} (parquet, csv, h5)")
     if tbl.num_rows == 0:
         raise ValueError(f"{path.name}: the table has no rows")
-    is_num = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)  # noqa: E731
-    numeric = [f.name for f in tbl.schema if is_num(f.type) and f.name != split_column]
-    names = list(columns) if columns else numeric
-    for c in names:
+    for c in columns or []:
         if c not in tbl.column_names:
             raise KeyError(
                 f"{path.name}: no column {c!r}; columns are: {', '.join(tbl.column_names)}"
             )
-        if c not in numeric:
-            raise TypeError(
-                f"{path.name}: column {c!r} is not numeric ({tbl.schema.field(c).type})"
-            )
-    values = np.column_stack(
-        [pc.cast(tbl[c], pa.float64()).to_numpy(zero_copy_only=False) for c in names]
-    ).astype(np.float64)
+    numeric, ignored = {}, {}
+    for name in columns or [c for c in tbl.column_names if c != split_column]:
+        x, why = _numeric_column(path.name, name, tbl[name])
+        if x is None and columns:
+            raise InputTypeError(f"{path.name}: column {name!r} is {why}")
+        if x is None:
+            ignored[name] = why
+        else:
+            numeric[name] = x
+    names = list(numeric)
+    if not names:
+        raise ValueError(f"{path.name}: no numeric column ({', '.join(tbl.column_names)})")
+    values = np.column_stack([numeric[c] for c in names]).astype(np.float64)
     split = None
     if split_column:
         if split_column not in tbl.column_names:
             raise KeyError(f"{path.name}: no split column {split_column!r}")
         split = np.asarray(pc.cast(tbl[split_column], pa.string()).to_pylist(), dtype=object)
-    return Table(names, values, split)
+    return Table(names, values, split, ignored)
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """Every column name of a table file (Parquet, CSV or ``tokens.h5``), in file order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"table file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if "vocabulary" not in f:
+                raise ValueError(f"{path.name}: not a stardata tokens file (no 'vocabulary')")
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocabulary"][()]]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if suffix == ".csv":
+        import pyarrow.csv as pacsv
+
+        return list(pacsv.read_csv(path).column_names)
+    raise ValueError(f"{path.name}: unsupported table format {suffix!r} (parquet, csv, h5)")
+
+
+def _to_float(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _numeric_column(file: str, name: str, col) -> tuple[np.ndarray | None, str]:
+    """A column as float64 (NaN = missing), or ``(None, why it is not numeric)``.
+
+    Text cells that all read as numbers make a numeric column; text that mixes numbers with
+    other cells is a one-line error naming a bad cell and its row.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), ""
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return None, f"not numeric ({t})"
+    enc = pc.dictionary_encode(col).combine_chunks()
+    words = enc.dictionary.to_pylist()
+    nums = [_to_float(w) if w.strip() else np.nan for w in words]
+    bad = [w for w, v in zip(words, nums, strict=True) if v is None]
+    if len(bad) == len(words):
+        return None, "not numeric (text)"
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    if bad:
+        codes = {i for i, v in enumerate(nums) if v is None}
+        rows = np.flatnonzero(np.isin(idx, list(codes)) & ~np.asarray(enc.is_null()))
+        raise ValueError(
+            f"{file}: column {name!r} mixes numbers with non-numeric cells "
+            f"({words[idx[rows[0]]]!r} in row {rows[0]}, {rows.size} cell(s) in all); "
+            "fix or blank them"
+        )
+    lookup = np.array([np.nan if v is None else v for v in nums], dtype=np.float64)
+    out = lookup[np.where(np.asarray(enc.is_null()), 0, idx)]
+    out[np.asarray(enc.is_null())] = np.nan
+    return out, ""
 
 
 def _read_h5(path: Path, columns, split_column):

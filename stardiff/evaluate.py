@@ -9,8 +9,10 @@ compares the model's draws with the exact conditional densities.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +84,33 @@ def evaluate(
     model.sampler, model.steps = sampler or model.sampler, steps or model.steps
     try:
         model._how(None, None, 0.0)  # a bad sampler/steps fails here, before any work
-        return _evaluate(
-            model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures
-        )
+        with _out_of_range_summary():
+            return _evaluate(
+                model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures
+            )
     finally:
         model.sampler, model.steps = saved
+
+
+@contextlib.contextmanager
+def _out_of_range_summary():
+    """One warning for all the scored rows outside the training range, not one per call."""
+    from stardiff.errors import OutOfRangeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OutOfRangeWarning)
+        yield
+    far = [w for w in caught if issubclass(w.category, OutOfRangeWarning)]
+    for w in caught:
+        if w not in far:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if far:
+        warnings.warn(
+            f"{len(far)} sampling call(s) were given values outside the training range, "
+            f"e.g. {far[0].message}",
+            OutOfRangeWarning,
+            stacklevel=3,
+        )
 
 
 def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures):
@@ -97,14 +121,17 @@ def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, task
     cols = _columns(model, columns or model.requestable, "columns")
     _check_section(model, ev)
     data = load_eval_data(model, table, split, rec)
+    from stardiff.folders import check_out_folder
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out)
     rng = np.random.default_rng(seed)
     res = {
         "model": str(model.folder) if model.folder else None,
         "table": str(table),
         "split": data.split,
         "n_rows": int(data.values.shape[0]),
+        "row_split": data.rows,
         "seed": seed,
         "rows": ev.rows,
         "samples_per_row": ev.samples_per_row,

@@ -8,13 +8,15 @@ encoding. Work is chunked over rows and draws so memory stays under ``max_memory
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from stardiff import persist
+from stardiff.errors import ModelFileError
+from stardiff.guards import check_finite, warn_out_of_range
 from stardiff.model import DensityNetwork, NetworkConfig, ancestral, ddim, multistep
 from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
 from stardiff.transforms import Preprocessor
@@ -97,30 +99,44 @@ class DensityModel:
         """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        persist.save_weights(folder / persist.WEIGHTS, self.network)
-        persist.write_json(folder / persist.CONFIG, self.config())
+        persist.save_model_files(folder, self.config(), self.network)
         self.folder = folder
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> DensityModel:
         """Load a model folder (JSON + safetensors; nothing is unpickled)."""
+        from stardiff.devices import resolve_device
+
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        cfg = persist.read_json(folder / persist.CONFIG)
-        if cfg.get("format") != FORMAT:
-            raise ValueError(f"{folder}: config.json is not a {FORMAT} config")
+        dev = resolve_device(device, "--device")
+        path = folder / persist.CONFIG
+        cfg = persist.read_json(path)
+        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+            raise ModelFileError(f"{path}: not a {FORMAT} config")
+        if not isinstance(cfg.get("format_version", 0), int):
+            raise ModelFileError(f"{path}: format_version must be an integer")
         if cfg.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(
                 f"{folder}: model format {cfg['format_version']} is newer than "
                 f"this stardiff understands ({FORMAT_VERSION}); upgrade stardiff"
             )
-        net = DensityNetwork(NetworkConfig(**cfg["network"]))
+        try:  # a hand-edited config fails here, naming the file, not deep in torch
+            net = DensityNetwork(NetworkConfig(**cfg["network"]))
+            pre = Preprocessor.from_dict(cfg)
+            requestable = [str(c) for c in cfg["requestable"]]
+            for c in requestable:
+                pre.vocab.id(c)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise ModelFileError(
+                f"{path}: not a valid model config ({type(e).__name__}: {e}); "
+                "was it edited by hand?"
+            ) from None
         persist.load_weights(folder / persist.WEIGHTS, net)
-        pre = Preprocessor.from_dict(cfg)
         meta = {k: cfg[k] for k in ("recipe", "training") if k in cfg}
-        model = cls(net, pre, cfg["requestable"], meta).to(device)
+        model = cls(net, pre, requestable, meta).to(dev)
         model.folder = folder
         return model
 
@@ -188,13 +204,32 @@ class DensityModel:
         Work is chunked over whole noise blocks of rows and draws so that memory stays
         under ``max_memory`` and the samples do not depend on the chunking.
         """
-        bf16 = self.device.type == "cuda" if self.bf16 is None else self.bf16
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with self._autocast():
             return self._sample_chunks(z, column, n, seed, how)
+
+    def _autocast(self):
+        bf16 = self.device.type == "cuda" if self.bf16 is None else self.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def _condition(self, tokens, values, column: int) -> list[torch.Tensor]:
+        """The head's condition projections of rows asking for ``column``, (R, 1, width)."""
+        net = self.network
+        req = torch.full((tokens.shape[0],), column + 1, device=self.device)
+        cond = net.head.project_condition(net.condition(tokens, values, req))
+        return [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
+
+    def _solve(self, cond, noise, how) -> torch.Tensor:
+        """Run the chosen sampler on conditions ``cond`` and a noise source: (R, n) fp32."""
+        net = self.network
+        method, steps, eta = how
+        if method == "ancestral":
+            return ancestral(net.head, net.schedule, cond, noise)
+        if method == "ddim":
+            return ddim(net.head, net.schedule, cond, noise, steps, eta)
+        return multistep(net.head, net.schedule, cond, noise, steps, order=2)
 
     def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
         net = self.network
-        method, steps, eta = how
         tokens, values = self._encode_inputs(z)
         R = z.shape[0]
         out = np.empty((R, n), dtype=np.float64)
@@ -206,18 +241,10 @@ class DensityModel:
             draws = max(DRAW_BLOCK, int(self.max_memory // per_draw) // DRAW_BLOCK * DRAW_BLOCK)
         for r0 in range(0, R, rows):
             sl = slice(r0, min(R, r0 + rows))
-            req = torch.full((sl.stop - sl.start,), column + 1, device=self.device)
-            cond = net.head.project_condition(net.condition(tokens[sl], values[sl], req))
-            cond = [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
+            cond = self._condition(tokens[sl], values[sl], column)
             for d0 in range(0, n, draws):
                 ds = slice(d0, min(n, d0 + draws))
-                noise = BlockNoise(seed, column, sl, ds, self.device)
-                if method == "ancestral":
-                    x = ancestral(net.head, net.schedule, cond, noise)
-                elif method == "ddim":
-                    x = ddim(net.head, net.schedule, cond, noise, steps, eta)
-                else:
-                    x = multistep(net.head, net.schedule, cond, noise, steps, order=2)
+                x = self._solve(cond, BlockNoise(seed, column, sl, ds, self.device), how)
                 out[sl, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
         return out
 
@@ -288,12 +315,13 @@ class DensityModel:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         phys, one_row = self.given_matrix(given)
-        z = self.pre.encode(phys, where="given")
+        z = self._encode_given(phys)
         seed, how = self._seed(seed), self._how(sampler, steps, eta)
         out = {}
         for name in names:
             j = self._column(name)
             s = self.pre.decode(self._sample_z(z, j, n, seed, how), j)
+            check_finite(s, name)
             out[name] = s[0] if one_row else s
         return out[names[0]] if single else out
 
@@ -320,21 +348,52 @@ class DensityModel:
         """
         names, _ = self._request_list(list(request))
         phys, one_row = self.given_matrix(given)
-        z = self.pre.encode(phys, where="given")
+        R = phys.shape[0]
+        out = {c: np.empty((R, n)) for c in names}
+        for rows, draws, chunk in self.iter_joint(
+            given, names, n, seed=seed, sampler=sampler, steps=steps
+        ):
+            for c in names:
+                out[c][rows, draws] = chunk[c]
+        return {c: v[0] for c, v in out.items()} if one_row else out
+
+    def iter_joint(
+        self,
+        given=None,
+        request: Sequence[str] = (),
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ) -> Iterator[tuple[slice, slice, dict[str, np.ndarray]]]:
+        """Joint samples as :meth:`sample_joint`, in chunks of memory under ``max_memory``.
+
+        Yields ``(rows, draws, chunk)``: the given rows and the draws a chunk covers and a
+        dict column → ``(len(rows), len(draws))`` physical samples. The chunks tile the
+        (rows × draws) grid row-block by row-block; the samples do not depend on the chunking.
+        """
+        from stardiff.joint import joint_chunks
+
+        names, _ = self._request_list(list(request))
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        phys, _ = self.given_matrix(given)
+        z = self._encode_given(phys)
         seed, how = self._seed(seed), self._how(sampler, steps, 0.0)
-        R, V = z.shape
-        chain = np.repeat(z, n, axis=0)  # (R·n, V): one virtual row per joint draw
-        first = self._column(names[0])
-        chain[:, first] = self._sample_z(z, first, n, seed, how).reshape(-1)
-        for name in names[1:]:
-            j = self._column(name)
-            chain[:, j] = self._sample_z(chain, j, 1, seed, how)[:, 0]
-        out = {}
-        for name in names:
-            j = self._column(name)
-            s = self.pre.decode(chain[:, j], j).reshape(R, n)
-            out[name] = s[0] if one_row else s
-        return out
+        cols = [self._column(c) for c in names]
+        for rows, draws, zs in joint_chunks(self, z, cols, n, seed, how):
+            chunk = {}
+            for k, (name, j) in enumerate(zip(names, cols, strict=True)):
+                chunk[name] = self.pre.decode(zs[..., k], j)
+                check_finite(chunk[name], name)
+            yield rows, draws, chunk
+
+    def _encode_given(self, phys: np.ndarray) -> np.ndarray:
+        """Standardize given rows, warning about values outside the training range."""
+        ranges = self.meta.get("training", {}).get("ranges", {})
+        warn_out_of_range(phys, self.columns, ranges)
+        return self.pre.encode(phys, where="given")
 
     def quantiles(
         self,
@@ -376,6 +435,12 @@ class DensityModel:
             out[k] = med
             out[f"{k}_std"] = 1.4826 * np.median(np.abs(v - med[..., None]), axis=-1)
         return out
+
+    def predict(self, table, request, **kwargs):
+        """Per-row densities of a table, streamed for a Parquet path: see ``stardiff.predict``."""
+        from stardiff.predict import predict
+
+        return predict(self, table, request, **kwargs)
 
     def n_parameters(self) -> int:
         return self.network.n_parameters()

@@ -8,6 +8,7 @@ the key. Command-line flags override recipe values through :func:`override`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -172,7 +173,9 @@ def override(recipe: Recipe, section: str, **values: Any) -> Recipe:
     sec = getattr(recipe, section)
     merged = {**dataclasses.asdict(sec), **values}
     new = _build(type(sec), merged, "command line", f"{section}.")
-    return dataclasses.replace(recipe, **{section: new})
+    recipe = dataclasses.replace(recipe, **{section: new})
+    _check_semantics(recipe, "command line")
+    return recipe
 
 
 def _build(cls, raw: Any, where: str, prefix: str):
@@ -241,8 +244,9 @@ def _check_semantics(r: Recipe, where: str) -> None:
         "evaluate.samples": r.evaluate.samples,
     }
     for key, v in positive.items():
-        if v <= 0:
+        if not v > 0:  # NaN too
             raise RecipeError(f"{where}: '{key}' must be positive, got {v}")
+    _check_ranges(r, where)
     if r.model.dim % r.model.n_heads:
         raise RecipeError(f"{where}: 'model.dim' ({r.model.dim}) must divide by 'model.n_heads'")
     if not 0 <= r.model.dropout < 1:
@@ -266,6 +270,32 @@ def _check_semantics(r: Recipe, where: str) -> None:
                     raise RecipeError(
                         f"{where}: 'evaluate.conditional[{i}].given.{col}' bins must be [low, high]"
                     )
+
+
+def _check_ranges(r: Recipe, where: str) -> None:
+    """Every number a recipe holds, in the range where it means something."""
+    t, m, d = r.train, r.model, r.data
+    rules = [
+        ("train.lr", t.lr, math.isfinite(t.lr), "a finite number > 0"),
+        ("train.lr_min", t.lr_min, 0 <= t.lr_min <= t.lr, "in [0, train.lr]"),
+        ("train.weight_decay", t.weight_decay, 0 <= t.weight_decay < math.inf, "finite, >= 0"),
+        ("train.grad_clip", t.grad_clip, t.grad_clip > 0, "> 0 (inf = no clipping)"),
+        ("train.threads", t.threads, t.threads >= 0, ">= 0 (0 = torch's default)"),
+        ("train.seed", t.seed, t.seed >= 0, ">= 0"),
+        ("data.split_seed", d.split_seed, d.split_seed >= 0, ">= 0"),
+        ("data.test_rows", d.test_rows, d.test_rows >= 0, ">= 0"),
+        ("model.beta_start", m.beta_start, 0 < m.beta_start < m.beta_end, "in (0, beta_end)"),
+        ("model.beta_end", m.beta_end, 0 < m.beta_end < 1, "in (beta_start, 1)"),
+        (
+            "evaluate.rows_per_panel",
+            r.evaluate.rows_per_panel,
+            r.evaluate.rows_per_panel > 0,
+            "> 0",
+        ),
+    ]
+    for key, value, ok, want in rules:
+        if not ok:
+            raise RecipeError(f"{where}: '{key}' must be {want}, got {value}")
 
 
 def _check_budget_keys(t: TrainSection, where: str) -> None:

@@ -23,8 +23,9 @@ import numpy as np
 
 from stardata.hats import is_hats, main_catalog, open_hats, require_hats
 from stardata.io import FolderLock, read_json, sha256_file, write_json
+from stardiff.predict import draw_statistics, statistics_columns
 
-__all__ = ["DEFAULT_KEEP", "DEFAULT_QUANTILES", "predict_catalog", "prediction_columns"]
+__all__ = ["DEFAULT_KEEP", "DEFAULT_QUANTILES", "predict_catalog"]
 
 DEFAULT_QUANTILES = (0.16, 0.5, 0.84)
 DEFAULT_KEEP = ("source_id", "ra", "dec")
@@ -33,18 +34,6 @@ SETTINGS = "stardiff_predict.json"  # beside the catalogue's own files, in the o
 # one loaded model per (folder, device) in each worker process
 _MODELS: dict[tuple[str, str], object] = {}
 _LOADS = {"count": 0}
-
-
-def prediction_columns(request: Sequence[str], quantiles: Sequence[float]) -> list[str]:
-    """Output columns: ``c_median``, ``c_std`` (1.4826·MAD), ``c_q16``… per requested ``c``."""
-    cols = []
-    for c in request:
-        cols += [f"{c}_median", f"{c}_std"] + [_qname(c, q) for q in quantiles]
-    return cols
-
-
-def _qname(column: str, q: float) -> str:
-    return f"{column}_q{round(100 * q, 4):g}".replace(".", "p")
 
 
 def _worker_model(folder: str, device: str | None, threads: int | None):
@@ -72,26 +61,21 @@ def _partition_seed(seed: int, pixel) -> int:
     return int(state.generate_state(1, dtype=np.uint32)[0])
 
 
-def _frame_predictions(model, given: dict, request, n, quantiles, seed) -> dict:
-    """Median, robust std and quantiles of each requested column for each row of ``given``."""
-    draws = model.sample(given, list(request), n, seed=seed)
-    out = {}
-    for c in request:
-        d = np.asarray(draws[c], dtype=np.float64).reshape(-1, n)
-        med = np.median(d, axis=1)
-        out[f"{c}_median"] = med
-        out[f"{c}_std"] = 1.4826 * np.median(np.abs(d - med[:, None]), axis=1)
-        for q, v in zip(quantiles, np.quantile(d, quantiles, axis=1), strict=True):
-            out[_qname(c, q)] = v
-    return out
+def _frame_predictions(model, given: dict, request, n, quantiles, seed, sampler, steps) -> dict:
+    """The same per-row statistics as ``stardiff predict`` writes, for one partition."""
+    draws = model.sample(given, list(request), n, seed=seed, sampler=sampler, steps=steps)
+    rows = len(next(iter(given.values()))) if given else 1
+    return draw_statistics(draws, request, rows, n, quantiles)
 
 
-def _predict_partition(frame, pixel, *, folder, request, n, quantiles, seed, keep, device, threads):
+def _predict_partition(
+    frame, pixel, *, folder, request, n, quantiles, seed, keep, device, threads, sampler, steps
+):
     """The function mapped over partitions: keep columns + predictions, same index."""
     import pandas as pd
 
     out = pd.DataFrame({k: frame[k] for k in keep}, index=frame.index)
-    names = prediction_columns(request, quantiles)
+    names = statistics_columns(request, quantiles)
     if len(frame) == 0:
         for c in names:
             out[c] = np.zeros(0)
@@ -102,7 +86,8 @@ def _predict_partition(frame, pixel, *, folder, request, n, quantiles, seed, kee
         for c in model.columns
         if c in frame.columns
     }
-    preds = _frame_predictions(model, given, request, n, quantiles, _partition_seed(seed, pixel))
+    seed_p = _partition_seed(seed, pixel)
+    preds = _frame_predictions(model, given, request, n, quantiles, seed_p, sampler, steps)
     for c in names:
         out[c] = preds[c]
     return out
@@ -135,8 +120,21 @@ def _client(client, scheduler: str | None, workers: int, threads: int) -> Iterat
             yield c
 
 
-def _settings(model_folder: Path, catalog, request, n, quantiles, seed, keep) -> dict:
+def _describe(search) -> str | None:
+    """A stable description of an LSDB search (its class and plain attributes)."""
+    if search is None:
+        return None
+    plain = {
+        k: (str(v) if not isinstance(v, int | float | str | bool) else v)
+        for k, v in sorted(vars(search).items())
+        if k != "moc"
+    }
+    return f"{type(search).__name__}({plain})"
+
+
+def _settings(model_folder: Path, catalog, request, n, quantiles, seed, keep, search) -> dict:
     return {
+        "search_filter": _describe(search),
         "model_weights_sha256": sha256_file(model_folder / "model.safetensors"),
         "catalog": os.fspath(catalog),
         "request": list(request),
@@ -176,6 +174,10 @@ def predict_catalog(
     workers: int = 1,
     threads: int = 1,
     device: str | None = None,
+    search_filter=None,
+    filters: Sequence[tuple] | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
     progress: bool = True,
 ) -> Path:
     """Predict ``request`` for every row of a HATS catalogue and write a HATS catalogue.
@@ -206,6 +208,14 @@ def predict_catalog(
         ``LocalCluster`` of ``workers`` processes × ``threads`` threads.
     device : str, optional
         Torch device on each worker; default its GPU when it has one, else CPU.
+    search_filter : lsdb search, optional
+        Predict only part of the sky, e.g. ``lsdb.ConeSearch(ra, dec, radius_arcsec)`` or
+        ``lsdb.PixelSearch(pixels)``.
+    sampler, steps : optional
+        As :meth:`stardiff.DensityModel.sample` (default: the model's).
+    filters : list of tuples, optional
+        Row filters applied when reading (Parquet predicates), e.g. ``[("phot_g_mean_mag",
+        "<", 17.0)]``.
     progress : bool
         Show a progress bar per partition written.
 
@@ -239,12 +249,19 @@ def predict_catalog(
     used = [c for c in head.columns if c in available]
     if not used:
         raise ValueError(f"{catalog}: none of the model's columns are in the catalogue")
-    cat = open_hats(source, columns=list(dict.fromkeys([*keep, *used])))
+    cat = open_hats(
+        source,
+        columns=list(dict.fromkeys([*keep, *used])),
+        search_filter=search_filter,
+        filters=[tuple(f) for f in filters] if filters else None,
+    )
     out = Path(out)
-    settings = _settings(folder, catalog, request, n, quantiles, seed, keep)
+    settings = _settings(folder, catalog, request, n, quantiles, seed, keep, search_filter)
+    settings["filters"] = [list(f) for f in filters] if filters else None
+    settings["sampler"], settings["steps"] = sampler, steps
 
     meta = cat.meta[list(keep)].copy()
-    for c in prediction_columns(request, quantiles):
+    for c in statistics_columns(request, quantiles):
         meta[c] = np.zeros(0, dtype=np.float64)
     mapped = cat.map_partitions(
         _predict_partition,
@@ -258,6 +275,8 @@ def predict_catalog(
         keep=tuple(keep),
         device=device,
         threads=threads,
+        sampler=sampler,
+        steps=steps,
     )
     with FolderLock(out, "stardiff predict"):
         _check_resume(out, settings)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +28,15 @@ from stardata.tokens import Vocabulary
 from stardiff import persist
 from stardiff.budget import TimeBudget
 from stardiff.data import Batch, BatchBuilder, read_table, split_rows
+from stardiff.devices import resolve_device
 from stardiff.distributed import World, init_world, rank_slice
 from stardiff.ema import WeightAverage
+from stardiff.folders import training_folder
+from stardiff.guards import column_ranges
 from stardiff.infer import DensityModel
 from stardiff.model import DensityNetwork, NetworkConfig
 from stardiff.recipe import Recipe, load_recipe, override
+from stardiff.rowhash import row_hashes
 from stardiff.step import accumulate_gradients
 from stardiff.transforms import Preprocessor
 
@@ -53,12 +57,17 @@ class Prepared:
     train_rows: np.ndarray
     val_rows: np.ndarray
     test_rows: np.ndarray
+    ranges: dict | None = None  # column → [min, max, robust σ] of the training rows
+    hashes: dict | None = None  # "train"/"validation" → content hashes of those rows
 
 
 def prepare(recipe: Recipe) -> Prepared:
     """Read the recipe's table, split it, fit transforms + standardizer on training rows."""
     d = recipe.data
     table = read_table(recipe.table_path(), d.columns or None, d.split_column)
+    if table.ignored:  # said, never silent: a column the model will not know
+        why = ", ".join(f"{c} ({w})" for c, w in table.ignored.items())
+        warnings.warn(f"{recipe.table_path().name}: columns not used: {why}", stacklevel=2)
     vocab = Vocabulary(table.names)
     requestable = list(d.requestable) or list(table.names)
     for c in requestable:
@@ -74,7 +83,9 @@ def prepare(recipe: Recipe) -> Prepared:
         raise ValueError(f"{recipe.table_path().name}: no training rows after the split")
     pre = Preprocessor.fit(table.values[train], vocab, recipe.transforms)
     z = pre.encode(table.values, where=recipe.table_path().name)
-    return Prepared(recipe, pre, requestable, z, train, val, test)
+    ranges = column_ranges(table.values[train], table.names)
+    hashes = {"train": row_hashes(table.values[train]), "validation": row_hashes(table.values[val])}
+    return Prepared(recipe, pre, requestable, z, train, val, test, ranges, hashes)
 
 
 def _network(recipe: Recipe, n_kinds: int) -> DensityNetwork:
@@ -94,16 +105,6 @@ def _network(recipe: Recipe, n_kinds: int) -> DensityNetwork:
             beta_end=m.beta_end,
         )
     )
-
-
-def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"train.device: unknown device {name!r} (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device = {name!r} but no CUDA device is available")
-    return dev
 
 
 def _noise_and_steps(batch: Batch, n_steps: int, draws: int, gen: torch.Generator):
@@ -252,6 +253,7 @@ class _Run:
                 "train_rows": int(self.train_rows.numel()),
                 "validation_rows": int(self.prep.val_rows.size),
                 "test_rows": int(self.prep.test_rows.size),
+                "ranges": self.prep.ranges or {},
             },
         }
         if self.budget:
@@ -312,22 +314,6 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     persist.atomic_write_text(path, buf.getvalue())
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    has_ck = (out / persist.CHECKPOINT).exists()
-    if resume:
-        if not has_ck:
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from in {out}")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"output folder {out} is not empty; use --resume to continue "
-                "its training or --overwrite to start again"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def fit(
     recipe: Recipe | str | Path,
     *,
@@ -355,7 +341,8 @@ def fit(
     resume : bool
         Continue from ``out/checkpoint`` exactly where it stopped.
     overwrite : bool
-        Delete a non-empty ``out`` first (otherwise that is an error).
+        Remove stardiff's own files from a non-empty ``out`` first (otherwise that is an
+        error); a folder holding anything else is refused (see :mod:`stardiff.folders`).
     progress : bool
         Show a progress bar with loss and ETA.
     figures : bool
@@ -379,16 +366,22 @@ def fit(
         device=device,
         seed=seed,
     )
-    dev = _device(recipe.train.device)
+    dev = resolve_device(recipe.train.device, "train.device")
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     world, dev = init_world(dev)
     progress = progress and world.main
     prep = prepare(recipe)
     out_dir = recipe.out_dir()
+    # rank 0 holds the folder's lock for the whole run: one writer per model folder
+    with training_folder(out_dir, world, dev, resume=resume, overwrite=overwrite):
+        return _fit(prep, out_dir, dev, world, resume, progress, figures)
+
+
+def _fit(prep, out_dir, dev, world, resume, progress, figures) -> DensityModel:
+    recipe = prep.recipe
     if world.main:
-        _prepare_out(out_dir, resume, overwrite)
-    world.barrier()
+        persist.save_row_hashes(out_dir, **prep.hashes)
     run = _Run(prep, out_dir, dev, world)
     if resume:
         run.restore()

@@ -34,6 +34,7 @@ from stardata.sources.http import ArchiveError, RemoteError, retry_call
 
 __all__ = [
     "GAIA_TAP_URL",
+    "align_on_ids",
     "cached_chunks",
     "clean_source_ids",
     "merge_chunks",
@@ -318,3 +319,41 @@ def merge_chunks(
         if on_missing == "null":
             frame = pl.DataFrame({"source_id": ids}).join(frame, on="source_id", how="left")
     return frame
+
+
+def align_on_ids(
+    ids: np.ndarray, frame: pl.DataFrame, names, ints=(), strings=(), vectors=None
+) -> tuple[dict, np.ndarray]:
+    """Rows of ``frame`` (with ``source_id``) placed at the positions of ``ids`` (join on id).
+
+    Missing values are NaN, 0 for ``ints`` and None for ``strings``; ``vectors`` maps the
+    names of array columns to their width, so that they stay 2-D when no id is found. Also
+    returns which ids were found. The first row of a repeated id wins.
+    """
+    has = frame.height > 0 and "source_id" in frame.columns
+    fid = frame["source_id"].to_numpy().astype(np.int64) if has else np.zeros(0, np.int64)
+    fid, first = np.unique(fid, return_index=True)
+    pos = np.clip(np.searchsorted(fid, ids), 0, max(len(fid) - 1, 0))
+    found = (ids > 0) & (len(fid) > 0) & (fid[pos] == ids if len(fid) else False)
+    src = first[pos[found]]
+    vectors = vectors or {}
+    out = {}
+    for name in names:
+        values = frame[name].to_numpy() if has and name in frame.columns else None
+        if values is not None and values.ndim == 2:
+            arr = np.full((ids.size, values.shape[1]), np.nan)
+        elif name in vectors:
+            arr = np.full((ids.size, vectors[name]), np.nan)
+        elif name in ints:
+            arr = np.zeros(ids.size, dtype=np.int64)
+        elif name in strings:
+            arr = np.full(ids.size, None, dtype=object)
+        else:
+            arr = np.full(ids.size, np.nan)
+        if values is not None and found.any():
+            picked = values[src]
+            if name in ints:
+                picked = np.nan_to_num(picked.astype(np.float64), nan=0).astype(np.int64)
+            arr[found] = picked
+        out[name] = arr
+    return out, found

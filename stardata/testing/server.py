@@ -176,7 +176,10 @@ class MirrorServer:
         """Execute the supported ADQL subset; return a VOTable (raises ValueError on errors)."""
         if self.tap_result is not None:
             return self.tap_result
-        frame, top = execute_adql(query, uploads, self.tables)
+        from stardata.testing.cone import execute_cone, is_cone_query
+
+        run = execute_cone if is_cone_query(query) else execute_adql
+        frame, top = run(query, uploads, self.tables)
         if self.shuffle and frame.height > 1:
             frame = frame.sample(fraction=1.0, shuffle=True, seed=frame.height)
         return votable_bytes(frame if top is None else frame.head(top))

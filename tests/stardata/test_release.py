@@ -445,3 +445,32 @@ def test_the_paper_recipe_trains_on_the_built_table(reference, tmp_path):
         assert info["train_rows"] > 0 and info["test_rows"] > 0  # the build's split labels
         draws = model.sample({"teff": 4800.0, "logebv": -2.0}, "logg", 50, seed=0)
         assert np.isfinite(draws).all()
+
+
+def test_format_hats_writes_a_verified_hats_collection(reference, env, tmp_path):
+    pytest.importorskip("lsdb")
+    import lsdb
+    import polars as pl
+
+    shutil.copytree(reference.parent.parent / "data", tmp_path / "data")
+    out = _build(env, tmp_path, offline=True, formats=["hats"])
+    stars = pl.read_parquet(out / "stars.parquet")
+    cat = lsdb.open_catalog(out / "stars_hats").compute()
+    assert sorted(cat["gaia_source_id"].to_list()) == sorted(stars["gaia_source_id"].to_list())
+    assert lsdb.open_catalog(out / "stars_hats").margin is not None  # crossmatch-ready
+    plain = pl.scan_parquet(out / "stars_hats" / "stars" / "dataset" / "**" / "*.parquet")
+    assert plain.select(pl.len()).collect().item() == stars.height  # plain Parquet readers too
+    m = read_json(out / "manifest.json")
+    assert m["outputs"]["stars_hats"]["rows"] == stars.height
+    assert set(verify(out)) == {"stars.parquet", "tokens.h5", "stars_hats"}
+    part = next((out / "stars_hats" / "stars" / "dataset").rglob("Npix=*.parquet"))
+    part.write_bytes(part.read_bytes()[:-5])
+    with pytest.raises(VerifyError, match="stars_hats has"):
+        verify(out)
+    for name in ("stars.parquet", "tokens.h5"):  # the other outputs do not change
+        assert sha256_file(out / name) == sha256_file(reference / name)
+
+
+def test_unknown_format_is_one_line(env, tmp_path):
+    with pytest.raises(BuildError, match="unknown format.*'fits'"):
+        _build(env, tmp_path, formats=["fits"])

@@ -110,11 +110,16 @@ def test_cli_evaluate_on_a_table_without_test_split(api_model, tmp_path, capsys)
     out = tmp_path / "ev"
     argv = ["evaluate", str(model.folder), "--table", str(recipe.table_path()), "--out", str(out)]
     argv += ["--rows", "20", "--samples", "20", "--tasks", "20", "--no-figures"]
-    assert main(argv) == 0
+    # every row of the training table is a training or validation row: no test rows
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "every row is a training (900) or validation (100) row" in err
+    assert main([*argv, "--split", "all"]) == 0
     assert "PIT KS" in capsys.readouterr().out
     res = json.loads((out / "metrics.json").read_text())
     assert res["split"] == "all" and res["n_rows"] == 1000 and "exact" not in res["random_tasks"]
     assert set(res["columns"]) == {"x", "y", "z"} and not list(out.glob("*.png"))
+    assert res["row_split"]["train"] == 900 and res["row_split"]["by"] == "content"
 
 
 @pytest.mark.parametrize(

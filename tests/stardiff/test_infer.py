@@ -95,20 +95,73 @@ def test_summary_and_quantiles(api_model):
 def test_joint_samples_chain_the_requests(api_model, monkeypatch):
     model, _ = api_model
     seen = []
-    real = type(model)._sample_z
+    real = type(model)._encode_inputs
 
-    def spy(self, z, column, n, *a):
-        seen.append((z.copy(), column, n))
-        return real(self, z, column, n, *a)
+    def spy(self, z):
+        seen.append(z.copy())
+        return real(self, z)
 
-    monkeypatch.setattr(type(model), "_sample_z", spy)
+    monkeypatch.setattr(type(model), "_encode_inputs", spy)
     out = model.sample_joint({"z": 0.3}, ["x", "y"], 40, seed=0)
     assert out["x"].shape == out["y"].shape == (40,)
-    (z0, c0, n0), (z1, c1, n1) = seen
-    assert (c0, n0, z0.shape[0]) == (0, 40, 1)
-    assert (c1, n1, z1.shape[0]) == (1, 1, 40)  # one draw of y per draw of x
+    z0, z1 = seen
+    assert z0.shape[0] == 1 and z1.shape[0] == 40  # one draw of y per draw of x
     np.testing.assert_allclose(model.pre.decode(z1[:, 0], 0), out["x"], rtol=1e-6)
     assert np.all(z1[:, 2] == z0[0, 2])  # the given value rides along every chain
+
+
+def test_joint_samples_stream_in_bounded_chunks_independent_of_the_bound(api_model):
+    model, _ = api_model
+    given = {"z": np.linspace(-1, 1, 70)}  # two row blocks of noise (64 + 6 rows)
+    whole = model.sample_joint(given, ["x", "y"], 1100, seed=3)
+    saved = model.max_memory
+    try:
+        per_pair = saved // model._rows_per_chunk(1, 3)  # bytes per (row, draw) of the chain
+        model.max_memory = 20_000 * per_pair
+        per_chunk = model._rows_per_chunk(1, 3)
+        chunks = list(model.iter_joint(given, ["x", "y"], 1100, seed=3))
+    finally:
+        model.max_memory = saved
+    assert len(chunks) > 2
+    for rows, draws, c in chunks:
+        pairs = (rows.stop - rows.start) * (draws.stop - draws.start)
+        assert pairs <= max(per_chunk, 64 * 1024)  # one noise block at the least
+        for k in ("x", "y"):
+            np.testing.assert_allclose(c[k], whole[k][rows, draws], rtol=1e-5, atol=1e-6)
+    covered = sum((r.stop - r.start) * (d.stop - d.start) for r, d, _ in chunks)
+    assert covered == 70 * 1100
+
+
+def test_out_of_range_given_values_warn_and_say_how_far(api_model):
+    from stardiff.errors import OutOfRangeWarning
+
+    model, _ = api_model
+    lo, hi, sigma = model.meta["training"]["ranges"]["x"]
+    with pytest.warns(OutOfRangeWarning, match=r"x outside the training range .* robust σ"):
+        model.sample({"x": hi + 50 * sigma}, "y", 10, seed=0)
+    with pytest.warns(OutOfRangeWarning, match="2 of 3 rows"):
+        model.sample({"x": np.array([lo - 1.0, 0.0, hi + 1.0])}, "y", 10, seed=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.sample({"x": (lo + hi) / 2}, "y", 10, seed=0)  # inside: silent
+
+
+def test_non_finite_samples_are_an_error_never_returned(api_model, monkeypatch):
+    model, _ = api_model
+    real = model.pre.decode
+
+    def overflow(z, column):
+        out = real(z, column)
+        out.flat[3] = np.nan
+        return out
+
+    monkeypatch.setattr(model.pre, "decode", overflow)
+    with pytest.raises(FloatingPointError, match=r"1 of 20 samples of y are not finite"):
+        model.sample({"x": 0.0}, "y", 20, seed=0)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        model.sample_joint({}, ["x", "y"], 20, seed=0)
 
 
 def test_few_step_sampler_runs(api_model):

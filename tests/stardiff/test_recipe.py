@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,48 @@ def test_every_recipe_key_is_documented():
         assert f"[{section}]" in doc
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in doc, f"{section}.{f.name} is not in docs/recipes.md"
+
+
+@pytest.mark.parametrize(
+    "section,key,value,message",
+    [
+        ("train", "grad_clip", -1.0, "'train.grad_clip' must be > 0"),
+        ("train", "grad_clip", 0.0, "'train.grad_clip' must be > 0"),
+        ("train", "threads", -2, "'train.threads' must be >= 0"),
+        ("train", "lr", 0.0, "'train.lr' must be positive"),
+        ("train", "lr", -1e-3, "'train.lr' must be positive"),
+        ("train", "lr", float("nan"), "'train.lr' must be positive"),
+        ("train", "lr", float("inf"), "'train.lr' must be a finite number"),
+        ("train", "lr_min", 1.0, "'train.lr_min' must be in [0, train.lr]"),
+        ("train", "lr_min", -1e-5, "'train.lr_min' must be in [0, train.lr]"),
+        ("train", "weight_decay", -0.1, "'train.weight_decay' must be finite, >= 0"),
+        ("train", "batch_size", 0, "'train.batch_size' must be positive"),
+        ("train", "batch_size", -8, "'train.batch_size' must be positive"),
+        ("train", "seed", -1, "'train.seed' must be >= 0"),
+        ("train", "context", -1, "'train.context' must be >= 0"),
+        ("train", "checkpoint_every", 0, "'train.checkpoint_every' must be positive"),
+        ("model", "dim", 0, "'model.dim' must be positive"),
+        ("model", "steps", -5, "'model.steps' must be positive"),
+        ("model", "beta_start", 0.0, "'model.beta_start' must be in (0, beta_end)"),
+        ("model", "beta_end", 1.5, "'model.beta_end' must be in (beta_start, 1)"),
+        ("model", "beta_start", 0.2, "'model.beta_start' must be in (0, beta_end)"),
+        ("data", "test_rows", -1, "'data.test_rows' must be >= 0"),
+        ("data", "split_seed", -3, "'data.split_seed' must be >= 0"),
+        ("evaluate", "rows_per_panel", 0, "'evaluate.rows_per_panel' must be > 0"),
+        ("evaluate", "samples", 0, "'evaluate.samples' must be positive"),
+    ],
+)
+def test_every_number_is_range_checked_naming_its_key(section, key, value, message):
+    raw = {"data": {"table": "t.parquet"}}
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        recipe_from_dict(raw)
+
+
+def test_command_line_overrides_are_range_checked_too():
+    r = recipe_from_dict({"data": {"table": "t.parquet"}})
+    with pytest.raises(RecipeError, match="command line: 'train.epochs' must be positive"):
+        override(r, "train", epochs=0)
+    with pytest.raises(RecipeError, match="command line: 'train.seed' must be >= 0"):
+        override(r, "train", seed=-1)
+    assert override(r, "train", grad_clip=float("inf")).train.grad_clip == float("inf")

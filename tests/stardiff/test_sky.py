@@ -65,9 +65,8 @@ def test_predict_catalog_matches_direct_sampling_per_partition(sky_setup):
     for pixel in rows.get_healpix_pixels():
         part = rows.get_partition(pixel.order, pixel.pixel).compute()
         given = {c: part[c].to_numpy(dtype=float, na_value=np.nan) for c in ("x", "z")}
-        want = sky._frame_predictions(
-            model, given, ["y"], 64, (0.16, 0.5, 0.84), sky._partition_seed(5, pixel)
-        )
+        seed = sky._partition_seed(5, pixel)
+        want = sky._frame_predictions(model, given, ["y"], 64, (0.16, 0.5, 0.84), seed, None, None)
         sub = got.set_index("source_id").loc[part["source_id"].to_numpy()]
         np.testing.assert_array_equal(sub["y_median"].to_numpy(), want["y_median"])
         np.testing.assert_array_equal(sub["y_q84"].to_numpy(), want["y_q84"])
@@ -179,3 +178,17 @@ def test_two_worker_local_cluster_loads_the_model_once_per_worker(sky_setup):
     if not sync.exists():
         sky.predict_catalog(folder, cat, ["y"], sync, n=64, seed=5, scheduler="synchronous")
     pd.testing.assert_frame_equal(_read(out), _read(sync))  # workers do not change the numbers
+
+
+def test_cli_predict_on_a_hats_catalogue_writes_hats(sky_setup, capsys):
+    from stardiff.cli import main
+
+    folder, cat, frame, tmp = sky_setup
+    out = tmp / "pred-cli"
+    args = ["predict", str(folder), str(cat), "--request", "y", "-n", "16", "--quiet"]
+    rc = main([*args, "--out", str(out), "--scheduler", "synchronous"])
+    assert rc == 0
+    got = _read(out)
+    assert len(got) == len(frame) and {"y_median", "y_std", "y_q50"} <= set(got.columns)
+    rc = main([*args, "--out", str(tmp / "pred-cli2"), "--samples"])
+    assert rc == 2 and "--samples is not available" in capsys.readouterr().err

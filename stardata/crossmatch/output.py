@@ -1,0 +1,187 @@
+"""Writing a crossmatch: the table in catalogue order, tokens.h5 and a manifest like the build's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from stardata.crossmatch.catalog import CatalogError
+
+__all__ = ["write_or_return"]
+
+OUTPUT = "crossmatch.parquet"
+TOKENS = "tokens.h5"
+HATS = "crossmatch_hats"
+MANIFEST_VERSION = 1
+
+
+def _blocks(table, match, derived, s, src, cache, options, progress):
+    """Arrow blocks of ``s.chunk_rows`` rows: the catalogue's columns, match, derived columns."""
+    from stardata.sources.xp import StructureChoice
+    from stardata.stagecache import to_table
+
+    structure = StructureChoice(s.xp_data_structure)  # asked once for all blocks, as the build
+    n = table.num_rows
+    starts = range(0, n, s.chunk_rows)
+    bar = None
+    if progress and derived:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="crossmatch", unit="row")
+    try:
+        for k, start in enumerate(starts):
+            stop = min(n, start + s.chunk_rows)
+            cols = {name: v[start:stop] for name, v in match.items()}
+            if derived:
+                from stardata.crossmatch.join import derived_block
+
+                cols.update(
+                    derived_block(
+                        cols["gaia_source_id"],
+                        s,
+                        src,
+                        cache,
+                        block=k,
+                        structure=structure,
+                        **options,
+                    )
+                )
+            added = to_table(cols)
+            clash = sorted(set(table.column_names) & set(added.column_names))
+            if clash:
+                raise CatalogError(
+                    f"catalogue column(s) {', '.join(clash[:5])} clash with columns the "
+                    "crossmatch adds; rename them"
+                )
+            block = table.slice(start, stop - start)
+            for name in added.column_names:
+                block = block.append_column(name, added[name])
+            if bar is not None:
+                bar.update(stop - start)
+            yield block
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _stale(out: Path) -> None:
+    """Remove temporary folders of this output left by killed runs (their process is gone)."""
+    for p in out.parent.glob(f".{out.name}.part-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def write_or_return(
+    table, match, info, *, out, derived, vocab, cache, s, src, options, catalog, progress, hats=None
+):
+    """Write ``out/{crossmatch.parquet, tokens.h5, manifest.json}`` (or return the table).
+
+    ``hats=(ra, dec)`` also writes ``crossmatch_hats/``, partitioned on those columns.
+    """
+    blocks = _blocks(table, match, derived, s, src, cache, options, progress)
+    if out is None:
+        import polars as pl
+
+        return pl.from_arrow(pa.concat_tables(list(blocks)))
+    from stardata.io import LazyWriter, recover_folder, replace_folder, temp_sibling
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(out)
+    _stale(out)
+    tmp = temp_sibling(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with LazyWriter(tmp / OUTPUT, s.row_group_size) as writer:
+            for block in blocks:
+                writer.write(block)
+        if vocab is not None:
+            _write_tokens(tmp / OUTPUT, tmp / TOKENS, vocab, writer.rows)
+        if hats is not None:
+            from stardata.hats import write_hats
+
+            write_hats(tmp / OUTPUT, tmp / HATS, name="crossmatch", ra=hats[0], dec=hats[1])
+        manifest = _manifest(tmp, table, match, info, derived, vocab, s, src, options, catalog)
+        from stardata.io import write_json
+
+        write_json(tmp / "manifest.json", manifest)
+        replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_tokens(parquet: Path, path: Path, vocab, n_rows: int) -> None:
+    """``tokens.h5`` of the vocabulary columns (absent or NaN = padding), a row group at a time."""
+    import pyarrow.parquet as pq
+
+    from stardata.tokens import TokensH5Writer
+
+    pf = pq.ParquetFile(parquet)
+    names = pf.schema_arrow.names
+    with TokensH5Writer(path, n_rows, vocab, extra={"gaia_source_id": np.int64}) as w:
+        for k in range(pf.metadata.num_row_groups):
+            g = pf.read_row_group(k)
+            values = np.stack([_floats(g, v, names) for v in vocab.names], axis=1)
+            errors = np.stack([_floats(g, f"{v}_err", names) for v in vocab.names], axis=1)
+            ids = g["gaia_source_id"].to_numpy().astype(np.int64)
+            w.write(values, errors, {"gaia_source_id": ids})
+
+
+def _floats(group: pa.Table, name: str, names: list[str]) -> np.ndarray:
+    if name not in names:
+        return np.full(group.num_rows, np.nan)
+    return group[name].to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _manifest(folder, table, match, info, derived, vocab, s, src, options, catalog) -> dict:
+    from dataclasses import asdict
+
+    from stardata.io import content_digest, sha256_file
+    from stardata.release import package_versions
+
+    counts = {
+        "rows": int(table.num_rows),
+        "matched": int(np.count_nonzero(match["xm_matched"])),
+        "ambiguous": int(np.count_nonzero(match["xm_ambiguous"])),
+    }
+    if derived:
+        import pyarrow.parquet as pq
+
+        flags = ["gaia_found", "tmass_found", "has_xp", "xp_good"]
+        t = pq.read_table(folder / OUTPUT, columns=flags)
+        counts.update({n: int(np.count_nonzero(t[n].to_numpy())) for n in flags})
+    source = {"rows": int(table.num_rows), "columns": table.column_names}
+    if isinstance(catalog, str | os.PathLike):
+        source.update(path=str(catalog), sha256=sha256_file(catalog))
+    outputs = {}
+    for name in (OUTPUT, TOKENS, HATS):
+        p = folder / name
+        if p.exists():
+            size, digest = content_digest(p)
+            outputs[name] = {"sha256": digest, "size": size, "rows": counts["rows"]}
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": "crossmatch",
+        "catalog": source,
+        "match": info,
+        "columns": "derived" if derived else "match",
+        "options": {k: v for k, v in options.items() if k != "xp_bounds"}
+        | {"xp_percentile_cut": options.get("xp_bounds") is not None},
+        "packages": package_versions(),
+        "settings": s.to_dict(),
+        "sources": asdict(src),
+        "seed": {"extinction": s.ebv_seed},
+        "row_counts": counts,
+        "vocabulary": None if vocab is None else list(vocab.names),
+        "outputs": outputs,
+    }
