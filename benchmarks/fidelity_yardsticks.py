@@ -7,7 +7,10 @@
 - :class:`LabelFlow`: one conditional neural spline flow (``zuko``, a benchmark-only
   dependency: ``pip install stardiff[bench]``) per label, conditioned on every non-label
   column (standardized, missing = 0, plus a 0/1 presence mask), trained for a wall-clock
-  budget with Adam and a cosine learning rate over the budget.
+  budget with Adam and a cosine learning rate over the budget, keeping the weights of the
+  epoch with the best NLL on 10 % of its rows held out (without that it memorizes the
+  training rows: a 20-minute run reached a training NLL up to 2.5 nats below the exact model's
+  and 68 % coverage of 0.06-0.26 on held-out rows).
 """
 
 from __future__ import annotations
@@ -72,10 +75,14 @@ class LabelFlow:
         self.label, self.inputs = label, np.asarray(inputs)
         rows = np.isfinite(train[:, label])
         self.mean, self.std = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
-        self.y = torch.as_tensor(self._z(train[rows], [label]), dtype=torch.float32)
-        self.c = self._context(train[rows])
+        y = torch.as_tensor(self._z(train[rows], [label]), dtype=torch.float32)
+        c = self._context(train[rows])
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(y.shape[0], generator=self.gen)
+        n_val = y.shape[0] // 10
+        self.y, self.c = y[perm[n_val:]], c[perm[n_val:]]
+        self.y_val, self.c_val = y[perm[:n_val]], c[perm[:n_val]]
         self.flow = zuko.flows.NSF(
             features=1, context=self.c.shape[1], transforms=3, hidden_features=(128, 128)
         )
@@ -93,7 +100,7 @@ class LabelFlow:
         """Train for ``minutes`` of wall clock; return the epochs and final loss."""
         opt = torch.optim.Adam(self.flow.parameters(), lr=lr)
         budget, t0, epochs, loss = 60.0 * minutes, time.perf_counter(), 0, float("nan")
-        n = self.y.shape[0]
+        n, best, best_state = self.y.shape[0], math.inf, None
         while (spent := time.perf_counter() - t0) < budget:
             perm = torch.randperm(n, generator=self.gen)
             for i in range(0, n, batch):
@@ -109,7 +116,19 @@ class LabelFlow:
                 opt.step()
                 loss = nll.item()
             epochs += 1
-        return {"epochs": epochs, "final_nll": round(loss, 4), "seconds": round(spent, 1)}
+            with torch.no_grad():
+                val = -self.flow(self.c_val).log_prob(self.y_val).mean().item()
+            if val < best:
+                best = val
+                best_state = {k: v.clone() for k, v in self.flow.state_dict().items()}
+        if best_state is not None:
+            self.flow.load_state_dict(best_state)
+        return {
+            "epochs": epochs,
+            "final_nll": round(loss, 4),
+            "best_val_nll": round(best, 4),
+            "seconds": round(spent, 1),
+        }
 
     @torch.no_grad()
     def draw(self, given: np.ndarray, n: int, seed: int) -> np.ndarray:
