@@ -22,13 +22,7 @@ import time
 import numpy as np
 import polars as pl
 
-
-def _rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
+from benchmarks import rss_gb
 
 
 def _inputs(n_pos: int, n_ref: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, int]:
@@ -72,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     from stardata.crossmatch import crossmatch
 
     cat, ref, n_hit = _inputs(a.positions, a.reference)
-    before = _rss_gb()
+    before = rss_gb()
     t0 = time.perf_counter()
     out = crossmatch(
         cat, reference=ref, epoch=2000.0, radius=a.radius, columns="match", progress=False

@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks import rss_gb
+
 
 def _model_config(name: str) -> dict:
     """The [model] section of a bundled recipe (so the sizes follow the recipes)."""
@@ -118,14 +120,6 @@ def speed(a) -> dict:
     }
 
 
-def _rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
 def memory_child(a) -> dict:
     """Run in a fresh process: load the model, then predict the whole file."""
     from stardiff.infer import load
@@ -133,7 +127,7 @@ def memory_child(a) -> dict:
 
     model = load(a.model)
     model.max_memory = 256 * 1024**2
-    before = _rss_gb()
+    before = rss_gb()
     t0 = time.perf_counter()
     predict(
         model, Path(a.input), "teff", n=a.n, out=a.output, chunk_rows=a.chunk_rows,
