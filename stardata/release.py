@@ -25,7 +25,7 @@ from pathlib import Path
 from stardata import pipeline
 from stardata.context import Context
 from stardata.errors import BuildError, OfflineMissing, VerifyError
-from stardata.hats import HatsMissing, write_hats
+from stardata.hats import HatsMissing, require_hats, write_hats
 from stardata.inputs import missing_offline
 from stardata.io import (
     FolderLock,
@@ -194,21 +194,23 @@ def _formats(formats: Sequence[str]) -> tuple[str, ...]:
     unknown = sorted(set(formats) - set(FORMATS_KNOWN))
     if unknown:
         raise BuildError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS_KNOWN)}")
+    if "hats" in formats:
+        try:
+            require_hats()  # before the stages, not after an hour of them
+        except HatsMissing as exc:
+            raise BuildError(f"--format hats: {exc}") from None
     return tuple(dict.fromkeys([*FORMATS, *formats]))  # parquet and hdf5 are always written
 
 
 def _write_hats(folder: Path, progress: bool) -> None:
     """``stars_hats/``: stars.parquet as a HATS collection (catalogue + margin)."""
-    try:
-        write_hats(
-            folder / "stars.parquet",
-            folder / HATS_OUTPUT,
-            name="stars",
-            sort_column="gaia_source_id",
-            progress=progress,
-        )
-    except HatsMissing as exc:
-        raise BuildError(f"--format hats: {exc}") from None
+    write_hats(
+        folder / "stars.parquet",
+        folder / HATS_OUTPUT,
+        name="stars",
+        sort_column="gaia_source_id",
+        progress=progress,
+    )
 
 
 def _manifest(release: str, s: Settings, result: pipeline.BuildResult, folder: Path) -> dict:

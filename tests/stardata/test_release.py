@@ -474,3 +474,15 @@ def test_format_hats_writes_a_verified_hats_collection(reference, env, tmp_path)
 def test_unknown_format_is_one_line(env, tmp_path):
     with pytest.raises(BuildError, match="unknown format.*'fits'"):
         _build(env, tmp_path, formats=["fits"])
+
+
+def test_format_hats_without_the_extra_fails_before_any_stage(env, tmp_path, monkeypatch):
+    import stardata.hats
+
+    def missing():
+        raise stardata.hats.HatsMissing("HATS catalogues need the optional packages (lsdb): ...")
+
+    monkeypatch.setattr("stardata.release.require_hats", missing)
+    with pytest.raises(BuildError, match="--format hats: .*optional packages"):
+        _build(env, tmp_path, formats=["hats"])
+    assert not (tmp_path / "data" / "stages").exists()  # nothing was computed
