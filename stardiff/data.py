@@ -210,8 +210,8 @@ class Batch:
 
     tokens: torch.Tensor  # (B, C) int64, 0 = padding
     values: torch.Tensor  # (B, C) float32
-    request: torch.Tensor  # (B,) int64 token id of the requested column
-    target: torch.Tensor  # (B,) float32
+    request: torch.Tensor  # (B,) or (B, k) int64 token ids of the requested columns, 0 = none
+    target: torch.Tensor  # (B,) or (B, k) float32
 
 
 class BatchBuilder:
@@ -231,6 +231,11 @@ class BatchBuilder:
         ``L = floor(u**subset_power * (n + 1))`` with ``u`` uniform: 1 draws ``L`` uniformly in
         ``0..n``; larger values favour few inputs (``P(L = 0) ~ (n + 1)**(-1/power)``), which
         matter more with many columns, where uniform ``L`` rarely trains them.
+    requests : int
+        Requested columns per row (distinct; none of them among the inputs unless
+        ``target_in_context``). With 1, ``Batch.request``/``target`` are (B,); otherwise
+        (B, requests), a row with fewer requestable present columns padding its extra
+        requests with token 0 (target 0).
     """
 
     def __init__(
@@ -240,6 +245,7 @@ class BatchBuilder:
         context: int,
         target_in_context: bool = False,
         subset_power: float = 1.0,
+        requests: int = 1,
     ):
         self.values = values
         self.requestable = requestable.to(values.device)
@@ -247,6 +253,7 @@ class BatchBuilder:
         self.context = context
         self.target_in_context = target_in_context
         self.subset_power = subset_power
+        self.requests = max(1, min(requests, values.shape[1]))
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -258,14 +265,23 @@ class BatchBuilder:
         B, V = x.shape
         dev = x.device
         present = ~torch.isnan(x)
-        # One requested column per row: the argmax of random keys over allowed columns.
+        # Requested columns: the largest random keys over allowed columns.
         keys = torch.rand(B, V, generator=generator, device=dev)
         keys = keys.masked_fill(~(present & self.requestable), -1.0)
-        request = keys.argmax(dim=1)
-        target = x.gather(1, request[:, None]).squeeze(1)
         avail = present.clone()
-        if not self.target_in_context:
-            avail[torch.arange(B, device=dev), request] = False
+        if self.requests == 1:
+            request = keys.argmax(dim=1)
+            target = x.gather(1, request[:, None]).squeeze(1)
+            if not self.target_in_context:
+                avail[torch.arange(B, device=dev), request] = False
+            req_tokens = request + 1
+        else:
+            top, request = torch.topk(keys, self.requests, dim=1)
+            real = top >= 0
+            target = torch.where(real, x.gather(1, request), 0.0)
+            if not self.target_in_context:
+                avail.scatter_(1, request, avail.gather(1, request) & ~real)
+            req_tokens = torch.where(real, request + 1, 0)
         # Random order of the available inputs: the k smallest of fresh random keys.
         keys = torch.rand(B, V, generator=generator, device=dev).masked_fill(~avail, 2.0)
         order = torch.topk(keys, self.k, dim=1, largest=False).indices
@@ -278,4 +294,4 @@ class BatchBuilder:
         use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]
         tokens = torch.where(use, order + 1, 0)
         values = torch.where(use, x.gather(1, order), 0.0)
-        return Batch(tokens, values.float(), request + 1, target.float())
+        return Batch(tokens, values.float(), req_tokens, target.float())

@@ -48,6 +48,8 @@ class ModelSection:
     steps: int = 100
     beta_start: float = 1e-5
     beta_end: float = 0.1
+    isolated_requests: bool = False  # inputs never attend to the request (train.requests > 1)
+    embedding_shift: bool = False  # value embedding GELU(w*M + s) with learned bends s
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class TrainSection:
     warmup: float = 0.0  # linear LR warm-up, fraction of time_budget
     ema: float = 0.0  # decay of the weight average the model is saved from; 0 = none
     subset_power: float = 1.0  # input-set size L = floor(u**power * (n+1)); > 1 favours few inputs
+    requests: int = 1  # requested columns per encoded row (> 1 needs model.isolated_requests)
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
         "train.checkpoint_every": r.train.checkpoint_every,
         "train.length_buckets": r.train.length_buckets,
         "train.noise_draws": r.train.noise_draws,
+        "train.requests": r.train.requests,
         "evaluate.samples": r.evaluate.samples,
     }
     for key, v in positive.items():
@@ -254,6 +258,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
     if not 0 <= r.data.validation_fraction < 1:
         raise RecipeError(f"{where}: 'data.validation_fraction' must be in [0, 1)")
     _check_budget_keys(r.train, where)
+    _check_requests(r, where)
     if r.train.context < 0:
         raise RecipeError(f"{where}: 'train.context' must be >= 0, got {r.train.context}")
     from stardiff.transforms import TRANSFORMS
@@ -309,3 +314,11 @@ def _check_budget_keys(t: TrainSection, where: str) -> None:
         raise RecipeError(f"{where}: 'train.ema' must be in [0, 1), got {t.ema}")
     if t.subset_power <= 0:
         raise RecipeError(f"{where}: 'train.subset_power' must be positive, got {t.subset_power}")
+
+
+def _check_requests(r: Recipe, where: str) -> None:
+    if r.train.requests > 1 and not r.model.isolated_requests:
+        raise RecipeError(
+            f"{where}: 'train.requests' = {r.train.requests} needs 'model.isolated_requests' = "
+            "true (the inputs must not attend to the requests)"
+        )

@@ -103,14 +103,17 @@ def _network(recipe: Recipe, n_kinds: int) -> DensityNetwork:
             steps=m.steps,
             beta_start=m.beta_start,
             beta_end=m.beta_end,
+            isolated_requests=m.isolated_requests,
+            embedding_shift=m.embedding_shift,
         )
     )
 
 
 def _noise_and_steps(batch: Batch, n_steps: int, draws: int, gen: torch.Generator):
-    """Diffusion steps and noise, shape (B,) for one draw per row, else (B, draws)."""
-    B, dev = batch.target.shape[0], batch.target.device
-    shape = (B,) if draws == 1 else (B, draws)
+    """Diffusion steps and noise of the shape of the targets, plus an axis of ``draws``
+    when there are several."""
+    dev = batch.target.device
+    shape = tuple(batch.target.shape) + (() if draws == 1 else (draws,))
     t = torch.randint(0, n_steps, shape, generator=gen, device=dev)
     return t, torch.randn(shape, generator=gen, device=dev)
 
@@ -145,8 +148,9 @@ class _Run:
         requestable = torch.zeros(z.shape[1], dtype=torch.bool)
         requestable[torch.as_tensor(prep.pre.vocab.ids(prep.requestable) - 1)] = True
         self.builder = BatchBuilder(
-            z, requestable, r.train.context, r.train.target_in_context, r.train.subset_power
-        )
+            z, requestable, r.train.context, r.train.target_in_context, r.train.subset_power,
+            r.train.requests,
+        )  # fmt: skip
         rows = torch.as_tensor(prep.train_rows, device=device)
         ok = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
         ok[self.builder.trainable_rows()] = True

@@ -11,7 +11,11 @@ class TokenEmbedding(nn.Module):
     """``y = GELU(w_x · M) + b_x`` for a token of kind ``x`` with standardized value ``M``.
 
     Two learned tables of shape ``(V + 1, D)``; row 0 belongs to the padding token and
-    is never used for a real input (padding positions are masked in attention).
+    is never used for a real input (padding positions are masked in attention). With
+    ``shift``, a third table ``s_x`` moves each feature's bend: ``GELU(w_x · M + s_x)``.
+    Without it every feature bends at ``M = 0``, so the embedding of a value is nearly
+    two straight pieces; the shifted bends (initialized over about ±2 σ) give a set of
+    features that resolve where in its range a value lies.
 
     Parameters
     ----------
@@ -19,19 +23,32 @@ class TokenEmbedding(nn.Module):
         Vocabulary size ``V`` (token ids ``1..V``).
     dim : int
         Embedding width ``D``.
+    shift : bool
+        Learn the bend positions ``s_x`` (``model.embedding_shift``).
     """
 
-    def __init__(self, n_kinds: int, dim: int):
+    def __init__(self, n_kinds: int, dim: int, shift: bool = False):
         super().__init__()
         self.weight = nn.Embedding(n_kinds + 1, dim)
         self.bias = nn.Embedding(n_kinds + 1, dim)
         nn.init.normal_(self.weight.weight, std=1.0)
         nn.init.normal_(self.bias.weight, std=0.02)
+        self.shift = None
+        if shift:
+            self.shift = nn.Embedding(n_kinds + 1, dim)
+            nn.init.normal_(self.shift.weight, std=1.5)
 
     def forward(self, tokens: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Embed inputs: ``tokens`` (B, L) int, ``values`` (B, L) float → (B, L, D)."""
-        return F.gelu(self.weight(tokens) * values.unsqueeze(-1)) + self.bias(tokens)
+        pre = self.weight(tokens) * values.unsqueeze(-1)
+        if self.shift is not None:
+            pre = pre + self.shift(tokens)
+        return F.gelu(pre) + self.bias(tokens)
 
     def request(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embed requested kinds ``tokens`` (B,) → (B, 1, D): ``w_x`` only, no value or bias."""
         return self.weight(tokens).unsqueeze(1)
+
+    def request_many(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embed ``k`` requested kinds per row, ``tokens`` (B, k) → (B, k, D)."""
+        return self.weight(tokens)

@@ -1,7 +1,9 @@
 """Encoder-only Transformer (BERT-like, post-norm) over a *set* of tokens.
 
 There is no positional encoding: the inputs are a set, so a model trained with a
-context of 64 accepts any number of inputs at inference.
+context of 64 accepts any number of inputs at inference. Which key each query may
+attend to is a boolean mask: ``(B, 1, 1, L)`` (every query sees the same keys) or
+``(B, 1, L, L)`` (one row per query; see :func:`stardiff.model.network.attention_mask`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, n_queries: int | None = None):
-        """``x`` (B, L, D); ``keep`` (B, L) True for real keys; queries = first ``n_queries``."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, n_queries: int | None = None):
+        """``x`` (B, L, D); ``mask`` (B, 1, 1 or L, L) True where a query may see a key;
+        queries = first ``n_queries``."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=-1)
         if n_queries is not None:
             q = q[:, :n_queries]
+            if mask.shape[2] > 1:
+                mask = mask[:, :, :n_queries]
         heads = lambda t: t.reshape(B, t.shape[1], self.n_heads, D // self.n_heads).transpose(1, 2)  # noqa: E731
-        mask = keep[:, None, None, :]  # broadcast over heads and queries
         y = F.scaled_dot_product_attention(
             heads(q),
             heads(k),
@@ -54,14 +58,14 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, n_queries: int | None = None):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, n_queries: int | None = None):
         res = x if n_queries is None else x[:, :n_queries]
-        x = self.norm1(res + self.drop(self.attn(x, keep, n_queries)))
+        x = self.norm1(res + self.drop(self.attn(x, mask, n_queries)))
         return self.norm2(x + self.drop(self.ff(x)))
 
 
 class Encoder(nn.Module):
-    """A stack of encoder blocks; returns the hidden state at position 0 (the request)."""
+    """A stack of encoder blocks; returns the hidden states of the requests (first positions)."""
 
     def __init__(self, dim: int, n_heads: int, ff_dim: int, n_layers: int, dropout: float):
         super().__init__()
@@ -69,10 +73,10 @@ class Encoder(nn.Module):
             EncoderBlock(dim, n_heads, ff_dim, dropout) for _ in range(n_layers)
         )
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, D) with the request at position 0; ``keep`` (B, L) → (B, D)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, n_out: int = 1) -> torch.Tensor:
+        """``x`` (B, L, D) with the requests at positions ``0..n_out-1`` → (B, n_out, D)."""
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            # Only position 0 is read out, so the last block computes one query per row.
-            x = block(x, keep, n_queries=1 if last else None)
-        return x[:, 0]
+            # Only the requests are read out, so the last block computes their queries only.
+            x = block(x, mask, n_queries=n_out if last else None)
+        return x[:, :n_out]

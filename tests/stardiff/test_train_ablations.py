@@ -80,3 +80,20 @@ def test_ema_model_folder_holds_the_average_and_resumes_exactly(tmp_path, monkey
     b = load_file(str(tmp_path / "part-model/model.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_embedding_shift_moves_the_bends_and_is_off_in_older_models():
+    from stardiff.model.embedding import TokenEmbedding
+
+    torch.manual_seed(0)
+    plain, shifted = TokenEmbedding(3, 8), TokenEmbedding(3, 8, shift=True)
+    assert plain.shift is None and "shift.weight" not in plain.state_dict()
+    shifted.weight.weight.data.copy_(plain.weight.weight)
+    shifted.bias.weight.data.copy_(plain.bias.weight)
+    tokens, values = torch.tensor([[1, 2]]), torch.tensor([[0.3, -1.0]])
+    with torch.no_grad():
+        shifted.shift.weight.zero_()  # a zero shift is the paper's embedding
+        torch.testing.assert_close(shifted(tokens, values), plain(tokens, values))
+        shifted.shift.weight.fill_(0.5)
+        expect = torch.nn.functional.gelu(plain.weight(tokens) * values[..., None] + 0.5)
+        torch.testing.assert_close(shifted(tokens, values), expect + plain.bias(tokens))

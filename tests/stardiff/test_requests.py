@@ -1,0 +1,134 @@
+"""Several requests per encoded row: train.requests with model.isolated_requests."""
+
+import numpy as np
+import pytest
+import torch
+
+from stardiff import fit, load
+from stardiff.data import BatchBuilder
+from stardiff.model.network import DensityNetwork, NetworkConfig, attention_mask
+from stardiff.recipe import RecipeError, recipe_from_dict
+from tests.stardiff.conftest import bimodal_table, make_recipe
+
+
+def _net(isolated=True):
+    torch.manual_seed(0)
+    cfg = NetworkConfig(n_kinds=6, dim=16, n_heads=2, ff_dim=32, isolated_requests=isolated)
+    return DensityNetwork(cfg).eval()
+
+
+def test_isolated_requests_are_independent_questions_about_the_same_inputs():
+    net = _net()
+    tokens = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0]])
+    values = torch.randn(2, 4)
+    many = net.condition(tokens, values, torch.tensor([[5, 6], [2, 3]]))
+    other = net.condition(tokens, values, torch.tensor([[5, 1], [2, 6]]))
+    one = net.condition(tokens, values, torch.tensor([5, 2]))
+    assert many.shape == (2, 2, 16) and one.shape == (2, 16)
+    torch.testing.assert_close(many[:, 0], one)  # the same whatever else is requested
+    torch.testing.assert_close(many[:, 0], other[:, 0])
+    padded = net.condition(
+        torch.cat([tokens, torch.zeros(2, 3, dtype=torch.long)], 1),
+        torch.cat([values, torch.randn(2, 3)], 1),
+        torch.tensor([5, 2]),
+    )
+    torch.testing.assert_close(padded, one)  # padding is never seen
+    empty = net.condition(
+        torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.long)
+    )
+    assert torch.isfinite(empty).all()  # a row without inputs attends to its request only
+
+
+def test_attention_masks():
+    tokens = torch.tensor([[3, 0]])
+    shared = attention_mask(tokens, 1, isolated=False)
+    assert shared.shape == (1, 1, 1, 3) and shared[0, 0, 0].tolist() == [True, True, False]
+    iso = attention_mask(tokens, 2, isolated=True)[0, 0]
+    # rows: request 1, request 2, input 3, padding; columns the keys they may see
+    assert iso.tolist() == [
+        [True, False, True, False],
+        [False, True, True, False],
+        [False, False, True, False],
+        [False, False, True, True],
+    ]
+    with pytest.raises(ValueError, match="isolated_requests"):
+        attention_mask(tokens, 2, isolated=False)
+
+
+def test_batches_with_several_requests():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, 7)).astype(np.float32)
+    z[rng.random(z.shape) < 0.4] = np.nan
+    z = torch.as_tensor(z)
+    requestable = torch.tensor([True] * 5 + [False] * 2)
+    b = BatchBuilder(z, requestable, context=7, requests=3)
+    rows = b.trainable_rows()
+    batch = b(rows, torch.Generator().manual_seed(1))
+    assert batch.request.shape == batch.target.shape == (rows.numel(), 3)
+    x = z[rows]
+    short = 0
+    for i in range(rows.numel()):
+        req = batch.request[i][batch.request[i] > 0] - 1
+        n_ok = int((~torch.isnan(x[i]) & requestable).sum())
+        assert req.numel() == min(3, n_ok) and len(set(req.tolist())) == req.numel()
+        assert requestable[req].all() and not torch.isnan(x[i, req]).any()
+        torch.testing.assert_close(batch.target[i, : req.numel()], x[i, req])
+        assert (batch.target[i, req.numel() :] == 0).all()
+        inputs = batch.tokens[i][batch.tokens[i] > 0] - 1
+        assert not set(inputs.tolist()) & set(req.tolist())  # no request among the inputs
+        assert not torch.isnan(x[i, inputs]).any()
+        short += req.numel() < 3
+    assert short > 0  # some rows have fewer requestable columns than requests: padded
+
+
+def test_loss_leaves_out_padded_requests():
+    net = _net()
+    tokens, values = torch.tensor([[1, 2], [3, 0]]), torch.randn(2, 2)
+    req = torch.tensor([[4, 5], [4, 0]])
+    target, t = torch.randn(2, 2), torch.randint(0, 100, (2, 2, 3))
+    noise = torch.randn(2, 2, 3)
+    loss = net.loss(tokens, values, req, target, t, noise)
+    other = target.clone()
+    other[1, 1] = 50.0  # the padded request's target and noise do not count
+    noise2 = noise.clone()
+    noise2[1, 1] = 9.0
+    torch.testing.assert_close(net.loss(tokens, values, req, other, t, noise2), loss)
+    # the mean over the three real requests of the single-request losses
+    parts = [
+        net.loss(
+            tokens[i : i + 1],
+            values[i : i + 1],
+            req[i, j : j + 1],
+            target[i, j : j + 1],
+            t[i, j : j + 1],
+            noise[i, j : j + 1],
+        )  # fmt: skip
+        for i, j in [(0, 0), (0, 1), (1, 0)]
+    ]
+    torch.testing.assert_close(loss, torch.stack(parts).mean())
+
+
+def test_several_requests_need_isolated_requests():
+    raw = {"data": {"table": "t.parquet"}, "train": {"requests": 4}}
+    with pytest.raises(RecipeError, match="'train.requests' = 4 needs 'model.isolated_requests'"):
+        recipe_from_dict(raw)
+    raw["train"]["requests"] = 0
+    with pytest.raises(RecipeError, match="'train.requests' must be positive"):
+        recipe_from_dict(raw)
+
+
+def test_training_with_several_requests_saves_a_model_that_samples(tmp_path):
+    table = bimodal_table(800)
+    recipe = make_recipe(
+        tmp_path,
+        table,
+        model={"isolated_requests": True},
+        train={"requests": 2, "noise_draws": 2, "epochs": 2},
+    )
+    model = fit(recipe, progress=False, figures=False)
+    assert model.network.config.isolated_requests
+    again = load(tmp_path / "tiny-model")
+    assert again.network.config.isolated_requests
+    a = model.sample({"x": 1.0}, "y", n=64, seed=3)
+    b = again.sample({"x": 1.0}, "y", n=64, seed=3)
+    assert np.isfinite(a).all() and np.array_equal(a, b)
