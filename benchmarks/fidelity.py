@@ -55,14 +55,21 @@ MODEL, TRAIN = recipe_sections()
 
 def _overrides(items: list[str]) -> dict[str, dict]:
     from stardiff.recipe import ModelSection, TrainSection
+    from stardiff.transforms import TRANSFORMS
 
-    out: dict[str, dict] = {"model": {}, "train": {}}
+    out: dict[str, dict] = {"model": {}, "train": {}, "transforms": {}}
     for item in items:
         key, sep, value = item.partition("=")
         section, _, name = key.partition(".")
+        if section == "transforms" and sep and name and value in TRANSFORMS:
+            out["transforms"][name] = value
+            continue
         cls = {"model": ModelSection, "train": TrainSection}.get(section)
         if not sep or cls is None or not hasattr(cls(), name):
-            raise SystemExit(f"fidelity: expected model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
+            raise SystemExit(
+                "fidelity: expected model.KEY=VALUE, train.KEY=VALUE or transforms.COLUMN="
+                f"{'|'.join(TRANSFORMS)}, got {item!r}"
+            )
         kind = type(getattr(cls(), name))
         out[section][name] = value.lower() == "true" if kind is bool else kind(value)
     return out
@@ -75,6 +82,7 @@ def _train_model(table, tmp: Path, a, kv: dict):
     table.write_parquet(tmp / "synth.parquet")
     raw = {
         "data": {"table": str(tmp / "synth.parquet"), "test_rows": TEST_ROWS, "split_seed": a.seed},
+        "transforms": kv["transforms"],
         "model": {**MODEL, **kv["model"]},
         "train": {**TRAIN, "threads": a.threads, "seed": a.seed, "out": str(tmp / "model")}
         | kv["train"]

@@ -10,6 +10,7 @@ An encoder-only Transformer over (column, value) tokens with a denoising-diffusi
 
 __version__ = "0.1.0"
 
+from stardiff.describe import describe  # noqa: E402
 from stardiff.evaluate import evaluate  # noqa: E402
 from stardiff.infer import DensityModel, load  # noqa: E402
 from stardiff.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
@@ -19,6 +20,7 @@ __all__ = [
     "DensityModel",
     "Recipe",
     "RecipeError",
+    "describe",
     "evaluate",
     "fit",
     "load",

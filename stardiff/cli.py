@@ -340,55 +340,10 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
-def _history_summary(folder: Path) -> dict:
-    """Epochs, final and best losses and total time from the folder's metrics.csv."""
-    import csv
-
-    path = folder / "metrics.csv"
-    if not path.exists():
-        return {}
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    val = [float(r["val_loss"]) for r in rows]
-    best = min(range(len(rows)), key=lambda i: val[i] if val[i] == val[i] else float("inf"))
-    return {
-        "epochs": int(rows[-1]["epoch"]),
-        "final_train_loss": float(rows[-1]["train_loss"]),
-        "final_val_loss": val[-1],
-        "best_val_loss": val[best],
-        "best_epoch": int(rows[best]["epoch"]),
-        "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),
-    }
-
-
 def _cmd_info(a) -> int:
-    from stardiff.infer import load
+    from stardiff.describe import describe
 
-    model = load(a.model)
-    cfg = model.config()
-    training = model.meta.get("training", {})
-    print(
-        json.dumps(
-            {
-                "model": str(a.model),
-                "stardiff_version": cfg["stardiff_version"],
-                "n_parameters": model.n_parameters(),
-                "network": cfg["network"],
-                "vocabulary": list(model.columns),
-                "requestable": model.requestable,
-                "transforms": {
-                    c: t.kind
-                    for c, t in zip(model.columns, model.pre.transforms, strict=True)
-                    if t.kind != "identity"
-                },
-                "training": {**training, "history": _history_summary(model.folder)},
-                "recipe": model.meta.get("recipe", {}),
-            },
-            indent=2,
-        )
-    )
+    print(json.dumps(describe(a.model), indent=2))
     return 0
 
 

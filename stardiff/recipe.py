@@ -77,6 +77,7 @@ class TrainSection:
     ema: float = 0.0  # decay of the weight average the model is saved from; 0 = none
     subset_power: float = 1.0  # input-set size L = floor(u**power * (n+1)); > 1 favours few inputs
     requests: int = 1  # requested columns per encoded row (> 1 needs model.isolated_requests)
+    step_power: float = 1.0  # diffusion step t = floor(u**power * T); > 1 favours low noise
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,8 @@ def _check_budget_keys(t: TrainSection, where: str) -> None:
         raise RecipeError(f"{where}: 'train.ema' must be in [0, 1), got {t.ema}")
     if t.subset_power <= 0:
         raise RecipeError(f"{where}: 'train.subset_power' must be positive, got {t.subset_power}")
+    if t.step_power <= 0:
+        raise RecipeError(f"{where}: 'train.step_power' must be positive, got {t.step_power}")
 
 
 def _check_requests(r: Recipe, where: str) -> None:

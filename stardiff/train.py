@@ -109,12 +109,22 @@ def _network(recipe: Recipe, n_kinds: int) -> DensityNetwork:
     )
 
 
-def _noise_and_steps(batch: Batch, n_steps: int, draws: int, gen: torch.Generator):
+def _noise_and_steps(
+    batch: Batch, n_steps: int, draws: int, gen: torch.Generator, power: float = 1.0
+):
     """Diffusion steps and noise of the shape of the targets, plus an axis of ``draws``
-    when there are several."""
+    when there are several.
+
+    Steps are uniform for ``power = 1`` (the paper); otherwise ``t = floor(u**power * T)``,
+    which weights the loss towards low noise (``power > 1``) or high noise (``< 1``).
+    """
     dev = batch.target.device
     shape = tuple(batch.target.shape) + (() if draws == 1 else (draws,))
-    t = torch.randint(0, n_steps, shape, generator=gen, device=dev)
+    if power == 1.0:  # the same random stream as before the key existed
+        t = torch.randint(0, n_steps, shape, generator=gen, device=dev)
+    else:
+        u = torch.rand(shape, generator=gen, device=dev) ** power
+        t = (u * n_steps).long().clamp_(max=n_steps - 1)
     return t, torch.randn(shape, generator=gen, device=dev)
 
 
@@ -198,7 +208,9 @@ class _Run:
             rows = perm[i * step : (i + 1) * step]
             done += rows.numel()
             batch = self.builder(rows, self.gen)
-            t, noise = _noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, self.gen)
+            t, noise = _noise_and_steps(
+                batch, self.net.config.steps, self.t.noise_draws, self.gen, self.t.step_power
+            )
             mine = rank_slice(rows.numel(), self.world)
             part = Batch(*(x[mine] for x in vars(batch).values()))
             self.opt.zero_grad(set_to_none=True)

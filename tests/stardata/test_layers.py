@@ -11,9 +11,9 @@ ROOT = Path(stardata.__file__).parent
 #: Lowest first: a module may import only modules before it (``sources`` and ``testing`` are
 #: packages; ``testing`` serves the tests and benchmarks and no library module imports it).
 ORDER = [
-    "errors", "io", "hats", "columns", "split", "tokens", "cuts", "sources", "derive", "settings",
-    "context", "stagecache", "inputs", "outputs", "pipeline", "release", "crossmatch", "cli",
-    "testing",
+    "errors", "locks", "io", "hats", "columns", "split", "tokens", "cuts", "sources", "derive",
+    "settings", "context", "stagecache", "inputs", "outputs", "pipeline", "release", "crossmatch",
+    "cli", "testing",
 ]  # fmt: skip
 CORE = {"settings", "context", "stagecache", "inputs", "outputs", "pipeline", "release"}
 

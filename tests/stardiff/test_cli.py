@@ -3,6 +3,7 @@ import json
 import polars as pl
 import pytest
 
+import stardiff
 from stardiff.cli import main
 from tests.stardiff.conftest import bimodal_table
 
@@ -119,6 +120,8 @@ def test_sample_given_table_joint_and_info(trained, capsys):
     assert main(["info", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["vocabulary"] == ["x", "y", "z"] and info["n_parameters"] > 0
+    assert info["training"]["history"]["epochs"] >= 1
+    assert info == json.loads(json.dumps(stardiff.describe(out)))  # the CLI is one API call
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,19 @@ def test_label_flow_learns_a_label():
     assert s.shape == (len(test), 50)
     err = np.median(np.abs(np.median(s, axis=1) - test[:, teff]))
     assert err < 0.5 * np.nanstd(x[:, teff])
+
+
+def test_overrides_parse_recipe_keys_and_label_transforms():
+    from benchmarks.fidelity import _overrides
+
+    kv = _overrides(
+        ["train.step_power=2", "model.embedding_shift=true", "transforms.logg=quantile"]
+    )
+    assert kv == {
+        "model": {"embedding_shift": True},
+        "train": {"step_power": 2.0},
+        "transforms": {"logg": "quantile"},
+    }
+    for bad in ("train.nope=1", "transforms.logg=cube", "dim=3"):
+        with pytest.raises(SystemExit, match="fidelity: expected"):
+            _overrides([bad])

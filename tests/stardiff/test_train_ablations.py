@@ -1,4 +1,5 @@
-"""Recipe keys of the fidelity ablations: train.ema and train.subset_power."""
+"""Recipe keys of the fidelity ablations: train.ema, subset_power, step_power and
+model.embedding_shift."""
 
 import numpy as np
 import pytest
@@ -97,3 +98,28 @@ def test_embedding_shift_moves_the_bends_and_is_off_in_older_models():
         shifted.shift.weight.fill_(0.5)
         expect = torch.nn.functional.gelu(plain.weight(tokens) * values[..., None] + 0.5)
         torch.testing.assert_close(shifted(tokens, values), expect + plain.bias(tokens))
+
+
+def test_step_power_one_keeps_the_uniform_stream_and_power_two_favours_low_noise():
+    from types import SimpleNamespace
+
+    from stardiff.train import _noise_and_steps
+
+    batch = SimpleNamespace(target=torch.zeros(40_000, 2))
+    a = _noise_and_steps(batch, 100, 1, torch.Generator().manual_seed(5))
+    b = _noise_and_steps(batch, 100, 1, torch.Generator().manual_seed(5), 1.0)
+    gen = torch.Generator().manual_seed(5)
+    assert torch.equal(a[0], torch.randint(0, 100, (40_000, 2), generator=gen))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    t, noise = _noise_and_steps(batch, 100, 3, torch.Generator().manual_seed(5), 2.0)
+    assert t.shape == noise.shape == (40_000, 2, 3)
+    assert t.min() == 0 and t.max() == 99
+    # P(t < 25) = sqrt(0.25) = 0.5 with power 2, against 0.25 uniform
+    assert (t < 25).float().mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_step_power_must_be_positive(tmp_path):
+    from stardiff.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="'train.step_power' must be positive"):
+        make_recipe(tmp_path, bimodal_table(50), train={"step_power": 0.0})
