@@ -40,12 +40,12 @@ sys.exit(rc)
 
 def _model(folder: Path) -> None:
     from stardiff.infer import DensityModel
+    from stardiff.prepared import network_for, prepare
     from stardiff.recipe import load_recipe
-    from stardiff.train import _network, prepare
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "california.toml")
     prep = prepare(recipe)
-    net = _network(recipe, len(prep.pre.vocab))
+    net = network_for(recipe, len(prep.pre.vocab))
     DensityModel(net, prep.pre, prep.requestable, {}).save(folder)
 
 

@@ -8,7 +8,7 @@ encoding. Work is chunked over rows and draws so memory stays under ``max_memory
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +17,13 @@ import torch
 from stardiff import persist
 from stardiff.errors import ModelFileError
 from stardiff.guards import check_finite, warn_out_of_range
-from stardiff.model import DensityNetwork, NetworkConfig, ancestral, ddim, multistep
+from stardiff.inputs import encode_inputs, given_matrix
+from stardiff.model import DensityNetwork, NetworkConfig
 from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
+from stardiff.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, resolve_sampler, solve
 from stardiff.transforms import Preprocessor
 
 __all__ = ["DensityModel", "load", "SAMPLERS", "DEFAULT_SAMPLER", "DEFAULT_STEPS"]
-
-# "ancestral": the full T-step DDPM chain (stochastic); "ddim": K-step DDIM (η sets its
-# noise); "dpm2": K-step second-order multistep DPM-Solver++ (deterministic). dpm2 over
-# 20 steps is the default: on the California protocol its CRPS is within 0.5 % and its PIT
-# KS within 0.01 of the ancestral chain, at 5-10× the ancestral speed (docs/model.md).
-SAMPLERS = ("ancestral", "ddim", "dpm2")
-DEFAULT_SAMPLER = "dpm2"
-DEFAULT_STEPS = 20  # K of the few-step samplers when not given
 
 FORMAT = "stardiff-model"
 FORMAT_VERSION = 1
@@ -159,38 +153,12 @@ class DensityModel:
 
     def given_matrix(self, given) -> tuple[np.ndarray, bool]:
         """Physical given rows → (R, V) float64 with NaN; also whether it was one row."""
-        if given is None:
-            given = {}
-        if hasattr(given, "to_pandas") and not hasattr(given, "to_dict"):
-            given = given.to_pandas()  # Arrow table
-        if hasattr(given, "columns") and not isinstance(given, Mapping):
-            cols = [str(c) for c in given.columns]
-            data = {c: np.asarray(given[c], dtype=np.float64) for c in cols}
-            one_row = False
-        else:
-            data = {k: np.asarray(v, dtype=np.float64) for k, v in dict(given).items()}
-            one_row = all(v.ndim == 0 for v in data.values())
-        n = 1 if one_row or not data else len(next(iter(data.values())))
-        out = np.full((n, len(self.columns)), np.nan)
-        for name, col in data.items():
-            if col.ndim > 1 or (col.ndim == 1 and len(col) != n):
-                raise ValueError(f"given column {name!r} has shape {col.shape}, expected ({n},)")
-            out[:, self._column(name)] = col
-        return out, one_row or not data
+        return given_matrix(given, len(self.columns), self._column)
 
     # ------------------------------------------------------------------ sampling core
     def _encode_inputs(self, z: np.ndarray):
         """Standardized (R, V) with NaN → padded tokens/values tensors of the present ones."""
-        present = ~np.isnan(z)
-        width = max(1, int(present.sum(axis=1).max(initial=0)))
-        order = np.argsort(~present, axis=1, kind="stable")[:, :width]
-        used = np.take_along_axis(present, order, axis=1)
-        tokens = np.where(used, order + 1, 0)
-        values = np.where(used, np.take_along_axis(np.nan_to_num(z), order, axis=1), 0.0)
-        dev = self.device
-        return torch.as_tensor(tokens, device=dev), torch.as_tensor(
-            values, dtype=torch.float32, device=dev
-        )
+        return encode_inputs(z, self.device)
 
     def _rows_per_chunk(self, n: int, width: int) -> int:
         c = self.network.config
@@ -220,13 +188,7 @@ class DensityModel:
 
     def _solve(self, cond, noise, how) -> torch.Tensor:
         """Run the chosen sampler on conditions ``cond`` and a noise source: (R, n) fp32."""
-        net = self.network
-        method, steps, eta = how
-        if method == "ancestral":
-            return ancestral(net.head, net.schedule, cond, noise)
-        if method == "ddim":
-            return ddim(net.head, net.schedule, cond, noise, steps, eta)
-        return multistep(net.head, net.schedule, cond, noise, steps, order=2)
+        return solve(self.network, cond, noise, how)
 
     def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
         net = self.network
@@ -249,22 +211,9 @@ class DensityModel:
         return out
 
     def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
-        """Resolve the user's (sampler, steps, eta) to (method, K, eta); one-line errors."""
-        T = self.network.config.steps
+        """(sampler, steps, eta), or the model's defaults → (method, K, eta)."""
         sampler, steps = sampler or self.sampler, steps if steps is not None else self.steps
-        method = sampler or (DEFAULT_SAMPLER if steps is None else "dpm2")
-        if method not in SAMPLERS:
-            raise ValueError(f"unknown sampler {method!r}; choose one of {', '.join(SAMPLERS)}")
-        if method == "ancestral":
-            if steps not in (None, T):
-                raise ValueError(f"the ancestral sampler runs all {T} steps, got steps={steps}")
-            return method, T, 0.0
-        k = min(DEFAULT_STEPS, T) if steps is None else int(steps)
-        if not 1 <= k <= T:
-            raise ValueError(f"steps must be in 1..{T}, got {k}")
-        if eta and method != "ddim":
-            raise ValueError(f"eta applies to the ddim sampler only, not {method!r}")
-        return method, k, float(eta)
+        return resolve_sampler(self.network.config.steps, sampler, steps, eta)
 
     @staticmethod
     def _seed(seed: int | None) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from stardiff.data import Batch
 
-__all__ = ["accumulate_gradients"]
+__all__ = ["accumulate_gradients", "noise_and_steps"]
 
 
 def _groups(tokens: torch.Tensor, buckets: int) -> list[torch.Tensor]:
@@ -67,3 +67,22 @@ def accumulate_gradients(
         (loss * (weight * g.numel() / n)).backward()
         total += loss.detach() * g.numel()
     return total
+
+
+def noise_and_steps(
+    batch: Batch, n_steps: int, draws: int, gen: torch.Generator, power: float = 1.0
+):
+    """Diffusion steps and noise of the shape of the targets, plus an axis of ``draws``
+    when there are several.
+
+    Steps are uniform for ``power = 1`` (the paper); otherwise ``t = floor(u**power * T)``,
+    which weights the loss towards low noise (``power > 1``) or high noise (``< 1``).
+    """
+    dev = batch.target.device
+    shape = tuple(batch.target.shape) + (() if draws == 1 else (draws,))
+    if power == 1.0:  # the same random stream as before the key existed
+        t = torch.randint(0, n_steps, shape, generator=gen, device=dev)
+    else:
+        u = torch.rand(shape, generator=gen, device=dev) ** power
+        t = (u * n_steps).long().clamp_(max=n_steps - 1)
+    return t, torch.randn(shape, generator=gen, device=dev)

@@ -17,115 +17,26 @@ import csv
 import io
 import math
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from stardata.tokens import Vocabulary
 from stardiff import persist
 from stardiff.budget import TimeBudget
-from stardiff.data import Batch, BatchBuilder, read_table, split_rows
+from stardiff.data import Batch, BatchBuilder
 from stardiff.devices import resolve_device
 from stardiff.distributed import World, init_world, rank_slice
 from stardiff.ema import WeightAverage
 from stardiff.folders import training_folder
-from stardiff.guards import column_ranges
 from stardiff.infer import DensityModel
-from stardiff.model import DensityNetwork, NetworkConfig
+from stardiff.prepared import Prepared, network_for, prepare
 from stardiff.recipe import Recipe, load_recipe, override
-from stardiff.rowhash import row_hashes
-from stardiff.step import accumulate_gradients
-from stardiff.transforms import Preprocessor
+from stardiff.step import accumulate_gradients, noise_and_steps
 
 __all__ = ["fit", "prepare", "Prepared"]
 
 METRICS = "metrics.csv"
 METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "rows_per_s"]
-
-
-@dataclass
-class Prepared:
-    """Everything training needs, derived deterministically from a recipe."""
-
-    recipe: Recipe
-    pre: Preprocessor
-    requestable: list[str]
-    z: np.ndarray  # standardized (N, V), NaN = missing
-    train_rows: np.ndarray
-    val_rows: np.ndarray
-    test_rows: np.ndarray
-    ranges: dict | None = None  # column → [min, max, robust σ] of the training rows
-    hashes: dict | None = None  # "train"/"validation" → content hashes of those rows
-
-
-def prepare(recipe: Recipe) -> Prepared:
-    """Read the recipe's table, split it, fit transforms + standardizer on training rows."""
-    d = recipe.data
-    table = read_table(recipe.table_path(), d.columns or None, d.split_column)
-    if table.ignored:  # said, never silent: a column the model will not know
-        why = ", ".join(f"{c} ({w})" for c, w in table.ignored.items())
-        warnings.warn(f"{recipe.table_path().name}: columns not used: {why}", stacklevel=2)
-    vocab = Vocabulary(table.names)
-    requestable = list(d.requestable) or list(table.names)
-    for c in requestable:
-        vocab.id(c)  # unknown names raise, listing the valid ones
-    train, val, test = split_rows(
-        len(table.values),
-        test_rows=d.test_rows,
-        validation_fraction=d.validation_fraction,
-        seed=d.split_seed,
-        labels=table.split,
-    )
-    if train.size == 0:
-        raise ValueError(f"{recipe.table_path().name}: no training rows after the split")
-    pre = Preprocessor.fit(table.values[train], vocab, recipe.transforms)
-    z = pre.encode(table.values, where=recipe.table_path().name)
-    ranges = column_ranges(table.values[train], table.names)
-    hashes = {"train": row_hashes(table.values[train]), "validation": row_hashes(table.values[val])}
-    return Prepared(recipe, pre, requestable, z, train, val, test, ranges, hashes)
-
-
-def _network(recipe: Recipe, n_kinds: int) -> DensityNetwork:
-    m = recipe.model
-    return DensityNetwork(
-        NetworkConfig(
-            n_kinds=n_kinds,
-            dim=m.dim,
-            n_heads=m.n_heads,
-            ff_dim=m.ff_dim,
-            n_layers=m.n_layers,
-            dropout=m.dropout,
-            head_width=m.head_width,
-            head_layers=m.head_layers,
-            steps=m.steps,
-            beta_start=m.beta_start,
-            beta_end=m.beta_end,
-            isolated_requests=m.isolated_requests,
-            embedding_shift=m.embedding_shift,
-        )
-    )
-
-
-def _noise_and_steps(
-    batch: Batch, n_steps: int, draws: int, gen: torch.Generator, power: float = 1.0
-):
-    """Diffusion steps and noise of the shape of the targets, plus an axis of ``draws``
-    when there are several.
-
-    Steps are uniform for ``power = 1`` (the paper); otherwise ``t = floor(u**power * T)``,
-    which weights the loss towards low noise (``power > 1``) or high noise (``< 1``).
-    """
-    dev = batch.target.device
-    shape = tuple(batch.target.shape) + (() if draws == 1 else (draws,))
-    if power == 1.0:  # the same random stream as before the key existed
-        t = torch.randint(0, n_steps, shape, generator=gen, device=dev)
-    else:
-        u = torch.rand(shape, generator=gen, device=dev) ** power
-        t = (u * n_steps).long().clamp_(max=n_steps - 1)
-    return t, torch.randn(shape, generator=gen, device=dev)
 
 
 class _Run:
@@ -136,7 +47,7 @@ class _Run:
         self.prep, self.out, self.device, self.t = prep, out, device, r.train
         self.world = world = world or World()
         torch.manual_seed(r.train.seed)  # dropout and initialization
-        self.net = _network(r, len(prep.pre.vocab)).to(device)
+        self.net = network_for(r, len(prep.pre.vocab)).to(device)
         self.loss_fn = self.net
         if world.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -183,7 +94,7 @@ class _Run:
             return None
         gen = torch.Generator(device=self.device).manual_seed(self.t.seed + 1)
         batch = self.builder(rows, gen)
-        return batch, *_noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, gen)
+        return batch, *noise_and_steps(batch, self.net.config.steps, self.t.noise_draws, gen)
 
     def finished(self, epochs: int) -> bool:
         """Budget spent (with ``train.time_budget``), else ``epochs`` done."""
@@ -208,7 +119,7 @@ class _Run:
             rows = perm[i * step : (i + 1) * step]
             done += rows.numel()
             batch = self.builder(rows, self.gen)
-            t, noise = _noise_and_steps(
+            t, noise = noise_and_steps(
                 batch, self.net.config.steps, self.t.noise_draws, self.gen, self.t.step_power
             )
             mine = rank_slice(rows.numel(), self.world)
@@ -274,7 +185,7 @@ class _Run:
         }
         if self.budget:
             meta["training"]["seconds_spent"] = round(self.budget.spent(), 1)
-        net = _network(self.prep.recipe, len(self.prep.pre.vocab))
+        net = network_for(self.prep.recipe, len(self.prep.pre.vocab))
         net.load_state_dict((self.avg.module if self.avg else self.net).state_dict())
         return DensityModel(net, self.prep.pre, self.prep.requestable, meta)
 

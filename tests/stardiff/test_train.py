@@ -118,7 +118,7 @@ def test_heavy_tailed_column_trains_finite_and_stable(tmp_path):
 @pytest.mark.parametrize("draws", [1, 3])
 def test_length_buckets_give_the_same_gradient(tmp_path, draws):
     from stardiff.step import accumulate_gradients
-    from stardiff.train import _noise_and_steps
+    from stardiff.step import noise_and_steps as _noise_and_steps
 
     table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=400) for i in range(8)})
     r = make_recipe(tmp_path, table, train={"context": 7})
@@ -140,7 +140,7 @@ def test_length_buckets_give_the_same_gradient(tmp_path, draws):
 def test_noise_draws_share_one_encoding(tmp_path):
     """M identical (step, noise) draws per row give exactly the loss of one draw; distinct
     draws average the head's loss over them."""
-    from stardiff.train import _noise_and_steps
+    from stardiff.step import noise_and_steps as _noise_and_steps
 
     table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=300) for i in range(5)})
     run = _Run(

@@ -103,7 +103,7 @@ def test_embedding_shift_moves_the_bends_and_is_off_in_older_models():
 def test_step_power_one_keeps_the_uniform_stream_and_power_two_favours_low_noise():
     from types import SimpleNamespace
 
-    from stardiff.train import _noise_and_steps
+    from stardiff.step import noise_and_steps as _noise_and_steps
 
     batch = SimpleNamespace(target=torch.zeros(40_000, 2))
     a = _noise_and_steps(batch, 100, 1, torch.Generator().manual_seed(5))
