@@ -13,7 +13,9 @@ k-nearest-neighbour lookup (k = 50) and one conditional spline flow per label (`
 ``--flow-minutes`` each, default ``minutes / 3``: the three flows together get the model's
 budget). Every family of
 ``benchmarks.fidelity_tasks`` is scored for the model, the yardsticks and the exact sampler
-(the floor). Prints a table and appends one JSON record to ``--record``.
+(the floor). Prints a table and appends one JSON record to ``--record``. ``--save DIR``
+keeps the trained model folder; ``--model DIR`` scores a saved one instead of training
+(another sampler or step count on the same weights).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import datetime
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -127,11 +130,18 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", type=int, default=500, help="tasks per family")
     p.add_argument("--draws", type=int, default=200, help="draws per task")
     p.add_argument("--sampler", default="ancestral", help="ancestral, ddim or dpm2")
+    p.add_argument("--steps", type=int, help="solver steps of ddim / dpm2 (default theirs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="a name for the record (e.g. the variant)")
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")
+    p.add_argument("--save", type=Path, help="keep the trained model folder here (must not exist)")
+    p.add_argument("--model", type=Path, help="score this saved model folder; no training")
     a = p.parse_args(argv)
     kv = _overrides(a.overrides)
+    if a.save and a.save.exists():
+        raise SystemExit(f"fidelity: --save {a.save} exists; name a new folder")
+    if a.model and (a.save or a.overrides):
+        raise SystemExit("fidelity: --model scores a saved model; it takes no --save or KEY=VALUE")
     import torch
 
     from stardiff.datasets.synthetic import synthetic_stars_model
@@ -147,15 +157,17 @@ def main(argv=None) -> int:
     fams = ft.families(test, cols, a.tasks, a.seed + 1)
     rec = {"what": "benchmarks.fidelity", "tag": a.tag, "minutes": a.minutes, "epochs": a.epochs}
     rec |= {"threads": a.threads, "overrides": kv, "tasks": a.tasks, "draws": a.draws}
-    rec |= {"sampler": a.sampler, "machine": f"{platform.machine()} {platform.node()}"}
+    rec |= {"sampler": a.sampler, "steps": a.steps}
+    rec["machine"] = f"{platform.machine()} {platform.node()}"
     rec["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    with tempfile.TemporaryDirectory() as tmp:
-        model, recipe, secs = _train_model(table, Path(tmp), a, kv)
+    model, secs = _saved_or_trained(table, a, kv)
     tr = model.meta["training"]
-    rec["model"] = {"train_seconds": round(secs, 1), "epochs": tr["epochs_done"]}
+    rec["model"] = {"train_seconds": secs, "epochs": tr["epochs_done"]}
+    if a.model:
+        rec["model"]["folder"] = str(a.model)
     rec["model"] |= {"n_parameters": tr["n_parameters"], "history_last": tr["history"]}
     draws = {
-        "model": ft.model_draw(model, cols, a.seed, a.sampler, None),
+        "model": ft.model_draw(model, cols, a.seed, a.sampler, a.steps),
         "knn": _knn(train, a.seed),
         "exact": ft.exact_draw(synth, a.seed),
     }
@@ -172,6 +184,21 @@ def main(argv=None) -> int:
         f.write(json.dumps(rec) + "\n")
     print(f"appended to {path}")
     return 0
+
+
+def _saved_or_trained(table, a, kv: dict):
+    """The model of ``--model``, or one trained now (kept in ``--save`` if given)."""
+    from stardiff import load
+
+    if a.model:
+        return load(a.model), None
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _, secs = _train_model(table, Path(tmp), a, kv)
+        if a.save:  # copy to a temporary name beside the target, then rename: never half there
+            part = a.save.with_name(a.save.name + ".part")
+            shutil.copytree(Path(tmp) / "model", part)
+            part.rename(a.save)
+    return model, round(secs, 1)
 
 
 def _knn(train, seed: int):

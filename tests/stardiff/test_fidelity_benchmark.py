@@ -89,3 +89,16 @@ def test_overrides_parse_recipe_keys_and_label_transforms():
     for bad in ("train.nope=1", "transforms.logg=cube", "dim=3"):
         with pytest.raises(SystemExit, match="fidelity: expected"):
             _overrides([bad])
+
+
+def test_save_and_model_flags_refuse_what_they_cannot_do(tmp_path):
+    from benchmarks.fidelity import main
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(SystemExit, match="--save .*taken exists"):
+        main(["--save", str(tmp_path / "taken")])
+    with pytest.raises(SystemExit, match="--model scores a saved model"):
+        main(["--model", str(tmp_path / "m"), "train.step_power=2"])
+    with pytest.raises(SystemExit, match="--model scores a saved model"):
+        main(["--model", str(tmp_path / "m"), "--save", str(tmp_path / "new")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing written
