@@ -170,7 +170,8 @@ class DensityModel:
         """Standardized samples (R, n) of ``column`` given standardized rows ``z``.
 
         Work is chunked over whole noise blocks of rows and draws so that memory stays
-        under ``max_memory`` and the samples do not depend on the chunking.
+        under ``max_memory`` and the samples do not depend on the chunking (bit for bit at
+        one thread; at several, a threaded matmul may round differently, ~1e-8).
         """
         with self._autocast():
             return self._sample_chunks(z, column, n, seed, how)
@@ -185,10 +186,6 @@ class DensityModel:
         req = torch.full((tokens.shape[0],), column + 1, device=self.device)
         cond = net.head.project_condition(net.condition(tokens, values, req))
         return [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
-
-    def _solve(self, cond, noise, how) -> torch.Tensor:
-        """Run the chosen sampler on conditions ``cond`` and a noise source: (R, n) fp32."""
-        return solve(self.network, cond, noise, how)
 
     def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
         net = self.network
@@ -206,7 +203,7 @@ class DensityModel:
             cond = self._condition(tokens[sl], values[sl], column)
             for d0 in range(0, n, draws):
                 ds = slice(d0, min(n, d0 + draws))
-                x = self._solve(cond, BlockNoise(seed, column, sl, ds, self.device), how)
+                x = solve(self.network, cond, BlockNoise(seed, column, sl, ds, self.device), how)
                 out[sl, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
         return out
 

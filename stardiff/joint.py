@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
+from stardiff.sampling import solve
 
 __all__ = ["joint_plan", "joint_chunks"]
 
@@ -69,13 +70,13 @@ def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how) -> np.nda
     nr, nd = zr.shape[0], draws.stop - draws.start
     tokens, values = model._encode_inputs(zr)
     first = model._condition(tokens, values, cols[0])
-    x = model._solve(first, BlockNoise(seed, cols[0], rows, draws, dev), how)
+    x = solve(model.network, first, BlockNoise(seed, cols[0], rows, draws, dev), how)
     chain = np.repeat(zr, nd, axis=0)  # (nr·nd, V): row r's draws are rows r·nd … r·nd+nd-1
     chain[:, cols[0]] = x.float().cpu().numpy().reshape(-1)
     for j in cols[1:]:
         tokens, values = model._encode_inputs(chain)
         cond = model._condition(tokens, values, j)
         block = BlockNoise(seed, j, rows, draws, dev)
-        x = model._solve(cond, lambda b=block: b().reshape(-1, 1, 1), how)
+        x = solve(model.network, cond, lambda b=block: b().reshape(-1, 1, 1), how)
         chain[:, j] = x[:, 0].float().cpu().numpy()
     return chain[:, cols].reshape(nr, nd, len(cols)).astype(np.float64)
