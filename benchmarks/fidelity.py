@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     train, test = x[train_rows], x[test_rows]
     std = np.nanstd(train, axis=0)
     fams = ft.families(test, cols, a.tasks, a.seed + 1)
-    rec = {"what": "benchmarks.fidelity", "tag": a.tag, "minutes": a.minutes, "epochs": a.epochs}
+    budget = (None, None) if a.model else (a.minutes, a.epochs)  # a saved model's: its own
+    rec = {"what": "benchmarks.fidelity", "tag": a.tag, "minutes": budget[0], "epochs": budget[1]}
     rec |= {"threads": a.threads, "overrides": kv, "tasks": a.tasks, "draws": a.draws}
     rec |= {"sampler": a.sampler, "steps": a.steps}
     rec["machine"] = f"{platform.machine()} {platform.node()}"
