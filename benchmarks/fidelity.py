@@ -140,8 +140,16 @@ def main(argv=None) -> int:
     kv = _overrides(a.overrides)
     if a.save and a.save.exists():
         raise SystemExit(f"fidelity: --save {a.save} exists; name a new folder")
-    if a.model and (a.save or a.overrides):
-        raise SystemExit("fidelity: --model scores a saved model; it takes no --save or KEY=VALUE")
+    if a.save and a.save.with_name(a.save.name + ".part").exists():
+        raise SystemExit(
+            f"fidelity: {a.save}.part is left from an interrupted --save; remove it or name "
+            "a new folder"
+        )
+    if a.model and (a.save or a.overrides or a.epochs or a.minutes != p.get_default("minutes")):
+        raise SystemExit(
+            "fidelity: --model scores a saved model; it takes no --save, --epochs, --minutes "
+            "or KEY=VALUE"
+        )
     import torch
 
     from stardiff.datasets.synthetic import synthetic_stars_model

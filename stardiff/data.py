@@ -236,6 +236,11 @@ class BatchBuilder:
         ``target_in_context``). With 1, ``Batch.request``/``target`` are (B,); otherwise
         (B, requests), a row with fewer requestable present columns padding its extra
         requests with token 0 (target 0).
+    inputs_first : bool
+        With several requests: reserve only the first request, draw the inputs from all the
+        other present columns, and take the further requests from the columns left over. A
+        row can then have up to all but one of its columns as inputs (otherwise at most all
+        but ``requests``), and a row with many inputs asks fewer requests.
     """
 
     def __init__(
@@ -246,6 +251,7 @@ class BatchBuilder:
         target_in_context: bool = False,
         subset_power: float = 1.0,
         requests: int = 1,
+        inputs_first: bool = False,
     ):
         self.values = values
         self.requestable = requestable.to(values.device)
@@ -254,6 +260,7 @@ class BatchBuilder:
         self.target_in_context = target_in_context
         self.subset_power = subset_power
         self.requests = max(1, min(requests, values.shape[1]))
+        self.inputs_first = inputs_first and self.requests > 1 and not target_in_context
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -275,6 +282,9 @@ class BatchBuilder:
             if not self.target_in_context:
                 avail[torch.arange(B, device=dev), request] = False
             req_tokens = request + 1
+        elif self.inputs_first:
+            request = keys.argmax(dim=1, keepdim=True)  # the one reserved request
+            avail[torch.arange(B, device=dev), request[:, 0]] = False
         else:
             top, request = torch.topk(keys, self.requests, dim=1)
             real = top >= 0
@@ -282,6 +292,7 @@ class BatchBuilder:
             if not self.target_in_context:
                 avail.scatter_(1, request, avail.gather(1, request) & ~real)
             req_tokens = torch.where(real, request + 1, 0)
+        req_keys = keys
         # Random order of the available inputs: the k smallest of fresh random keys.
         keys = torch.rand(B, V, generator=generator, device=dev).masked_fill(~avail, 2.0)
         order = torch.topk(keys, self.k, dim=1, largest=False).indices
@@ -294,4 +305,18 @@ class BatchBuilder:
         use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]
         tokens = torch.where(use, order + 1, 0)
         values = torch.where(use, x.gather(1, order), 0.0)
+        if self.inputs_first:
+            req_tokens, target = self._requests_after_inputs(x, req_keys, request, order, use)
         return Batch(tokens, values.float(), req_tokens, target.float())
+
+    def _requests_after_inputs(self, x, keys, first, order, use):
+        """The reserved request, then up to ``requests - 1`` more among the columns that
+        are neither inputs nor that request (highest ``keys`` first; -1 = not allowed)."""
+        taken = torch.zeros_like(keys, dtype=torch.bool)
+        taken.scatter_(1, order, use)
+        taken.scatter_(1, first, True)
+        top, more = torch.topk(keys.masked_fill(taken, -1.0), self.requests - 1, dim=1)
+        request = torch.cat([first, more], dim=1)
+        real = torch.cat([keys.gather(1, first) >= 0, top >= 0], dim=1)
+        target = torch.where(real, x.gather(1, request), 0.0)
+        return torch.where(real, request + 1, 0), target

@@ -77,6 +77,7 @@ class TrainSection:
     ema: float = 0.0  # decay of the weight average the model is saved from; 0 = none
     subset_power: float = 1.0  # input-set size L = floor(u**power * (n+1)); > 1 favours few inputs
     requests: int = 1  # requested columns per encoded row (> 1 needs model.isolated_requests)
+    inputs_first: bool = False  # draw inputs before all but one request (up to all but 1 inputs)
     step_power: float = 1.0  # diffusion step t = floor(u**power * T); > 1 favours low noise
 
 
@@ -324,4 +325,9 @@ def _check_requests(r: Recipe, where: str) -> None:
         raise RecipeError(
             f"{where}: 'train.requests' = {r.train.requests} needs 'model.isolated_requests' = "
             "true (the inputs must not attend to the requests)"
+        )
+    if r.train.inputs_first and (r.train.requests == 1 or r.train.target_in_context):
+        raise RecipeError(
+            f"{where}: 'train.inputs_first' needs 'train.requests' > 1 and "
+            "'train.target_in_context' = false (it orders requests and inputs)"
         )

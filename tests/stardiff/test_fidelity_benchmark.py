@@ -101,4 +101,10 @@ def test_save_and_model_flags_refuse_what_they_cannot_do(tmp_path):
         main(["--model", str(tmp_path / "m"), "train.step_power=2"])
     with pytest.raises(SystemExit, match="--model scores a saved model"):
         main(["--model", str(tmp_path / "m"), "--save", str(tmp_path / "new")])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing written
+    for budget in (["--epochs", "3"], ["--minutes", "5"]):  # a saved model has its own
+        with pytest.raises(SystemExit, match="--model scores a saved model"):
+            main(["--model", str(tmp_path / "m"), *budget])
+    (tmp_path / "half.part").mkdir()  # what a --save killed mid-copy leaves
+    with pytest.raises(SystemExit, match="half.part is left from an interrupted --save"):
+        main(["--save", str(tmp_path / "half")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.part", "taken"]  # nothing new

@@ -132,3 +132,56 @@ def test_training_with_several_requests_saves_a_model_that_samples(tmp_path):
     a = model.sample({"x": 1.0}, "y", n=64, seed=3)
     b = again.sample({"x": 1.0}, "y", n=64, seed=3)
     assert np.isfinite(a).all() and np.array_equal(a, b)
+
+
+def _check_disjoint_requests_and_inputs(batch, x, requestable):
+    """Every request is a present, requestable column, distinct, never among the inputs."""
+    for i in range(x.shape[0]):
+        req = batch.request[i][batch.request[i] > 0] - 1
+        inputs = batch.tokens[i][batch.tokens[i] > 0] - 1
+        assert len(set(req.tolist())) == req.numel() >= 1
+        assert requestable[req].all() and not torch.isnan(x[i, req]).any()
+        torch.testing.assert_close(batch.target[i, : req.numel()], x[i, req])
+        assert not set(inputs.tolist()) & set(req.tolist())
+        assert not torch.isnan(x[i, inputs]).any()
+
+
+def test_inputs_first_reserves_one_request_and_asks_the_rest_of_what_is_left():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3000, 12)).astype(np.float32)
+    z[rng.random(z.shape) < 0.1] = np.nan
+    z = torch.as_tensor(z)
+    requestable = torch.tensor([True] * 10 + [False] * 2)
+    rows = torch.arange(z.shape[0])
+    gen = torch.Generator().manual_seed(2)
+    plain = BatchBuilder(z, requestable, context=12, requests=4)(rows, gen)
+    first = BatchBuilder(z, requestable, context=12, requests=4, inputs_first=True)(rows, gen)
+    for batch in (plain, first):
+        _check_disjoint_requests_and_inputs(batch, z, requestable)
+    n_in = lambda b: (b.tokens > 0).sum(dim=1)  # noqa: E731
+    n_req = lambda b: (b.request > 0).sum(dim=1)  # noqa: E731
+    # plain: four requests leave at most 12 - 4 inputs; inputs first: up to all but one
+    assert n_in(plain).max() == 8 and n_in(first).max() == 11
+    assert (n_req(plain) == 4).all()
+    # a row asks what its inputs left over: fewer requests where there are many inputs
+    present = (~torch.isnan(z)).sum(dim=1)
+    assert (n_in(first) + n_req(first) <= present).all()
+    assert (n_req(first)[n_in(first) == 11] == 1).all()
+    # ... and as many as asked (4) where enough requestable columns are left over
+    is_input = torch.zeros(z.shape[0], 13, dtype=torch.bool).scatter_(1, first.tokens, True)
+    n_left = (~torch.isnan(z) & requestable & ~is_input[:, 1:]).sum(dim=1)
+    assert (n_req(first) == n_left.clamp(max=4)).all()
+    assert (n_req(first)[n_in(first) <= 2] == 4).float().mean() > 0.95
+
+
+def test_inputs_first_needs_several_requests_and_no_target_in_context():
+    raw = {"data": {"table": "t.parquet"}, "train": {"inputs_first": True}}
+    with pytest.raises(RecipeError, match="'train.inputs_first' needs 'train.requests' > 1"):
+        recipe_from_dict(raw)
+    raw = {
+        "data": {"table": "t.parquet"},
+        "model": {"isolated_requests": True},
+        "train": {"inputs_first": True, "requests": 3, "target_in_context": True},
+    }
+    with pytest.raises(RecipeError, match="'train.target_in_context' = false"):
+        recipe_from_dict(raw)
