@@ -236,6 +236,10 @@ class BatchBuilder:
         ``target_in_context``). With 1, ``Batch.request``/``target`` are (B,); otherwise
         (B, requests), a row with fewer requestable present columns padding its extra
         requests with token 0 (target 0).
+    few_inputs : tuple of (float, int)
+        ``(share, most)``: a ``share`` of the rows draw ``L`` uniformly in ``1..most`` instead
+        (the tasks with a handful of inputs, which the power law spreads thin over the many
+        columns of a wide table); ``share = 0`` leaves the draw as it is.
     inputs_first : bool
         With several requests: reserve only the first request, draw the inputs from all the
         other present columns, and take the further requests from the columns left over. A
@@ -252,6 +256,7 @@ class BatchBuilder:
         subset_power: float = 1.0,
         requests: int = 1,
         inputs_first: bool = False,
+        few_inputs: tuple[float, int] = (0.0, 5),
     ):
         self.values = values
         self.requestable = requestable.to(values.device)
@@ -261,6 +266,7 @@ class BatchBuilder:
         self.subset_power = subset_power
         self.requests = max(1, min(requests, values.shape[1]))
         self.inputs_first = inputs_first and self.requests > 1 and not target_in_context
+        self.few_inputs = few_inputs
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -301,6 +307,11 @@ class BatchBuilder:
         if self.subset_power != 1.0:
             u = u**self.subset_power
         n_in = (u * (n_max + 1)).long()
+        share, most = self.few_inputs
+        if share > 0:  # extra random numbers only then: the stream is unchanged without
+            few = torch.rand(B, generator=generator, device=dev) < share
+            small = torch.randint(1, most + 1, (B,), generator=generator, device=dev)
+            n_in = torch.where(few, small, n_in)
         n_in = torch.minimum(n_in, n_max)
         use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]
         tokens = torch.where(use, order + 1, 0)

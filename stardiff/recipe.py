@@ -78,6 +78,8 @@ class TrainSection:
     subset_power: float = 1.0  # input-set size L = floor(u**power * (n+1)); > 1 favours few inputs
     requests: int = 1  # requested columns per encoded row (> 1 needs model.isolated_requests)
     inputs_first: bool = False  # draw inputs before all but one request (up to all but 1 inputs)
+    few_inputs: float = 0.0  # share of rows with L uniform in 1..few_inputs_max inputs
+    few_inputs_max: int = 5
     step_power: float = 1.0  # diffusion step t = floor(u**power * T); > 1 favours low noise
 
 
@@ -318,6 +320,12 @@ def _check_budget_keys(t: TrainSection, where: str) -> None:
         raise RecipeError(f"{where}: 'train.subset_power' must be positive, got {t.subset_power}")
     if t.step_power <= 0:
         raise RecipeError(f"{where}: 'train.step_power' must be positive, got {t.step_power}")
+    if not 0 <= t.few_inputs <= 1:
+        raise RecipeError(f"{where}: 'train.few_inputs' must be in [0, 1], got {t.few_inputs}")
+    if t.few_inputs_max < 1:
+        raise RecipeError(
+            f"{where}: 'train.few_inputs_max' must be at least 1, got {t.few_inputs_max}"
+        )
 
 
 def _check_requests(r: Recipe, where: str) -> None:

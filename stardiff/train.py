@@ -70,7 +70,7 @@ class _Run:
         requestable[torch.as_tensor(prep.pre.vocab.ids(prep.requestable) - 1)] = True
         self.builder = BatchBuilder(
             z, requestable, r.train.context, r.train.target_in_context, r.train.subset_power,
-            r.train.requests, r.train.inputs_first,
+            r.train.requests, r.train.inputs_first, (r.train.few_inputs, r.train.few_inputs_max),
         )  # fmt: skip
         rows = torch.as_tensor(prep.train_rows, device=device)
         ok = torch.zeros(z.shape[0], dtype=torch.bool, device=device)

@@ -1,4 +1,4 @@
-"""Recipe keys of the fidelity ablations: train.ema, subset_power, step_power and
+"""Recipe keys of the fidelity ablations: train.ema, subset_power, few_inputs, step_power and
 model.embedding_shift."""
 
 import numpy as np
@@ -9,13 +9,15 @@ from safetensors.torch import load_file
 from stardiff import fit
 from stardiff.data import BatchBuilder
 from stardiff.ema import WeightAverage
+from stardiff.recipe import RecipeError
 from stardiff.train import _Run
 from tests.stardiff.conftest import bimodal_table, make_recipe
 
 
-def _sizes(power, n_cols=65, rows=40_000, seed=0):
+def _sizes(power, n_cols=65, rows=40_000, seed=0, few=(0.0, 5)):
     values = torch.zeros(rows, n_cols)
-    b = BatchBuilder(values, torch.ones(n_cols, dtype=torch.bool), 64, subset_power=power)
+    req = torch.ones(n_cols, dtype=torch.bool)
+    b = BatchBuilder(values, req, 64, subset_power=power, few_inputs=few)
     batch = b(torch.arange(rows), torch.Generator().manual_seed(seed))
     return (batch.tokens > 0).sum(dim=1).numpy()
 
@@ -38,6 +40,39 @@ def test_subset_power_favours_few_inputs():
     assert np.mean(uniform <= 1) == pytest.approx(2 / 65, abs=0.005)
     assert np.mean(biased <= 1) == pytest.approx(np.sqrt(2 / 65), abs=0.01)
     assert biased.max() == 64 and biased.mean() < uniform.mean() - 10
+
+
+def test_few_inputs_gives_a_share_of_rows_one_to_most_inputs():
+    base, few = _sizes(2.0), _sizes(2.0, few=(0.2, 5))
+    share = lambda sizes: np.mean((sizes >= 1) & (sizes <= 5))  # noqa: E731
+    # 20 % of the rows uniform in 1..5, the other 80 % drawn as before
+    assert share(few) == pytest.approx(0.2 + 0.8 * share(base), abs=0.01)
+    assert np.mean(few == 0) == pytest.approx(0.8 * np.mean(base == 0), abs=0.01)
+    for k in range(1, 6):
+        assert np.mean(few == k) > 0.04
+    assert few.max() == 64
+    # rows with fewer available inputs than drawn keep what they have
+    values = torch.zeros(1000, 4)
+    b = BatchBuilder(values, torch.ones(4, dtype=torch.bool), 64, few_inputs=(1.0, 5))
+    sizes = (b(torch.arange(1000), torch.Generator().manual_seed(0)).tokens > 0).sum(dim=1)
+    assert sizes.min() >= 1 and sizes.max() == 3
+
+
+def test_few_inputs_zero_keeps_the_stream_and_bad_values_are_refused(tmp_path):
+    values = torch.randn(300, 6)
+    req = torch.ones(6, dtype=torch.bool)
+    a = BatchBuilder(values, req, 4)(torch.arange(300), torch.Generator().manual_seed(3))
+    b = BatchBuilder(values, req, 4, few_inputs=(0.0, 3))(
+        torch.arange(300), torch.Generator().manual_seed(3)
+    )
+    for x, y in zip(vars(a).values(), vars(b).values(), strict=True):
+        assert torch.equal(x, y)
+    for train, msg in (
+        ({"few_inputs": 1.5}, "'train.few_inputs' must be in \\[0, 1\\], got 1.5"),
+        ({"few_inputs": 0.1, "few_inputs_max": 0}, "'train.few_inputs_max' must be at least 1"),
+    ):
+        with pytest.raises(RecipeError, match=msg):
+            make_recipe(tmp_path, bimodal_table(50), train=train)
 
 
 def test_weight_average_moves_toward_the_weights():
