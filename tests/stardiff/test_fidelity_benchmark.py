@@ -108,3 +108,15 @@ def test_save_and_model_flags_refuse_what_they_cannot_do(tmp_path):
     with pytest.raises(SystemExit, match="half.part is left from an interrupted --save"):
         main(["--save", str(tmp_path / "half")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half.part", "taken"]  # nothing new
+
+
+def test_one_input_probe_refuses_what_it_cannot_score(tmp_path, bimodal_model):
+    from benchmarks.fidelity_one_input import main
+
+    folder = str(bimodal_model[1].out_dir())  # a saved model of another table
+    with pytest.raises(SystemExit, match="is not a saved model folder"):
+        main([str(tmp_path)])
+    with pytest.raises(SystemExit, match="--steps must be >= 0"):
+        main([folder, "--steps", "-1"])
+    with pytest.raises(SystemExit, match="was not trained on the benchmark table"):
+        main([folder, "--steps", "0"])
