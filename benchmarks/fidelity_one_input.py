@@ -6,10 +6,11 @@
 draws ``logg | teff`` at six teff values, prints the W1 distance (dex) of the draws to the
 exact conditional of ``synthetic_stars``, then trains a copy of the network for ``--steps``
 steps on that one task alone (batches of 256 training rows, one input, the same loss) and
-scores it again. If a few hundred dedicated steps make the densities sharp, the network can
-represent them and what the full training lacks is examples of the task (at 65 columns a row
-with one input asks logg given teff about once in 7,000 rows); if they stay smeared, the
-limit is the architecture. Prints a table; ``--figure`` draws both rows of densities.
+scores it again. If a few hundred dedicated steps make the densities sharp, the network
+can represent them and what the full training lacks is examples of the task (at 65
+columns, 8 requests and ``subset_power = 2`` a row asks logg given teff alone about once in
+10,000 rows); if they stay smeared, the limit is the architecture. Prints a table;
+``--figure`` draws both rows of densities.
 """
 
 from __future__ import annotations
