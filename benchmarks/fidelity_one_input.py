@@ -73,8 +73,8 @@ def _figure(path: Path, synth, rows: dict[str, list]) -> None:
             given = np.full((1, len(cols)), np.nan)
             given[0, cols.index("teff")] = teff
             w, m, s = (a[0] for a in synth.exact_conditional_batch(given, "logg"))
-            dens = (w[:, None] * np.exp(-0.5 * ((grid - m[:, None]) / s[:, None]) ** 2)).sum(0)
-            dens /= np.trapezoid(dens, grid)
+            z = (grid - m[:, None]) / s[:, None]
+            dens = (w[:, None] * np.exp(-0.5 * z**2) / (s[:, None] * np.sqrt(2 * np.pi))).sum(0)
             ax = axes[r, c]
             ax.hist(d, bins=100, range=(1.0, 5.2), density=True, alpha=0.5, label="model")
             ax.plot(grid, dens, "k", lw=1, label="exact")
