@@ -55,12 +55,18 @@ def test_attention_masks():
         attention_mask(tokens, 2, isolated=False)
 
 
-def test_batches_with_several_requests():
+def _masked_table(rows: int, cols: int, missing: float, n_requestable: int):
+    """Standard-normal values with NaN at random, and the first ``n_requestable`` columns
+    requestable."""
     rng = np.random.default_rng(0)
-    z = rng.normal(size=(400, 7)).astype(np.float32)
-    z[rng.random(z.shape) < 0.4] = np.nan
-    z = torch.as_tensor(z)
-    requestable = torch.tensor([True] * 5 + [False] * 2)
+    z = rng.normal(size=(rows, cols)).astype(np.float32)
+    z[rng.random(z.shape) < missing] = np.nan
+    requestable = torch.arange(cols) < n_requestable
+    return torch.as_tensor(z), requestable
+
+
+def test_batches_with_several_requests():
+    z, requestable = _masked_table(400, 7, 0.4, 5)
     b = BatchBuilder(z, requestable, context=7, requests=3)
     rows = b.trainable_rows()
     batch = b(rows, torch.Generator().manual_seed(1))
@@ -147,11 +153,7 @@ def _check_disjoint_requests_and_inputs(batch, x, requestable):
 
 
 def test_inputs_first_reserves_one_request_and_asks_the_rest_of_what_is_left():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(3000, 12)).astype(np.float32)
-    z[rng.random(z.shape) < 0.1] = np.nan
-    z = torch.as_tensor(z)
-    requestable = torch.tensor([True] * 10 + [False] * 2)
+    z, requestable = _masked_table(3000, 12, 0.1, 10)
     rows = torch.arange(z.shape[0])
     gen = torch.Generator().manual_seed(2)
     plain = BatchBuilder(z, requestable, context=12, requests=4)(rows, gen)
