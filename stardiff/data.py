@@ -212,6 +212,11 @@ class Batch:
     values: torch.Tensor  # (B, C) float32
     request: torch.Tensor  # (B,) or (B, k) int64 token ids of the requested columns, 0 = none
     target: torch.Tensor  # (B,) or (B, k) float32
+    seen: torch.Tensor | None = None  # (B, k) int64: inputs each request sees (None = all)
+
+    def select(self, rows) -> Batch:
+        """The batch of these rows (an index, slice or mask over the first axis)."""
+        return Batch(*(None if x is None else x[rows] for x in vars(self).values()))
 
 
 class BatchBuilder:
@@ -245,6 +250,13 @@ class BatchBuilder:
         other present columns, and take the further requests from the columns left over. A
         row can then have up to all but one of its columns as inputs (otherwise at most all
         but ``requests``), and a row with many inputs asks fewer requests.
+    few_input_requests : float
+        Share of each row's requests (drawn per request) that see only the first ``m`` of the
+        row's inputs, ``m`` uniform in ``0..few_inputs[1]`` (at most the row's ``L``);
+        ``Batch.seen`` holds every request's count. For a network with
+        ``causal_inputs``, where the first ``m`` inputs' hidden states are those of a row
+        given only them: the few-input tasks come at no extra encoder cost and the other
+        requests keep the row's ``L``. 0 = every request sees all (``Batch.seen`` None).
     """
 
     def __init__(
@@ -257,6 +269,7 @@ class BatchBuilder:
         requests: int = 1,
         inputs_first: bool = False,
         few_inputs: tuple[float, int] = (0.0, 5),
+        few_input_requests: float = 0.0,
     ):
         self.values = values
         self.requestable = requestable.to(values.device)
@@ -267,6 +280,7 @@ class BatchBuilder:
         self.requests = max(1, min(requests, values.shape[1]))
         self.inputs_first = inputs_first and self.requests > 1 and not target_in_context
         self.few_inputs = few_inputs
+        self.few_input_requests = few_input_requests if self.requests > 1 else 0.0
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -318,7 +332,17 @@ class BatchBuilder:
         values = torch.where(use, x.gather(1, order), 0.0)
         if self.inputs_first:
             req_tokens, target = self._requests_after_inputs(x, req_keys, request, order, use)
-        return Batch(tokens, values.float(), req_tokens, target.float())
+        seen = self._seen(n_in, generator) if self.few_input_requests > 0 else None
+        return Batch(tokens, values.float(), req_tokens, target.float(), seen)
+
+    def _seen(self, n_in: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Inputs seen by each of the ``requests`` of each row: all ``n_in``, or for a
+        ``few_input_requests`` share, ``m`` uniform in ``0..few_inputs_max`` (capped)."""
+        shape, dev = (n_in.shape[0], self.requests), n_in.device
+        few = torch.rand(shape, generator=generator, device=dev) < self.few_input_requests
+        m = torch.randint(0, self.few_inputs[1] + 1, shape, generator=generator, device=dev)
+        full = n_in[:, None].expand(shape)
+        return torch.where(few, torch.minimum(m, full), full)
 
     def _requests_after_inputs(self, x, keys, first, order, use):
         """The reserved request, then up to ``requests - 1`` more among the columns that

@@ -83,5 +83,6 @@ def network_for(recipe: Recipe, n_kinds: int) -> DensityNetwork:
             beta_end=m.beta_end,
             isolated_requests=m.isolated_requests,
             embedding_shift=m.embedding_shift,
+            causal_inputs=m.causal_inputs,
         )
     )

@@ -50,6 +50,7 @@ class ModelSection:
     beta_end: float = 0.1
     isolated_requests: bool = False  # inputs never attend to the request (train.requests > 1)
     embedding_shift: bool = False  # value embedding GELU(w*M + s) with learned bends s
+    causal_inputs: bool = False  # input i attends to inputs 1..i only (train.few_input_requests)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class TrainSection:
     inputs_first: bool = False  # draw inputs before all but one request (up to all but 1 inputs)
     few_inputs: float = 0.0  # share of rows with L uniform in 1..few_inputs_max inputs
     few_inputs_max: int = 5
+    few_input_requests: float = 0.0  # share of requests seeing the first 0..few_inputs_max inputs
     step_power: float = 1.0  # diffusion step t = floor(u**power * T); > 1 favours low noise
 
 
@@ -322,6 +324,10 @@ def _check_budget_keys(t: TrainSection, where: str) -> None:
         raise RecipeError(f"{where}: 'train.step_power' must be positive, got {t.step_power}")
     if not 0 <= t.few_inputs <= 1:
         raise RecipeError(f"{where}: 'train.few_inputs' must be in [0, 1], got {t.few_inputs}")
+    if not 0 <= t.few_input_requests <= 1:
+        raise RecipeError(
+            f"{where}: 'train.few_input_requests' must be in [0, 1], got {t.few_input_requests}"
+        )
     if t.few_inputs_max < 1:
         raise RecipeError(
             f"{where}: 'train.few_inputs_max' must be at least 1, got {t.few_inputs_max}"
@@ -333,6 +339,13 @@ def _check_requests(r: Recipe, where: str) -> None:
         raise RecipeError(
             f"{where}: 'train.requests' = {r.train.requests} needs 'model.isolated_requests' = "
             "true (the inputs must not attend to the requests)"
+        )
+    if r.model.causal_inputs and not r.model.isolated_requests:
+        raise RecipeError(f"{where}: 'model.causal_inputs' needs 'model.isolated_requests' = true")
+    if r.train.few_input_requests and (r.train.requests == 1 or not r.model.causal_inputs):
+        raise RecipeError(
+            f"{where}: 'train.few_input_requests' needs 'train.requests' > 1 and "
+            "'model.causal_inputs' = true (a request sees the first inputs only)"
         )
     if r.train.inputs_first and (r.train.requests == 1 or r.train.target_in_context):
         raise RecipeError(

@@ -63,7 +63,8 @@ def accumulate_gradients(
             tokens, values = batch.tokens, batch.values
         sync = not ddp or j == len(groups) - 1
         with contextlib.nullcontext() if sync else loss_fn.no_sync(), autocast():
-            loss = loss_fn(tokens, values, batch.request[g], batch.target[g], t[g], noise[g])
+            seen = None if batch.seen is None else batch.seen[g]
+            loss = loss_fn(tokens, values, batch.request[g], batch.target[g], t[g], noise[g], seen)
         (loss * (weight * g.numel() / n)).backward()
         total += loss.detach() * g.numel()
     return total

@@ -23,7 +23,7 @@ import torch
 
 from stardiff import persist
 from stardiff.budget import TimeBudget
-from stardiff.data import Batch, BatchBuilder
+from stardiff.data import BatchBuilder
 from stardiff.devices import resolve_device
 from stardiff.distributed import World, init_world, rank_slice
 from stardiff.ema import WeightAverage
@@ -71,6 +71,7 @@ class _Run:
         self.builder = BatchBuilder(
             z, requestable, r.train.context, r.train.target_in_context, r.train.subset_power,
             r.train.requests, r.train.inputs_first, (r.train.few_inputs, r.train.few_inputs_max),
+            r.train.few_input_requests,
         )  # fmt: skip
         rows = torch.as_tensor(prep.train_rows, device=device)
         ok = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
@@ -123,7 +124,7 @@ class _Run:
                 batch, self.net.config.steps, self.t.noise_draws, self.gen, self.t.step_power
             )
             mine = rank_slice(rows.numel(), self.world)
-            part = Batch(*(x[mine] for x in vars(batch).values()))
+            part = batch.select(mine)
             self.opt.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weight each rank's mean by its share of rows
             total += accumulate_gradients(

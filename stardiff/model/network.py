@@ -31,12 +31,19 @@ class NetworkConfig:
     beta_end: float = 0.1
     isolated_requests: bool = False  # inputs never attend to requests (train.requests > 1)
     embedding_shift: bool = False  # learned bend positions in the value embedding
+    causal_inputs: bool = False  # input i attends to inputs 1..i only (needs isolated_requests)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def attention_mask(tokens: torch.Tensor, n_requests: int, isolated: bool) -> torch.Tensor:
+def attention_mask(
+    tokens: torch.Tensor,
+    n_requests: int,
+    isolated: bool,
+    causal: bool = False,
+    seen: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Boolean attention mask of sequences ``[request_1..request_k, input_1..input_L]``.
 
     Padding inputs (token 0) are never keys. Shared (``isolated=False``, one request): every
@@ -44,18 +51,38 @@ def attention_mask(tokens: torch.Tensor, n_requests: int, isolated: bool) -> tor
     query sees the real inputs and itself only, shape ``(B, 1, k + L, k + L)``, so an input's
     hidden state does not depend on which columns are requested, and ``k`` requests of one
     row are ``k`` independent questions about the same inputs.
+
+    ``causal`` (isolated only): input ``i`` sees inputs ``1..i`` only, so the hidden states
+    of the first ``m`` inputs are those of a row given only them, and ``seen`` (B, k) lets
+    request ``j`` see only the first ``seen[:, j]`` inputs: one encoded row then answers
+    questions with different numbers of inputs (default: every request sees all).
     """
     B, dev = tokens.shape[0], tokens.device
     real = tokens > 0
+    if seen is not None and not causal:
+        raise ValueError("requests that see only the first inputs need model.causal_inputs")
     if not isolated:
-        if n_requests != 1:
-            raise ValueError("several requests per row need model.isolated_requests = true")
+        if n_requests != 1 or causal:
+            raise ValueError(
+                "several requests per row and causal inputs need model.isolated_requests = true"
+            )
         return torch.cat([torch.ones(B, 1, dtype=torch.bool, device=dev), real], dim=1)[
             :, None, None, :
         ]
-    keys = torch.cat([torch.zeros(B, n_requests, dtype=torch.bool, device=dev), real], dim=1)
-    eye = torch.eye(keys.shape[1], dtype=torch.bool, device=dev)
-    return (keys[:, None, :] | eye)[:, None]
+    k, L = n_requests, tokens.shape[1]
+    eye = torch.eye(k + L, dtype=torch.bool, device=dev)
+    if not causal:
+        keys = torch.cat([torch.zeros(B, k, dtype=torch.bool, device=dev), real], dim=1)
+        return (keys[:, None, :] | eye)[:, None]
+    pos = torch.arange(L, device=dev)
+    if seen is None:
+        req = real[:, None, :].expand(B, k, L)
+    else:
+        req = (pos[None, None, :] < seen.reshape(B, k)[:, :, None]) & real[:, None, :]
+    inp = (pos[None, :, None] >= pos[None, None, :]) & real[:, None, :]  # (B, L, L)
+    no_req = torch.zeros(B, k + L, k, dtype=torch.bool, device=dev)
+    mask = torch.cat([no_req, torch.cat([req, inp], dim=1)], dim=2)
+    return (mask | eye)[:, None]
 
 
 class DensityNetwork(nn.Module):
@@ -76,13 +103,19 @@ class DensityNetwork(nn.Module):
         self.schedule = SigmoidSchedule(c.steps, c.beta_start, c.beta_end)
 
     def condition(
-        self, tokens: torch.Tensor, values: torch.Tensor, request: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        values: torch.Tensor,
+        request: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode ``tokens``/``values`` (B, L) for ``request`` (B,) → condition (B, D), or
-        for ``k`` requests per row (B, k) → (B, k, D)."""
+        for ``k`` requests per row (B, k) → (B, k, D); ``seen`` (the shape of ``request``,
+        with ``model.causal_inputs``): how many of the first inputs each request sees."""
         req = request if request.dim() == 2 else request[:, None]
         x = torch.cat([self.embed.request_many(req), self.embed(tokens, values)], dim=1)
-        mask = attention_mask(tokens, req.shape[1], self.config.isolated_requests)
+        c = self.config
+        mask = attention_mask(tokens, req.shape[1], c.isolated_requests, c.causal_inputs, seen)
         h = self.encoder(x, mask, n_out=req.shape[1])
         return h if request.dim() == 2 else h[:, 0]
 
@@ -94,15 +127,16 @@ class DensityNetwork(nn.Module):
         target: torch.Tensor,
         t: torch.Tensor,
         noise: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean squared error of the predicted noise (the DDPM objective).
 
         ``request`` and ``target`` are (B,), or (B, k) for ``k`` requests per encoded row
         (request 0 = no request: left out of the mean). ``t`` and ``noise`` have the shape
         of ``target``, or one more axis of M diffusion draws: the encoder runs once and its
-        condition is broadcast over the draws.
+        condition is broadcast over the draws. ``seen``: see :meth:`condition`.
         """
-        cond = self.head.project_condition(self.condition(tokens, values, request))
+        cond = self.head.project_condition(self.condition(tokens, values, request, seen))
         if t.dim() > target.dim():
             cond = [c.unsqueeze(-2) for c in cond]
             target = target.unsqueeze(-1)
@@ -115,9 +149,9 @@ class DensityNetwork(nn.Module):
         n = real.sum() * (err[0, 0].numel())
         return torch.where(real, err, 0.0).sum() / n.clamp(min=1)
 
-    def forward(self, tokens, values, request, target, t, noise) -> torch.Tensor:
+    def forward(self, tokens, values, request, target, t, noise, seen=None) -> torch.Tensor:
         """The training loss (so that ``torch.compile(network)`` compiles the training step)."""
-        return self.loss(tokens, values, request, target, t, noise)
+        return self.loss(tokens, values, request, target, t, noise, seen)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
