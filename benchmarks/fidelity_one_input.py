@@ -45,34 +45,40 @@ def _train_on_one_task(net, z_in, z_out, i_in: int, i_out: int, steps: int, lr: 
     net.eval()
 
 
-def _scores(model, synth, draws: int, seed: int) -> list[tuple[np.ndarray, float]]:
-    """Draws of logg at each teff of ``TEFFS`` and their W1 (dex) to the exact conditional."""
-    from stardiff import metrics as M
-
-    cols, out = list(synth.columns), []
+def _exact(synth) -> list[tuple[np.ndarray, ...]]:
+    """The exact conditional of logg at each teff of ``TEFFS``: (weights, means, sigmas),
+    each of shape (1, components)."""
+    cols = list(synth.columns)
+    out = []
     for teff in TEFFS:
         given = np.full((1, len(cols)), np.nan)
         given[0, cols.index("teff")] = teff
-        w, m, s = synth.exact_conditional_batch(given, np.array([cols.index("logg")]))
+        out.append(synth.exact_conditional_batch(given, np.array([cols.index("logg")])))
+    return out
+
+
+def _scores(model, exact, draws: int, seed: int) -> list[tuple[np.ndarray, float]]:
+    """Draws of logg at each teff of ``TEFFS`` and their W1 (dex) to the exact conditional."""
+    from stardiff import metrics as M
+
+    out = []
+    for teff, (w, m, s) in zip(TEFFS, exact, strict=True):
         d = model.sample({"teff": np.array([teff])}, "logg", draws, seed=seed, sampler="ancestral")
         out.append((d[0], float(M.wasserstein_to_gaussian_mixture(d, w, m, s)[0])))
     return out
 
 
-def _figure(path: Path, synth, rows: dict[str, list]) -> None:
+def _figure(path: Path, exact, rows: dict[str, list]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = list(synth.columns)
     grid = np.linspace(1.0, 5.2, 400)
     fig, axes = plt.subplots(len(rows), len(TEFFS), figsize=(2.6 * len(TEFFS), 2.3 * len(rows)))
     for r, (name, scored) in enumerate(rows.items()):
-        for c, (teff, (d, w1)) in enumerate(zip(TEFFS, scored, strict=True)):
-            given = np.full((1, len(cols)), np.nan)
-            given[0, cols.index("teff")] = teff
-            w, m, s = (a[0] for a in synth.exact_conditional_batch(given, "logg"))
+        for c, (teff, (d, w1), mix) in enumerate(zip(TEFFS, scored, exact, strict=True)):
+            w, m, s = (a[0] for a in mix)
             z = (grid - m[:, None]) / s[:, None]
             dens = (w[:, None] * np.exp(-0.5 * z**2) / (s[:, None] * np.sqrt(2 * np.pi))).sum(0)
             ax = axes[r, c]
@@ -122,12 +128,13 @@ def main(argv=None) -> int:
     z = model.pre.encode(x[_rows(ROWS, a.seed)[0]], where="training rows")
     ti, gi = cols.index("teff"), cols.index("logg")
     both = np.isfinite(z[:, ti]) & np.isfinite(z[:, gi])
-    rows = {"as trained": _scores(model, synth, a.draws, a.seed)}
+    exact = _exact(synth)
+    rows = {"as trained": _scores(model, exact, a.draws, a.seed)}
     tuned = copy.deepcopy(model)
     t0 = time.perf_counter()
     _train_on_one_task(tuned.network, z[both, ti], z[both, gi], ti, gi, a.steps, a.lr, a.seed)
     secs = time.perf_counter() - t0
-    rows[f"+ {a.steps} steps"] = _scores(tuned, synth, a.draws, a.seed)
+    rows[f"+ {a.steps} steps"] = _scores(tuned, exact, a.draws, a.seed)
     print(f"{'teff':>8} " + " ".join(f"{name:>14}" for name in rows))
     for k, teff in enumerate(TEFFS):
         print(f"{teff:8.0f} " + " ".join(f"{r[k][1]:14.3f}" for r in rows.values()))
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
     print(f"{'mean':>8} {means}")
     print(f"{a.steps} steps × 256 rows in {secs:.1f} s ({a.threads} thread(s))")
     if a.figure:
-        _figure(a.figure, synth, rows)
+        _figure(a.figure, exact, rows)
         print(f"figure: {a.figure}")
     return 0
 

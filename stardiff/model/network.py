@@ -70,19 +70,13 @@ def attention_mask(
             :, None, None, :
         ]
     k, L = n_requests, tokens.shape[1]
-    eye = torch.eye(k + L, dtype=torch.bool, device=dev)
-    if not causal:
-        keys = torch.cat([torch.zeros(B, k, dtype=torch.bool, device=dev), real], dim=1)
-        return (keys[:, None, :] | eye)[:, None]
+    keys = real[:, None, :]  # (B, 1, L): the real inputs
     pos = torch.arange(L, device=dev)
-    if seen is None:
-        req = real[:, None, :].expand(B, k, L)
-    else:
-        req = (pos[None, None, :] < seen.reshape(B, k)[:, :, None]) & real[:, None, :]
-    inp = (pos[None, :, None] >= pos[None, None, :]) & real[:, None, :]  # (B, L, L)
-    no_req = torch.zeros(B, k + L, k, dtype=torch.bool, device=dev)
-    mask = torch.cat([no_req, torch.cat([req, inp], dim=1)], dim=2)
-    return (mask | eye)[:, None]
+    req = keys.expand(B, k, L) if seen is None else keys & (pos < seen.reshape(B, k, 1))
+    inp = keys & (pos[:, None] >= pos) if causal else keys.expand(B, L, L)
+    mask = torch.cat([torch.zeros(B, k + L, k, dtype=torch.bool, device=dev),
+                      torch.cat([req, inp], dim=1)], dim=2)  # fmt: skip
+    return (mask | torch.eye(k + L, dtype=torch.bool, device=dev))[:, None]
 
 
 class DensityNetwork(nn.Module):
