@@ -102,7 +102,7 @@ def _train_model(table, tmp: Path, a, kv: dict):
 
 
 def _rows(n: int, seed: int):
-    from stardiff.data import split_rows
+    from stardiff.tables import split_rows
 
     train, val, test = split_rows(n, test_rows=TEST_ROWS, validation_fraction=0.1, seed=seed)
     return train, test  # the flows and kNN see the model's training rows only

@@ -40,8 +40,8 @@ sys.exit(rc)
 
 def _model(folder: Path) -> None:
     from stardiff.infer import DensityModel
-    from stardiff.prepared import network_for, prepare
     from stardiff.recipe import load_recipe
+    from stardiff.train.prepared import network_for, prepare
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "california.toml")
     prep = prepare(recipe)

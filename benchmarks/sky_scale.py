@@ -90,7 +90,7 @@ def predict_run(
     import lsdb
     from dask.distributed import Client, LocalCluster
 
-    from stardiff.sky import predict_catalog
+    from stardiff.predict.sky import predict_catalog
 
     search = lsdb.PixelSearch(pixels)
     with (

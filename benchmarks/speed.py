@@ -25,7 +25,8 @@ import torch
 
 from stardata.tokens import Vocabulary
 from stardiff.recipe import recipe_from_dict
-from stardiff.train import Prepared, _Run, prepare
+from stardiff.train import Prepared, prepare
+from stardiff.train.loop import TrainingRun
 from stardiff.transforms import Preprocessor
 
 CONFIGS = {
@@ -138,7 +139,7 @@ def _peak_memory_gb(device: torch.device) -> dict:
 def train_speed(prep: Prepared, device: torch.device, steps: int, warmup: int):
     """Rows per second of the full training step (batch building included)."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = _Run(prep, Path(tmp), device)
+        run = TrainingRun(prep, Path(tmp), device)
         bs = run.t.batch_size
         need = bs * (steps + warmup)
         reps = -(-need // run.train_rows.numel())

@@ -31,9 +31,9 @@ ALLSTAR = "/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspe
 
 _CHILD = r"""
 import json, sys, threading, time
-from stardata import inputs, outputs, pipeline
+from stardata.release import inputs, outputs, pipeline
 from stardata.release import build
-from stardata.settings import Settings, Sources
+from stardata.release.settings import Settings, Sources
 
 cfg = json.loads(sys.argv[1])
 times, peaks, current = {}, {}, ["start"]

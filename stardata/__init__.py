@@ -1,5 +1,6 @@
 """stardata: reproducible APOGEE DR17 x Gaia DR3 x 2MASS tables, and the token convention."""
 
+from stardata import _compat
 from stardata.errors import BuildError, OfflineMissing, VerifyError
 from stardata.tokens import PAD, Vocabulary, read_tokens_h5, tokenize, write_tokens_h5
 
@@ -9,9 +10,12 @@ _LAZY = {
     "build": "stardata.release",
     "verify": "stardata.release",
     "read_table": "stardata.release",
-    "Settings": "stardata.settings",
-    "Sources": "stardata.settings",
+    "Settings": "stardata.release",
+    "Sources": "stardata.release",
 }
+
+
+_compat.install()
 
 
 def __getattr__(name: str):

@@ -12,6 +12,8 @@ import json
 import sys
 from dataclasses import fields
 
+from stardata.errors import USER_ERRORS
+
 __all__ = ["main"]
 
 _DESCRIPTION = """\
@@ -125,7 +127,8 @@ def _value(text: str):
 
 
 def _settings(args):
-    from stardata.release import BuildError, Settings
+    from stardata.errors import BuildError
+    from stardata.release import Settings
 
     data = {}
     if args.settings:
@@ -187,16 +190,6 @@ def _run(args) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that report a problem the user can fix (never a bug in this package)."""
-    from stardata.io import LockedError
-    from stardata.release import BuildError
-    from stardata.sources.errors import SOURCE_ERRORS
-
-    # OSError: a missing, unreadable or unwritable path, or a full disk; it names the path.
-    return (BuildError, LockedError, OSError, *SOURCE_ERRORS)
-
-
 def main(argv=None) -> int:
     """Run the ``stardata`` command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -205,7 +198,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("stardata: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         print(f"stardata: error: {text}", file=sys.stderr)
         return 2

@@ -252,7 +252,7 @@ def mask_xp(
     A row keeps its XP coefficients only where ``xp_good`` (it passed every XP quality cut) and,
     with ``mask_irrelevant``, only its relevant ones (:func:`stardata.columns.relevancy_mask`
     with ``propagate_from``, the setting ``xp_relevancy_propagate_from``). The release build
-    (``stardata.outputs``) and :mod:`stardata.crossmatch` both mask through this function.
+    (``stardata.release.outputs``) and :mod:`stardata.crossmatch` both mask through this function.
     """
     good = np.asarray(xp_good, dtype=bool)
     for band in ("bp", "rp"):

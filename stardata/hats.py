@@ -21,16 +21,13 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from stardata.errors import HatsMissing
 from stardata.io import replace_folder, temp_sibling
 
 __all__ = ["HatsMissing", "is_hats", "main_catalog", "open_hats", "require_hats", "write_hats"]
 
 EXTRA = "pip install 'stardiff[hats]'"
 DEFAULT_MARGIN_ARCSEC = 10.0
-
-
-class HatsMissing(ImportError):
-    """The optional HATS/LSDB packages are not installed (one-line message says how)."""
 
 
 def require_hats():

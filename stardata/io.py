@@ -22,12 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stardata.locks import FolderLock, LockedError  # re-exported: their historic home
-
 __all__ = [
-    "FolderLock",
     "LazyWriter",
-    "LockedError",
     "ParquetRowWriter",
     "atomic_path",
     "content_digest",
@@ -290,8 +286,9 @@ def remove_partials(folder: str | os.PathLike) -> list[Path]:
     """Remove temporary files and folders that killed runs left in ``folder``.
 
     Only names this toolkit writes are touched: ``.NAME.part-PID`` (:func:`atomic_path`,
-    :func:`replace_folder`). Call it while holding the folder's :class:`FolderLock`, so no live
-    writer's temporary is removed. Returns what was removed.
+    :func:`replace_folder`). Call it while holding the folder's
+    :class:`stardata.locks.FolderLock`, so no live writer's temporary is removed. Returns what
+    was removed.
     """
     import shutil
 

@@ -1,7 +1,4 @@
-"""One writer per folder: :class:`FolderLock`, an exclusive ``flock`` on ``FOLDER/.lock``.
-
-Also importable from :mod:`stardata.io`, where it lived first.
-"""
+"""One writer per folder: :class:`FolderLock`, an exclusive ``flock`` on ``FOLDER/.lock``."""
 
 from __future__ import annotations
 
@@ -10,11 +7,9 @@ import json
 import os
 from pathlib import Path
 
+from stardata.errors import LockedError
+
 __all__ = ["FolderLock", "LockedError"]
-
-
-class LockedError(RuntimeError):
-    """Another live process holds a folder's lock (the message names the folder and owner)."""
 
 
 class FolderLock:

@@ -117,7 +117,7 @@ def _parse_given(items: list[str]) -> dict[str, float]:
 def _given_table(model, path: str):
     """The model's columns of a table file; says on stderr which columns are used and why
     others are not (a model column with a non-numeric cell is an error, never dropped)."""
-    from stardiff.data import read_table, table_columns
+    from stardiff.tables import read_table, table_columns
 
     names = table_columns(path)
     keep = [c for c in names if c in model.columns]
@@ -238,7 +238,7 @@ def _cmd_predict(a) -> int:
             f"stardiff predict: warning: {message}", file=sys.stderr
         )
         if is_hats(a.catalog):
-            out = _predict_hats(a)
+            out = _predict_hats(load(a.model), a)  # workers load it on --device
         else:
             out = _predict_file(load(a.model, a.device or "cpu"), a)
     if not a.quiet:
@@ -246,13 +246,13 @@ def _cmd_predict(a) -> int:
     return 0
 
 
-def _predict_hats(a):
-    from stardiff.sky import DEFAULT_KEEP, predict_catalog
+def _predict_hats(model, a):
+    from stardiff.predict import DEFAULT_KEEP, predict_catalog
 
     if a.samples:
         raise ValueError("--samples is not available for a HATS catalogue (summaries only)")
     return predict_catalog(
-        a.model,
+        model,
         a.catalog,
         a.request,
         a.out,
@@ -291,7 +291,7 @@ def _predict_file(model, a):
 
 
 def _sampler_args(p) -> None:
-    from stardiff.infer import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+    from stardiff.model import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
     p.add_argument(
         "--sampler",
@@ -341,7 +341,7 @@ def _cmd_evaluate(a) -> int:
 
 
 def _cmd_info(a) -> int:
-    from stardiff.describe import describe
+    from stardiff.infer import describe
 
     print(json.dumps(describe(a.model), indent=2))
     return 0

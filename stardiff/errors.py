@@ -1,10 +1,12 @@
-"""What a user can cause becomes one line; everything else stays a traceback.
+"""Every error a user of ``stardiff`` can cause, in one place; each explains itself in one line.
 
 Bad input (a recipe key, a table column, a model file, an option) raises a ``ValueError``
 (or ``KeyError`` for an unknown name) whose message names the key, column, file or option.
 The environment's refusals (a full disk, no permission, a folder where a file belongs)
 arrive as ``OSError``. :func:`user_message` turns those into the one line the command
-prints; any other exception is a programming error and keeps its traceback.
+prints; any other exception is a programming error and keeps its traceback. The classes
+of ``stardata`` that ``stardiff`` lets through (a folder lock held by another process, the
+optional HATS packages missing) are re-exported here, so this is the one module to look in.
 """
 
 from __future__ import annotations
@@ -13,16 +15,27 @@ import errno
 import re
 from pathlib import Path
 
-from stardata.hats import HatsMissing
-from stardata.io import LockedError
+from stardata.errors import HatsMissing, LockedError
 
 __all__ = [
+    "USER_ERRORS",
+    "HatsMissing",
     "InputTypeError",
+    "LockedError",
     "ModelFileError",
     "OutOfRangeWarning",
-    "USER_ERRORS",
+    "PredictError",
+    "RecipeError",
     "user_message",
 ]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the offending key."""
+
+
+class PredictError(ValueError):
+    """A bad table or argument for ``stardiff.predict``, explained in one line."""
 
 
 class InputTypeError(TypeError, ValueError):

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["unconditional_figure", "conditional_figures", "training_figures"]
+__all__ = [
+    "conditional_figures",
+    "density_panel",
+    "plain_text",
+    "pyplot",
+    "training_figures",
+    "unconditional_figure",
+    "value_range",
+]
 
 
 def plain_text(func):
@@ -24,7 +32,8 @@ def plain_text(func):
     return wrapper
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (files only, no window)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,13 +42,15 @@ def _plt():
     return plt
 
 
-def _range(*arrays, lo=0.5, hi=99.5):
+def value_range(*arrays, lo=0.5, hi=99.5):
+    """The (lo, hi) percentiles of the finite values of all ``arrays`` together."""
     a = np.concatenate([np.ravel(x)[np.isfinite(np.ravel(x))] for x in arrays])
     return tuple(np.percentile(a, [lo, hi])) if a.size else (0.0, 1.0)
 
 
-def _panel(ax, data, samples, title, bins=50):
-    rng = _range(data, samples)
+def density_panel(ax, data, samples, title, bins=50):
+    """One panel: a histogram of the data and one of the model's samples, on one range."""
+    rng = value_range(data, samples)
     ax.hist(data, bins=bins, range=rng, density=True, color="tab:orange", alpha=0.5, label="data")
     ax.hist(
         samples,
@@ -61,7 +72,7 @@ def unconditional_figure(model, data: np.ndarray, path: str | Path, n: int = 400
 
     ``data`` is the (N, V) physical table (NaN = missing) the model is compared with.
     """
-    plt = _plt()
+    plt = pyplot()
     cols = model.requestable
     samples = model.sample({}, cols, n, seed=seed)
     ncol = min(3, len(cols))
@@ -69,7 +80,7 @@ def unconditional_figure(model, data: np.ndarray, path: str | Path, n: int = 400
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.6 * nrow), squeeze=False)
     for ax, c in zip(axes.flat, cols, strict=False):
         x = data[:, model.columns.index(c)]
-        _panel(ax, x[np.isfinite(x)], samples[c], c)
+        density_panel(ax, x[np.isfinite(x)], samples[c], c)
     for ax in axes.flat[len(cols) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
@@ -97,7 +108,7 @@ def conditional_figures(
     on the given values of up to ``rows_per_panel`` data rows in the bin, and its pooled
     samples are compared with the requested column of all data rows in the bin.
     """
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     paths = []
     for k, panel in enumerate(panels):
@@ -121,7 +132,7 @@ def conditional_figures(
             given = {c: data[pick, j] for c, j in zip(given_cols, gidx, strict=True)}
             per_row = max(1, n // pick.size)
             s = model.sample(given, panel.request, per_row, seed=seed)
-            _panel(
+            density_panel(
                 ax, data[rows, ridx], s.ravel(), f"{panel.request} | {title}\n({rows.size} rows)"
             )
         axes.flat[0].legend(fontsize=8)
@@ -136,7 +147,7 @@ def conditional_figures(
 @plain_text
 def training_figures(model, prep, out_dir: str | Path) -> list[Path]:
     """The figures ``stardiff fit`` writes next to the model, from its training rows."""
-    from stardiff.data import read_table
+    from stardiff.tables import read_table
 
     r = prep.recipe
     table = read_table(r.table_path(), list(model.columns), r.data.split_column)

@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stardiff.errors import RecipeError
+
 __all__ = ["Recipe", "RecipeError", "load_recipe", "recipe_from_dict", "override"]
 
 REQUIRED = object()
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the offending key."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class TrainSection:
     checkpoint_every: int = 16
     threads: int = 0  # torch CPU threads; 0 = torch's default
     out: str = ""  # model folder; default runs/<recipe name>
-    time_budget: float = 0.0  # minutes of training; > 0 replaces epochs (stardiff.budget)
+    time_budget: float = 0.0  # minutes of training; > 0 replaces epochs (stardiff.train.budget)
     warmup: float = 0.0  # linear LR warm-up, fraction of time_budget
     ema: float = 0.0  # decay of the weight average the model is saved from; 0 = none
     subset_power: float = 1.0  # input-set size L = floor(u**power * (n+1)); > 1 favours few inputs

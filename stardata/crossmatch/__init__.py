@@ -9,9 +9,10 @@ See ``docs/crossmatch.md``. The derived columns come from the same connectors
 """
 
 from stardata.crossmatch.archive import CONE_QUERY, match_archive
-from stardata.crossmatch.catalog import CatalogError, read_catalog
+from stardata.crossmatch.catalog import read_catalog
 from stardata.crossmatch.run import MATCH_COLUMNS, crossmatch
 from stardata.crossmatch.sky import GAIA_EPOCH, match_local, propagate
+from stardata.errors import CatalogError
 
 __all__ = [
     "CONE_QUERY",

@@ -19,7 +19,7 @@ import socket
 import numpy as np
 import polars as pl
 
-from stardata.sources.http import ArchiveError
+from stardata.errors import ArchiveError
 from stardata.sources.tap import GAIA_TAP_URL, cached_chunks, require_columns, to_polars
 
 __all__ = ["CONE_QUERY", "match_archive"]

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from stardata.errors import CatalogError
+
 __all__ = ["CatalogError", "epochs", "positions", "read_catalog", "source_ids"]
 
 _SUFFIXES = {
@@ -26,10 +28,6 @@ _SUFFIXES = {
     ".vot": "votable",
     ".votable": "votable",
 }
-
-
-class CatalogError(ValueError):
-    """A user's catalogue cannot be crossmatched; the message names the file or column."""
 
 
 def _format(path: Path) -> str:

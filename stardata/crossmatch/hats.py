@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from stardata.crossmatch.catalog import CatalogError
-from stardata.crossmatch.sky import GAIA_EPOCH, _arcsec, propagate, unit_vectors
+from stardata.crossmatch.sky import GAIA_EPOCH, chord_arcsec, propagate, unit_vectors
+from stardata.errors import CatalogError
 
 __all__ = ["GAIA_ID_ORDER", "is_hats_reference", "lookup_ids", "match_hats"]
 
@@ -148,7 +148,7 @@ def _refine(frame, radius: float):
         frame["epoch_cat"].to_numpy(np.float64) - GAIA_EPOCH,
     )
     own = unit_vectors(frame["ra_cat"].to_numpy(np.float64), frame["dec_cat"].to_numpy(np.float64))
-    sep = _arcsec(np.linalg.norm(moved - own, axis=1))
+    sep = chord_arcsec(np.linalg.norm(moved - own, axis=1))
     keep = sep <= radius
     return pd.DataFrame(
         {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stardata.crossmatch.catalog import CatalogError
+from stardata.errors import CatalogError
 
 __all__ = ["write_or_return"]
 
@@ -21,8 +21,8 @@ MANIFEST_VERSION = 1
 
 def _blocks(table, match, derived, s, src, cache, options, progress):
     """Arrow blocks of ``s.chunk_rows`` rows: the catalogue's columns, match, derived columns."""
+    from stardata.release.stagecache import to_table
     from stardata.sources.xp import StructureChoice
-    from stardata.stagecache import to_table
 
     structure = StructureChoice(s.xp_data_structure)  # asked once for all blocks, as the build
     n = table.num_rows

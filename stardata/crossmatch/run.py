@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from stardata.crossmatch import catalog as cat
-from stardata.crossmatch.catalog import CatalogError
+from stardata.errors import CatalogError
 
 __all__ = ["MATCH_COLUMNS", "crossmatch"]
 

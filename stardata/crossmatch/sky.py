@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GAIA_EPOCH", "match_local", "propagate", "unit_vectors"]
+__all__ = ["GAIA_EPOCH", "chord_arcsec", "match_local", "propagate", "unit_vectors"]
 
 GAIA_EPOCH = 2016.0
 """Reference epoch of Gaia DR3 positions (Julian years)."""
@@ -57,7 +57,8 @@ def _chord(arcsec: float) -> float:
     return 2.0 * np.sin(np.radians(arcsec / 3600.0) / 2.0)
 
 
-def _arcsec(chord: np.ndarray) -> np.ndarray:
+def chord_arcsec(chord: np.ndarray) -> np.ndarray:
+    """Angular separation [arcsec] of unit vectors whose chord (straight-line) length is given."""
     return np.degrees(2.0 * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))) * 3600.0
 
 
@@ -114,7 +115,7 @@ def match_local(
         hit = rows[found]
         out["reference_row"][hit] = idx[found]
         out["source_id"][hit] = np.asarray(reference["source_id"], np.int64)[idx[found]]
-        out["separation_arcsec"][hit] = _arcsec(dist[found])
+        out["separation_arcsec"][hit] = chord_arcsec(dist[found])
         out["n_candidates"][rows] = tree.query_ball_point(xyz, chord, return_length=True)
     out["ambiguous"] = out["n_candidates"] > 1
     return out

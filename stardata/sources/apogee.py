@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from stardata.errors import IncompleteDownload, InputFileError
 from stardata.sources.download import DownloadResult, download, verify_file
-from stardata.sources.errors import IncompleteDownload, InputFileError
 
 __all__ = [
     "ALLSTAR_COLUMNS",

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stardata.errors import IncompleteDownload, InputFileError, RemoteError
 from stardata.io import atomic_path, file_digests
-from stardata.sources.errors import InputFileError
-from stardata.sources.http import USER_AGENT, IncompleteDownload, RemoteError, retry_call
+from stardata.sources.http import USER_AGENT, retry_call
 
 __all__ = ["DownloadResult", "download", "file_digests", "verify_file"]
 

@@ -23,12 +23,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
-from stardata.sources.errors import ArchiveError, IncompleteDownload, RemoteError
+from stardata.errors import ArchiveError, IncompleteDownload, RemoteError
 
 __all__ = [
-    "ArchiveError",
-    "IncompleteDownload",
-    "RemoteError",
     "USER_AGENT",
     "http_post",
     "is_permanent_message",

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from stardata.errors import ArchiveError, RemoteError
 from stardata.io import atomic_path, sha256_file
-from stardata.sources.http import ArchiveError, RemoteError, retry_call
+from stardata.sources.http import retry_call
 
 __all__ = [
     "GAIA_TAP_URL",

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from stardata.sources.http import ArchiveError, http_post
+from stardata.errors import ArchiveError
+from stardata.sources.http import http_post
 from stardata.sources.tap import cached_chunks, clean_source_ids, merge_chunks
 from stardata.sources.xp_products import (
     XP_N_COEFFICIENTS,

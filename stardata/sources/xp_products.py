@@ -19,12 +19,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from stardata.sources.http import (
-    ArchiveError,
-    IncompleteDownload,
-    is_permanent_message,
-    service_message,
-)
+from stardata.errors import ArchiveError, IncompleteDownload
+from stardata.sources.http import is_permanent_message, service_message
 from stardata.sources.tap import to_polars
 
 __all__ = ["XP_N_COEFFICIENTS", "parse_xp_continuous", "parse_xp_csv", "parse_xp_zip"]

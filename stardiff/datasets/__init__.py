@@ -8,8 +8,17 @@
 
 from pathlib import Path
 
-from stardiff.datasets.synthetic import synthetic_stars, synthetic_stars_model
+from stardiff.datasets.mixture import GaussianMixtureTable
+from stardiff.datasets.synthetic import FIXED_COLUMNS, synthetic_stars, synthetic_stars_model
+from stardiff.datasets.tasks import random_tasks
 
 CALIFORNIA = Path(__file__).parent / "california_housing.parquet"
 
-__all__ = ["CALIFORNIA", "synthetic_stars", "synthetic_stars_model"]
+__all__ = [
+    "CALIFORNIA",
+    "FIXED_COLUMNS",
+    "GaussianMixtureTable",
+    "random_tasks",
+    "synthetic_stars",
+    "synthetic_stars_model",
+]

@@ -1,6 +1,35 @@
-"""The network, one concept per module: embedding, encoder, head, schedule, sampler."""
+"""The network and its samplers: embedding, encoder, head, schedule, noise, samplers.
 
-from stardiff.model.network import DensityNetwork, NetworkConfig
-from stardiff.model.sampler import ancestral, ddim, multistep
+Imports only torch and itself: a network and a way to draw from it, nothing about files,
+tables or training.
+"""
 
-__all__ = ["DensityNetwork", "NetworkConfig", "ancestral", "ddim", "multistep"]
+from stardiff.model.network import DensityNetwork, NetworkConfig, attention_mask
+from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
+from stardiff.model.samplers import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    ancestral,
+    ddim,
+    multistep,
+    resolve_sampler,
+    solve,
+)
+
+__all__ = [
+    "DEFAULT_SAMPLER",
+    "DEFAULT_STEPS",
+    "DRAW_BLOCK",
+    "ROW_BLOCK",
+    "SAMPLERS",
+    "BlockNoise",
+    "DensityNetwork",
+    "NetworkConfig",
+    "ancestral",
+    "attention_mask",
+    "ddim",
+    "multistep",
+    "resolve_sampler",
+    "solve",
+]

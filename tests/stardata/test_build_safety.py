@@ -18,12 +18,11 @@ import pytest
 
 from stardata import testing as M
 from stardata.cli import main
-from stardata.errors import BuildError, VerifyError
-from stardata.io import LockedError, read_json, sha256_file
+from stardata.errors import BuildError, LockedError, RemoteError, VerifyError
+from stardata.io import read_json, sha256_file
 from stardata.release import build, verify
-from stardata.settings import Settings, Sources
+from stardata.release.settings import Settings, Sources
 from stardata.sources.apogee import read_allstar
-from stardata.sources.http import RemoteError
 
 ALLSTAR = "/sas/allStar-dr17-synspec_rev1.fits"
 FLAGGED = "/sas/flagged/allStar-dr17-synspec_rev1.fits"
@@ -100,7 +99,7 @@ def holder():
     procs = []
 
     def start(folder: Path) -> subprocess.Popen:
-        code = ("import sys, time; from stardata.io import FolderLock; "
+        code = ("import sys, time; from stardata.locks import FolderLock; "
                 "FolderLock(sys.argv[1], 'stardata build').acquire(); print('held', flush=True); "
                 "time.sleep(120)")  # fmt: skip
         proc = subprocess.Popen(
@@ -262,7 +261,7 @@ def test_cuts_that_keep_no_star_stop_early_naming_the_cut(env, tmp_path):
 
 
 def test_unreadable_stage_file_error_names_it(tmp_path):
-    from stardata.stagecache import n_groups, read_group
+    from stardata.release.stagecache import n_groups, read_group
 
     bad = tmp_path / "derived.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
@@ -291,7 +290,7 @@ def test_records_of_the_previous_layout_are_still_reused(env, reference, tmp_pat
 _CHILD = """
 import json, sys
 from stardata.release import build
-from stardata.settings import Settings, Sources
+from stardata.release.settings import Settings, Sources
 cfg = json.loads(sys.argv[1])
 build("dr17", cfg["data"], cfg["out"], settings=Settings.from_dict(cfg["settings"]),
       sources=Sources(**cfg["sources"]), progress=False)

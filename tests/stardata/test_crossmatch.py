@@ -244,7 +244,7 @@ def test_archive_chunks_are_cached_and_resumed(sky, tmp_path):
 
 
 def test_a_failed_crossmatch_resumes_from_the_connector_caches(sky, tmp_path):
-    from stardata.sources.http import RemoteError
+    from stardata.errors import RemoteError
 
     server = sky["server"]
     cat = pl.DataFrame({"source_id": IDS[:12]})  # three blocks of 4 rows

@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
-from stardata import io
+from stardata import io, locks
+from stardata.errors import LockedError
 
 
 def test_second_writer_gets_one_line_naming_folder_and_pid(tmp_path):
-    with io.FolderLock(tmp_path / "run", "stardiff fit"):
-        with pytest.raises(io.LockedError) as e:
-            io.FolderLock(tmp_path / "run", "stardiff fit").acquire()
+    with locks.FolderLock(tmp_path / "run", "stardiff fit"):
+        with pytest.raises(LockedError) as e:
+            locks.FolderLock(tmp_path / "run", "stardiff fit").acquire()
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path / "run") in msg and f"pid {os.getpid()}" in msg
     assert not (tmp_path / "run" / ".lock").exists()  # released and removed
@@ -21,12 +22,12 @@ def test_second_writer_gets_one_line_naming_folder_and_pid(tmp_path):
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     code = (
-        "import os, sys; from stardata.io import FolderLock; "
+        "import os, sys; from stardata.locks import FolderLock; "
         f"FolderLock({str(tmp_path)!r}, 'x').acquire(); os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / ".lock").exists()  # left behind by a process that died holding it
-    with io.FolderLock(tmp_path, "y"):
+    with locks.FolderLock(tmp_path, "y"):
         assert "'y'" in (tmp_path / ".lock").read_text().replace('"', "'")
 
 

@@ -1,4 +1,4 @@
-"""The build core imports one way only, at module level (no hidden cycles)."""
+"""stardata imports one way only; the build core at module level (no hidden cycles)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ ROOT = Path(stardata.__file__).parent
 #: Lowest first: a module may import only modules before it (``sources`` and ``testing`` are
 #: packages; ``testing`` serves the tests and benchmarks and no library module imports it).
 ORDER = [
-    "errors", "locks", "io", "hats", "columns", "split", "tokens", "cuts", "sources", "derive",
-    "settings", "context", "stagecache", "inputs", "outputs", "pipeline", "release", "crossmatch",
-    "cli", "testing",
+    "errors", "moved", "_compat", "locks", "io", "hats", "columns", "split", "tokens", "cuts",
+    "sources", "derive", "release", "crossmatch", "cli", "testing",
 ]  # fmt: skip
-CORE = {"settings", "context", "stagecache", "inputs", "outputs", "pipeline", "release"}
+CORE = {"release"}  # the build core: settings, context, stage cache, inputs, outputs, pipeline
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
@@ -59,4 +58,18 @@ def test_imports_go_down_only_and_the_core_imports_at_module_level():
                 wrong.append(f"{path.relative_to(ROOT)} imports stardata.{name} (upward)")
             elif me in CORE and not at_top:
                 wrong.append(f"{path.relative_to(ROOT)} imports stardata.{name} in a function")
+    assert wrong == []
+
+
+def test_no_private_name_crosses_modules():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stardata"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                private = [n for n in private if not n.startswith("__") and n != "_compat"]
+                wrong += [
+                    f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{n}" for n in private
+                ]
     assert wrong == []

@@ -12,19 +12,9 @@ import pytest
 from astropy.io import fits
 
 from stardata import testing as M
+from stardata.errors import BuildError, OfflineMissing, RemoteError, VerifyError
 from stardata.io import read_json, sha256_file
-from stardata.release import (
-    VOCABULARY,
-    BuildError,
-    OfflineMissing,
-    Settings,
-    Sources,
-    VerifyError,
-    build,
-    read_table,
-    verify,
-)
-from stardata.sources.http import RemoteError
+from stardata.release import VOCABULARY, Settings, Sources, build, read_table, verify
 from stardata.split import split_ids
 from stardata.tokens import read_tokens_h5
 
@@ -337,7 +327,7 @@ def test_verify_detects_tampering(reference, tmp_path):
 
 
 def test_stardiff_reads_either_output(reference):
-    data = pytest.importorskip("stardiff.data")
+    data = pytest.importorskip("stardiff.tables")
     kinds = list(VOCABULARY.names)
     a = data.read_table(reference / "stars.parquet", kinds, split_column="split")
     b = data.read_table(reference / "tokens.h5", kinds, split_column="split")
@@ -482,7 +472,7 @@ def test_format_hats_without_the_extra_fails_before_any_stage(env, tmp_path, mon
     def missing():
         raise stardata.hats.HatsMissing("HATS catalogues need the optional packages (lsdb): ...")
 
-    monkeypatch.setattr("stardata.release.require_hats", missing)
+    monkeypatch.setattr("stardata.release.runner.require_hats", missing)
     with pytest.raises(BuildError, match="--format hats: .*optional packages"):
         _build(env, tmp_path, formats=["hats"])
     assert not (tmp_path / "data" / "stages").exists()  # nothing was computed

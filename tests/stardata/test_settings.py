@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from stardata.errors import BuildError
-from stardata.settings import Settings
+from stardata.release.settings import Settings
 
 BAD = [
     ("g_min", {"g_min": 18.0, "g_max": 17.0}),

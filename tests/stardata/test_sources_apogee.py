@@ -10,6 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from stardata.errors import IncompleteDownload, InputFileError, RemoteError
 from stardata.sources import apogee
 from stardata.sources.apogee import (
     ALLSTAR_COLUMNS,
@@ -20,7 +21,6 @@ from stardata.sources.apogee import (
     iter_allstar,
     read_allstar,
 )
-from stardata.sources.errors import IncompleteDownload, InputFileError, RemoteError
 from stardata.testing import write_allstar
 
 # FITS TFORMs of the DR17 allStar data model for the columns the pipeline reads.

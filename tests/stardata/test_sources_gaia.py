@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from astropy.table import Table
 
+from stardata.errors import RemoteError
 from stardata.sources.gaia import GAIA_SOURCE_COLUMNS, query_gaia_source
-from stardata.sources.http import RemoteError
 from stardata.sources.tap import GAIA_TAP_URL
 from stardata.testing import synthetic_gaia_source
 

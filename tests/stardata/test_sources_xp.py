@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stardata.sources.http import RemoteError
+from stardata.errors import RemoteError
 from stardata.sources.xp import (
     XP_DATA_STRUCTURES,
     StructureChoice,

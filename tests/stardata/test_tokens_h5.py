@@ -81,8 +81,8 @@ def test_read_only_the_extra_columns_asked_for(tmp_path):
 
 
 def test_stardiff_reads_tokens_h5_through_the_one_reader(tmp_path, monkeypatch):
-    """stardiff.data has no reader of its own: it calls stardata.tokens.read_tokens_h5."""
-    data = pytest.importorskip("stardiff.data")
+    """stardiff.tables has no reader of its own: it calls stardata.tokens.read_tokens_h5."""
+    data = pytest.importorskip("stardiff.tables")
     import stardata.tokens as T
 
     values, errors = _data()

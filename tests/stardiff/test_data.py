@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from stardiff.data import BatchBuilder, read_table, split_rows
+from stardiff.tables import read_table, split_rows
+from stardiff.train.batches import BatchBuilder
 
 
 def _matrix(n=500, v=6, seed=0):

@@ -122,14 +122,14 @@ def test_many_row_groups_give_the_result_of_one_piece(star_model, tmp_path):
 
 
 def test_resume_after_an_interruption_gives_the_same_file(star_model, tmp_path, monkeypatch):
-    import stardiff.predict_stream as S
+    import stardiff.predict.stream as S
 
     rows = _rows(400)
     src = tmp_path / "in.parquet"
     _write(rows, src, 50)
     kw = {"n": 40, "chunk_rows": 64, "progress": False}
     ref = predict(star_model, src, "logg", out=tmp_path / "ref.parquet", **kw)
-    calls, real = [], S._window
+    calls, real = [], S.window
 
     def crashing(*a, **k):
         calls.append(a[5])
@@ -137,36 +137,36 @@ def test_resume_after_an_interruption_gives_the_same_file(star_model, tmp_path, 
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(S, "_window", crashing)
+    monkeypatch.setattr(S, "window", crashing)
     with pytest.raises(KeyboardInterrupt):
         predict(star_model, src, "logg", out=tmp_path / "out.parquet", **kw)
     assert not (tmp_path / "out.parquet").exists()
     assert len(list((tmp_path / ".out.parquet.predict").glob("part-*"))) == 3
     calls.clear()
-    monkeypatch.setattr(S, "_window", lambda *a, **k: (calls.append(a[5]), real(*a, **k))[1])
+    monkeypatch.setattr(S, "window", lambda *a, **k: (calls.append(a[5]), real(*a, **k))[1])
     predict(star_model, src, "logg", out=tmp_path / "out.parquet", **kw)
     assert calls == [3, 4, 5, 6]  # only the windows not yet written
     assert pl.read_parquet(tmp_path / "out.parquet").equals(pl.read_parquet(ref))
 
 
 def test_changed_options_start_over(star_model, tmp_path, monkeypatch):
-    import stardiff.predict_stream as S
+    import stardiff.predict.stream as S
 
     src = tmp_path / "in.parquet"
     _write(_rows(200), src, 64)
     work = tmp_path / ".o.parquet.predict"
-    real = S._window
+    real = S.window
 
     def crash_second(*a, **k):
         if a[5] == 1:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(S, "_window", crash_second)
+    monkeypatch.setattr(S, "window", crash_second)
     with pytest.raises(KeyboardInterrupt):
         predict(star_model, src, "logg", out=tmp_path / "o.parquet", n=20, chunk_rows=64)
     assert (work / "part-000000.parquet").exists()
-    monkeypatch.setattr(S, "_window", real)
+    monkeypatch.setattr(S, "window", real)
     got = predict(star_model, src, "logg", out=tmp_path / "o.parquet", n=30, chunk_rows=64)
     direct = predict(star_model, src, "logg", out=tmp_path / "d.parquet", n=30, chunk_rows=64)
     assert pl.read_parquet(got).equals(pl.read_parquet(direct))
@@ -174,13 +174,13 @@ def test_changed_options_start_over(star_model, tmp_path, monkeypatch):
 
 _SLOW_RUN = """
 import sys, time
-import stardiff.predict_stream as S
+import stardiff.predict.stream as S
 from stardiff.cli import main
-real = S._window
+real = S.window
 def slow(*a, **k):
     time.sleep(0.3)
     return real(*a, **k)
-S._window = slow
+S.window = slow
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from stardiff import fit, load
-from stardiff.data import BatchBuilder
 from stardiff.model.network import DensityNetwork, NetworkConfig, attention_mask
 from stardiff.recipe import RecipeError, recipe_from_dict
+from stardiff.train.batches import BatchBuilder
 from tests.stardiff.conftest import bimodal_table, make_recipe
 
 

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from safetensors.torch import load_file
 
-from stardata.io import FolderLock
+from stardata.locks import FolderLock
 from stardiff.cli import main
 from tests.stardiff.conftest import bimodal_table
 
@@ -91,7 +91,7 @@ def test_overwrite_refuses_a_folder_holding_the_users_files(work, capsys):
 
 
 def test_overwrite_removes_only_stardiffs_own_files(work, tmp_path):
-    from stardiff.folders import foreign_entries, prepare_model_folder
+    from stardiff.persist.folder import foreign_entries, prepare_model_folder
 
     out = _copy(work[1], tmp_path / "m")
     (out / ".metrics.csv.part-999").write_text("half")
@@ -254,11 +254,11 @@ def test_fit_says_which_table_columns_it_did_not_use(work, tmp_path, capsys):
 def test_a_full_disk_leaves_no_weights_without_config_and_a_rerun_works(
     work, tmp_path, capsys, monkeypatch, at
 ):
-    import stardiff.persist
+    import stardiff.persist.files
 
     out = tmp_path / "full"
     recipe = _recipe(work[0], out, epochs=1, name="full.toml")
-    real_st, real_text = stardiff.persist._write_safetensors, Path.write_text
+    real_st, real_text = stardiff.persist.files._write_safetensors, Path.write_text
 
     def full(path):
         if f".{at}.part-" in str(path):
@@ -272,7 +272,7 @@ def test_a_full_disk_leaves_no_weights_without_config_and_a_rerun_works(
         full(self)
         return real_text(self, *a, **k)
 
-    monkeypatch.setattr(stardiff.persist, "_write_safetensors", write_st)
+    monkeypatch.setattr(stardiff.persist.files, "_write_safetensors", write_st)
     monkeypatch.setattr(Path, "write_text", write_text)
     assert _fit(recipe) == 2
     monkeypatch.undo()
@@ -286,12 +286,12 @@ def test_a_full_disk_leaves_no_weights_without_config_and_a_rerun_works(
 
 
 def test_ctrl_c_says_interrupted_and_exits_130(work, tmp_path, capsys, monkeypatch):
-    import stardiff.train
+    import stardiff.train.loop
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stardiff.train, "_loop", interrupt)
+    monkeypatch.setattr(stardiff.train.loop, "_loop", interrupt)
     recipe = _recipe(work[0], tmp_path / "c", epochs=1, name="c.toml")
     assert _fit(recipe) == 130
     assert _err(capsys) == "stardiff fit: interrupted"

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("lsdb")
 
 from stardata.hats import write_hats  # noqa: E402
-from stardiff import sky  # noqa: E402
 from stardiff.infer import load  # noqa: E402
+from stardiff.predict import sky  # noqa: E402
 
 from .conftest import bimodal_table, make_recipe  # noqa: E402
 
@@ -53,7 +53,14 @@ def _read(out):
 def test_predict_catalog_matches_direct_sampling_per_partition(sky_setup):
     folder, cat, frame, tmp = sky_setup
     out = sky.predict_catalog(
-        folder, cat, ["y"], tmp / "pred-sync", n=64, seed=5, scheduler="synchronous", progress=False
+        load(folder),
+        cat,
+        ["y"],
+        tmp / "pred-sync",
+        n=64,
+        seed=5,
+        scheduler="synchronous",
+        progress=False,
     )
     got = _read(out)
     assert len(got) == len(frame) and list(got.source_id) == sorted(frame.source_id)
@@ -81,7 +88,7 @@ def test_predict_catalog_output_opens_as_hats(sky_setup):
     folder, cat, frame, tmp = sky_setup
     out = tmp / "pred-sync"
     if not out.exists():
-        sky.predict_catalog(folder, cat, ["y"], out, n=64, seed=5, scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["y"], out, n=64, seed=5, scheduler="synchronous")
     assert lsdb.open_catalog(out).compute().shape[0] == len(frame)
     assert (
         pl.scan_parquet(out / "dataset" / "**" / "*.parquet").select(pl.len()).collect().item()
@@ -92,7 +99,14 @@ def test_predict_catalog_output_opens_as_hats(sky_setup):
 def test_resume_after_interruption_finishes_only_what_is_left(sky_setup, monkeypatch):
     folder, cat, frame, tmp = sky_setup
     full = sky.predict_catalog(
-        folder, cat, ["y"], tmp / "pred-full", n=32, seed=1, scheduler="synchronous", progress=False
+        load(folder),
+        cat,
+        ["y"],
+        tmp / "pred-full",
+        n=32,
+        seed=1,
+        scheduler="synchronous",
+        progress=False,
     )
     real = sky._frame_predictions
     calls = []
@@ -106,7 +120,7 @@ def test_resume_after_interruption_finishes_only_what_is_left(sky_setup, monkeyp
     monkeypatch.setattr(sky, "_frame_predictions", dies_on_third)
     out = tmp / "pred-killed"
     with pytest.raises(KeyboardInterrupt):
-        sky.predict_catalog(folder, cat, ["y"], out, n=32, seed=1, scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["y"], out, n=32, seed=1, scheduler="synchronous")
     assert not (out / "hats.properties").exists()
     monkeypatch.setattr(sky, "_frame_predictions", real)
     calls.clear()
@@ -115,13 +129,13 @@ def test_resume_after_interruption_finishes_only_what_is_left(sky_setup, monkeyp
         sky, "_frame_predictions", lambda *a, **k: counted.append(1) or real(*a, **k)
     )
     sky.predict_catalog(
-        folder, cat, ["y"], out, n=32, seed=1, scheduler="synchronous", progress=False
+        load(folder), cat, ["y"], out, n=32, seed=1, scheduler="synchronous", progress=False
     )
     n_parts = len(load_cat(cat).get_healpix_pixels())
     assert len(counted) == n_parts - 2  # two partitions were finished before the kill
     pd.testing.assert_frame_equal(_read(out), _read(full))
     with pytest.raises(FileExistsError, match="finished"):
-        sky.predict_catalog(folder, cat, ["y"], out, n=32, seed=1, scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["y"], out, n=32, seed=1, scheduler="synchronous")
 
 
 def load_cat(path):
@@ -139,24 +153,24 @@ def test_other_settings_on_an_unfinished_run_are_refused(sky_setup, monkeypatch)
 
     monkeypatch.setattr(sky, "_frame_predictions", dies)
     with pytest.raises(KeyboardInterrupt):
-        sky.predict_catalog(folder, cat, ["y"], out, n=32, seed=1, scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["y"], out, n=32, seed=1, scheduler="synchronous")
     monkeypatch.undo()
     with pytest.raises(ValueError, match="other settings.*seed"):
-        sky.predict_catalog(folder, cat, ["y"], out, n=32, seed=2, scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["y"], out, n=32, seed=2, scheduler="synchronous")
 
 
 def test_bad_inputs_are_one_line_errors(sky_setup):
     folder, cat, frame, tmp = sky_setup
     with pytest.raises(KeyError, match="unknown request column"):
-        sky.predict_catalog(folder, cat, ["nope"], tmp / "e1", scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["nope"], tmp / "e1", scheduler="synchronous")
     with pytest.raises(FileNotFoundError, match="not a HATS catalogue"):
         sky.predict_catalog(
-            folder, tmp / "rows.parquet", ["y"], tmp / "e2", scheduler="synchronous"
+            load(folder), tmp / "rows.parquet", ["y"], tmp / "e2", scheduler="synchronous"
         )
     with pytest.raises(KeyError, match="no column"):
-        sky.predict_catalog(folder, cat, ["y"], tmp / "e3", keep=["gaia_id", "ra", "dec"])
+        sky.predict_catalog(load(folder), cat, ["y"], tmp / "e3", keep=["gaia_id", "ra", "dec"])
     with pytest.raises(ValueError, match="quantiles"):
-        sky.predict_catalog(folder, cat, ["y"], tmp / "e4", quantiles=[0.5, 1.5])
+        sky.predict_catalog(load(folder), cat, ["y"], tmp / "e4", quantiles=[0.5, 1.5])
 
 
 def test_two_worker_local_cluster_loads_the_model_once_per_worker(sky_setup):
@@ -170,13 +184,13 @@ def test_two_worker_local_cluster_loads_the_model_once_per_worker(sky_setup):
         Client(lc) as client,
     ):
         out = sky.predict_catalog(
-            folder, cat, ["y"], tmp / "pred-2w", n=64, seed=5, client=client, progress=False
+            load(folder), cat, ["y"], tmp / "pred-2w", n=64, seed=5, client=client, progress=False
         )
-        loads = client.run(lambda: __import__("stardiff.sky").sky._LOADS["count"])
+        loads = client.run(lambda: __import__("stardiff.predict.sky").predict.sky._LOADS["count"])
     assert sum(loads.values()) <= 2 and all(v <= 1 for v in loads.values())
     sync = tmp / "pred-sync"
     if not sync.exists():
-        sky.predict_catalog(folder, cat, ["y"], sync, n=64, seed=5, scheduler="synchronous")
+        sky.predict_catalog(load(folder), cat, ["y"], sync, n=64, seed=5, scheduler="synchronous")
     pd.testing.assert_frame_equal(_read(out), _read(sync))  # workers do not change the numbers
 
 

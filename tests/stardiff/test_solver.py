@@ -7,7 +7,7 @@ import torch
 from scipy.stats import ks_2samp
 
 from stardiff.model import ancestral, ddim, multistep
-from stardiff.model.sampler import step_indices
+from stardiff.model.samplers import step_indices
 from stardiff.model.schedule import SigmoidSchedule
 
 MU, S = 0.7, 0.4  # the data density N(MU, S²)
@@ -76,7 +76,7 @@ def test_ddim_without_noise_is_the_first_order_solver():
 
 
 def test_solver_tiles_do_not_change_the_samples(monkeypatch):
-    from stardiff.model import sampler
+    from stardiff.model import samplers as sampler
 
     sch, head, x_T, cond = _setup(3000)
     whole = multistep(head, sch, cond, lambda: x_T.clone(), 15)
@@ -120,7 +120,7 @@ def test_unknown_solver_order():
 
 @pytest.mark.parametrize("k", [1, 2, 7, 20, 99, 100])
 def test_lambda_indices_are_distinct_and_keep_both_ends(k):
-    from stardiff.model.sampler import lambda_indices
+    from stardiff.model.samplers import lambda_indices
 
     idx = lambda_indices(SigmoidSchedule(100), k)
     assert len(idx) == k and idx == sorted(set(idx))

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from stardiff import fit, load
-from stardiff.train import _Run, prepare
+from stardiff.train import prepare
+from stardiff.train.loop import TrainingRun
 from tests.stardiff.conftest import bimodal_table, make_recipe
 
 CALIFORNIA = "stardiff/datasets/california_housing.parquet"
@@ -21,7 +22,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     fit(full, progress=False, figures=False)
 
     part = make_recipe(tmp_path, table, name="part", train={"epochs": 4, "checkpoint_every": 2})
-    real_epoch = _Run.train_epoch
+    real_epoch = TrainingRun.train_epoch
     crashed = []
 
     def crash_in_epoch_3(self, *a, **k):
@@ -30,7 +31,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the run dies mid-way, after the epoch-2 checkpoint
         return real_epoch(self, *a, **k)
 
-    monkeypatch.setattr(_Run, "train_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(TrainingRun, "train_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         fit(part, progress=False, figures=False)
     fit(part, resume=True, progress=False, figures=False)
@@ -59,11 +60,11 @@ def test_existing_output_folder_needs_resume_or_overwrite(tmp_path):
 def test_validation_set_is_fixed_between_epochs(tmp_path):
     r = make_recipe(tmp_path, bimodal_table(600), train={"epochs": 1})
     prep = prepare(r)
-    run = _Run(prep, tmp_path, torch.device("cpu"))
+    run = TrainingRun(prep, tmp_path, torch.device("cpu"))
     v1 = run.validate()
     assert v1 == run.validate()  # same masks, steps and noise every time
     run.train_epoch()
-    run2 = _Run(prep, tmp_path, torch.device("cpu"))
+    run2 = TrainingRun(prep, tmp_path, torch.device("cpu"))
     assert torch.equal(run.val[0].tokens, run2.val[0].tokens)
 
 
@@ -117,12 +118,12 @@ def test_heavy_tailed_column_trains_finite_and_stable(tmp_path):
 
 @pytest.mark.parametrize("draws", [1, 3])
 def test_length_buckets_give_the_same_gradient(tmp_path, draws):
-    from stardiff.step import accumulate_gradients
-    from stardiff.step import noise_and_steps as _noise_and_steps
+    from stardiff.train.step import accumulate_gradients
+    from stardiff.train.step import noise_and_steps as _noise_and_steps
 
     table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=400) for i in range(8)})
     r = make_recipe(tmp_path, table, train={"context": 7})
-    run = _Run(prepare(r), tmp_path, torch.device("cpu"))
+    run = TrainingRun(prepare(r), tmp_path, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     batch = run.builder(run.train_rows[:256], gen)
     t, noise = _noise_and_steps(batch, run.net.config.steps, draws, gen)
@@ -140,10 +141,10 @@ def test_length_buckets_give_the_same_gradient(tmp_path, draws):
 def test_noise_draws_share_one_encoding(tmp_path):
     """M identical (step, noise) draws per row give exactly the loss of one draw; distinct
     draws average the head's loss over them."""
-    from stardiff.step import noise_and_steps as _noise_and_steps
+    from stardiff.train.step import noise_and_steps as _noise_and_steps
 
     table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=300) for i in range(5)})
-    run = _Run(
+    run = TrainingRun(
         prepare(make_recipe(tmp_path, table, train={"context": 4})), tmp_path, torch.device("cpu")
     )
     run.net.eval()  # no dropout: the encoder must give the same condition every call

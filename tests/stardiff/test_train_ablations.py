@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from stardiff import fit
-from stardiff.data import BatchBuilder
-from stardiff.ema import WeightAverage
 from stardiff.recipe import RecipeError
-from stardiff.train import _Run
+from stardiff.train.batches import BatchBuilder
+from stardiff.train.ema import WeightAverage
+from stardiff.train.loop import TrainingRun
 from tests.stardiff.conftest import bimodal_table, make_recipe
 
 
@@ -103,7 +103,7 @@ def test_ema_model_folder_holds_the_average_and_resumes_exactly(tmp_path, monkey
     assert any(not torch.equal(a[k], r[k]) for k in a)  # the folder holds the average
 
     part = make_recipe(tmp_path, table, name="part", train=train)
-    real_epoch = _Run.train_epoch
+    real_epoch = TrainingRun.train_epoch
     crashed = []
 
     def crash_in_epoch_3(self, *args, **kw):
@@ -112,7 +112,7 @@ def test_ema_model_folder_holds_the_average_and_resumes_exactly(tmp_path, monkey
             raise KeyboardInterrupt
         return real_epoch(self, *args, **kw)
 
-    monkeypatch.setattr(_Run, "train_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(TrainingRun, "train_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         fit(part, progress=False, figures=False)
     fit(part, resume=True, progress=False, figures=False)
@@ -141,7 +141,7 @@ def test_embedding_shift_moves_the_bends_and_is_off_in_older_models():
 def test_step_power_one_keeps_the_uniform_stream_and_power_two_favours_low_noise():
     from types import SimpleNamespace
 
-    from stardiff.step import noise_and_steps as _noise_and_steps
+    from stardiff.train.step import noise_and_steps as _noise_and_steps
 
     batch = SimpleNamespace(target=torch.zeros(40_000, 2))
     a = _noise_and_steps(batch, 100, 1, torch.Generator().manual_seed(5))

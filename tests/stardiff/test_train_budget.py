@@ -6,12 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stardiff import budget as budget_mod
 from stardiff import fit
-from stardiff.budget import TimeBudget, budget_lr
 from stardiff.cli import main
 from stardiff.recipe import RecipeError
-from stardiff.train import _Run
+from stardiff.train import budget as budget_mod
+from stardiff.train.budget import TimeBudget, budget_lr
+from stardiff.train.loop import TrainingRun
 from tests.stardiff.conftest import bimodal_table, make_recipe
 
 BUDGET_S = 3.0
@@ -79,7 +79,7 @@ def test_resume_continues_the_budget_and_its_schedule(tmp_path, monkeypatch, ste
     r = _budget_recipe(tmp_path, time_budget=0.5 / 60, checkpoint_every=2)
     full = _budget_recipe(tmp_path, name="full", time_budget=0.5 / 60, checkpoint_every=2)
     fit(full, progress=False, figures=False)
-    real_epoch = _Run.train_epoch
+    real_epoch = TrainingRun.train_epoch
     crashed = []
 
     def crash_in_epoch_3(self, *a, **k):
@@ -88,7 +88,7 @@ def test_resume_continues_the_budget_and_its_schedule(tmp_path, monkeypatch, ste
             raise KeyboardInterrupt
         return real_epoch(self, *a, **k)
 
-    monkeypatch.setattr(_Run, "train_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(TrainingRun, "train_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         fit(r, progress=False, figures=False)
     out = tmp_path / "b-model"

@@ -1,0 +1,402 @@
+"""A trained model and its inference API: samples, summaries, quantiles, joint samples.
+
+Inputs are rows of *given* values in physical units (a mapping, a pandas/polars
+DataFrame or an Arrow table; missing or NaN = not given). Any number of columns may be
+given, more than the training context included, since the encoder has no positional
+encoding. Work is chunked over rows and draws so memory stays under ``max_memory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stardiff import persist
+from stardiff._version import __version__
+from stardiff.errors import ModelFileError
+from stardiff.infer.guards import check_finite, warn_out_of_range
+from stardiff.infer.inputs import encode_inputs, given_matrix
+from stardiff.model import (
+    DRAW_BLOCK,
+    ROW_BLOCK,
+    BlockNoise,
+    DensityNetwork,
+    NetworkConfig,
+    resolve_sampler,
+    solve,
+)
+from stardiff.transforms import Preprocessor
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "DensityModel", "load"]
+
+FORMAT = "stardiff-model"
+FORMAT_VERSION = 1
+
+
+class DensityModel:
+    """A trained network with its preprocessing.
+
+    Parameters
+    ----------
+    network : DensityNetwork
+    preprocessor : Preprocessor
+        Vocabulary, transforms and standardization the network was trained with.
+    requestable : sequence of str
+        Columns the model was trained to output.
+    meta : dict, optional
+        Recipe and training summary, kept in ``config.json``.
+    """
+
+    def __init__(self, network, preprocessor, requestable: Sequence[str], meta=None):
+        self.network = network.eval()
+        self.pre = preprocessor
+        self.requestable = list(requestable)
+        self.meta = dict(meta or {})
+        self.max_memory = 2 * 1024**3  # bytes of activations per chunk of rows × draws
+        self.sampler: str | None = None  # default of sample()'s ``sampler`` (see SAMPLERS)
+        self.steps: int | None = None  # default of sample()'s ``steps``
+        self.bf16: bool | None = None  # bf16 autocast when sampling; None = on CUDA only
+        self.folder: Path | None = None  # where it was saved or loaded from
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.pre.vocab.names
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.schedule.betas.device
+
+    def to(self, device) -> DensityModel:
+        self.network.to(device)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict:
+        c = self.network.config
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "stardiff_version": __version__,
+            "network": c.to_dict(),
+            "schedule": {
+                "kind": "sigmoid",
+                "steps": c.steps,
+                "beta_start": c.beta_start,
+                "beta_end": c.beta_end,
+                "s_range": [-6.0, 6.0],
+            },
+            "requestable": self.requestable,
+            **self.pre.to_dict(),
+            **self.meta,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        persist.save_model_files(folder, self.config(), self.network)
+        self.folder = folder
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> DensityModel:
+        """Load a model folder (JSON + safetensors; nothing is unpickled)."""
+        from stardiff.devices import resolve_device
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        dev = resolve_device(device, "--device")
+        path = folder / persist.CONFIG
+        cfg = persist.read_json(path)
+        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+            raise ModelFileError(f"{path}: not a {FORMAT} config")
+        if not isinstance(cfg.get("format_version", 0), int):
+            raise ModelFileError(f"{path}: format_version must be an integer")
+        if cfg.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{folder}: model format {cfg['format_version']} is newer than "
+                f"this stardiff understands ({FORMAT_VERSION}); upgrade stardiff"
+            )
+        try:  # a hand-edited config fails here, naming the file, not deep in torch
+            net = DensityNetwork(NetworkConfig(**cfg["network"]))
+            pre = Preprocessor.from_dict(cfg)
+            requestable = [str(c) for c in cfg["requestable"]]
+            for c in requestable:
+                pre.vocab.id(c)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise ModelFileError(
+                f"{path}: not a valid model config ({type(e).__name__}: {e}); "
+                "was it edited by hand?"
+            ) from None
+        persist.load_weights(folder / persist.WEIGHTS, net)
+        meta = {k: cfg[k] for k in ("recipe", "training") if k in cfg}
+        model = cls(net, pre, requestable, meta).to(dev)
+        model.folder = folder
+        return model
+
+    # ------------------------------------------------------------------ inputs
+    def _column(self, name: str) -> int:
+        return self.pre.vocab.id(name) - 1
+
+    def _request_list(self, request) -> tuple[list[str], bool]:
+        single = isinstance(request, str)
+        names = [request] if single else list(request)
+        if not names:
+            raise ValueError("request at least one column")
+        for n in names:
+            self._column(n)  # unknown names raise, listing the valid ones
+            if n not in self.requestable:
+                raise KeyError(
+                    f"column {n!r} is not requestable; requestable: {', '.join(self.requestable)}"
+                )
+        return names, single
+
+    def given_matrix(self, given) -> tuple[np.ndarray, bool]:
+        """Physical given rows → (R, V) float64 with NaN; also whether it was one row."""
+        return given_matrix(given, len(self.columns), self._column)
+
+    # ------------------------------------------------------------------ sampling core
+    def _encode_inputs(self, z: np.ndarray):
+        """Standardized (R, V) with NaN → padded tokens/values tensors of the present ones."""
+        return encode_inputs(z, self.device)
+
+    def _rows_per_chunk(self, n: int, width: int) -> int:
+        c = self.network.config
+        per_row = 4 * (n * (3 * c.head_width + 8) + width * (c.ff_dim + 4 * c.dim))
+        return max(1, int(self.max_memory // max(per_row, 1)))
+
+    @torch.no_grad()
+    def _sample_z(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
+        """Standardized samples (R, n) of ``column`` given standardized rows ``z``.
+
+        Work is chunked over whole noise blocks of rows and draws so that memory stays
+        under ``max_memory`` and the samples do not depend on the chunking (bit for bit at
+        one thread; at several, a threaded matmul may round differently, ~1e-8).
+        """
+        with self._autocast():
+            return self._sample_chunks(z, column, n, seed, how)
+
+    def _autocast(self):
+        bf16 = self.device.type == "cuda" if self.bf16 is None else self.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def _condition(self, tokens, values, column: int) -> list[torch.Tensor]:
+        """The head's condition projections of rows asking for ``column``, (R, 1, width)."""
+        net = self.network
+        req = torch.full((tokens.shape[0],), column + 1, device=self.device)
+        cond = net.head.project_condition(net.condition(tokens, values, req))
+        return [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
+
+    def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
+        net = self.network
+        tokens, values = self._encode_inputs(z)
+        R = z.shape[0]
+        out = np.empty((R, n), dtype=np.float64)
+        fit_rows = self._rows_per_chunk(n, tokens.shape[1])
+        rows = max(ROW_BLOCK, fit_rows // ROW_BLOCK * ROW_BLOCK)
+        draws = n
+        if fit_rows < ROW_BLOCK:  # even one block of rows is too much: chunk the draws too
+            per_draw = 4 * ROW_BLOCK * (3 * net.config.head_width + 8)
+            draws = max(DRAW_BLOCK, int(self.max_memory // per_draw) // DRAW_BLOCK * DRAW_BLOCK)
+        for r0 in range(0, R, rows):
+            sl = slice(r0, min(R, r0 + rows))
+            cond = self._condition(tokens[sl], values[sl], column)
+            for d0 in range(0, n, draws):
+                ds = slice(d0, min(n, d0 + draws))
+                x = solve(self.network, cond, BlockNoise(seed, column, sl, ds, self.device), how)
+                out[sl, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
+        return out
+
+    def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
+        """(sampler, steps, eta), or the model's defaults → (method, K, eta)."""
+        sampler, steps = sampler or self.sampler, steps if steps is not None else self.steps
+        return resolve_sampler(self.network.config.steps, sampler, steps, eta)
+
+    @staticmethod
+    def _seed(seed: int | None) -> int:
+        return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+
+    # ------------------------------------------------------------------ public API
+    def sample(
+        self,
+        given=None,
+        request="",
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float = 0.0,
+    ):
+        """Draw ``n`` samples of each requested column's 1-D density given each row.
+
+        Parameters
+        ----------
+        given : mapping, DataFrame or Arrow table, optional
+            Given values in physical units; NaN/missing = not given. A mapping of
+            scalars is one row. ``None`` or ``{}`` = no condition (unconditional).
+        request : str or list of str
+            Requested column(s); each gets its own 1-D density given the same inputs.
+        n : int
+            Draws per row.
+        seed : int, optional
+            Seed of the sampler's random numbers; the same seed gives the same samples.
+        sampler : {"ancestral", "ddim", "dpm2"}, optional
+            The full ``T``-step ancestral chain, or a few-step sampler over ``steps`` of
+            the training steps: DDIM (``eta`` = 0 deterministic) or the second-order
+            DPM-Solver++ ("dpm2", the default: ``DEFAULT_SAMPLER``, or the model's
+            ``sampler`` attribute when set).
+        steps : int, optional
+            Network evaluations of a few-step sampler (default ``DEFAULT_STEPS`` = 20).
+        eta : float
+            Noise of the DDIM sampler (0 = deterministic).
+
+        Returns
+        -------
+        ndarray or dict of ndarray
+            Shape ``(rows, n)`` (``(n,)`` for one row given as scalars) in physical
+            units; a dict keyed by column when ``request`` is a list.
+        """
+        names, single = self._request_list(request)
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        phys, one_row = self.given_matrix(given)
+        z = self._encode_given(phys)
+        seed, how = self._seed(seed), self._how(sampler, steps, eta)
+        out = {}
+        for name in names:
+            j = self._column(name)
+            s = self.pre.decode(self._sample_z(z, j, n, seed, how), j)
+            check_finite(s, name)
+            out[name] = s[0] if one_row else s
+        return out[names[0]] if single else out
+
+    def sample_joint(
+        self,
+        given=None,
+        request: Sequence[str] = (),
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ):
+        """Joint samples by chaining 1-D requests (the paper's Fig. 6).
+
+        The first column is drawn given ``given``; each next column is drawn once per
+        previous draw, given ``given`` plus the values already drawn in that chain.
+
+        Returns
+        -------
+        dict of ndarray
+            Column → ``(rows, n)`` (or ``(n,)`` for one scalar row); draw ``k`` of every
+            column belongs to the same joint sample.
+        """
+        names, _ = self._request_list(list(request))
+        phys, one_row = self.given_matrix(given)
+        R = phys.shape[0]
+        out = {c: np.empty((R, n)) for c in names}
+        for rows, draws, chunk in self.iter_joint(
+            given, names, n, seed=seed, sampler=sampler, steps=steps
+        ):
+            for c in names:
+                out[c][rows, draws] = chunk[c]
+        return {c: v[0] for c, v in out.items()} if one_row else out
+
+    def iter_joint(
+        self,
+        given=None,
+        request: Sequence[str] = (),
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ) -> Iterator[tuple[slice, slice, dict[str, np.ndarray]]]:
+        """Joint samples as :meth:`sample_joint`, in chunks of memory under ``max_memory``.
+
+        Yields ``(rows, draws, chunk)``: the given rows and the draws a chunk covers and a
+        dict column → ``(len(rows), len(draws))`` physical samples. The chunks tile the
+        (rows × draws) grid row-block by row-block; the samples do not depend on the chunking.
+        """
+        from stardiff.infer.joint import joint_chunks
+
+        names, _ = self._request_list(list(request))
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        phys, _ = self.given_matrix(given)
+        z = self._encode_given(phys)
+        seed, how = self._seed(seed), self._how(sampler, steps, 0.0)
+        cols = [self._column(c) for c in names]
+        for rows, draws, zs in joint_chunks(self, z, cols, n, seed, how):
+            chunk = {}
+            for k, (name, j) in enumerate(zip(names, cols, strict=True)):
+                chunk[name] = self.pre.decode(zs[..., k], j)
+                check_finite(chunk[name], name)
+            yield rows, draws, chunk
+
+    def _encode_given(self, phys: np.ndarray) -> np.ndarray:
+        """Standardize given rows, warning about values outside the training range."""
+        ranges = self.meta.get("training", {}).get("ranges", {})
+        warn_out_of_range(phys, self.columns, ranges)
+        return self.pre.encode(phys, where="given")
+
+    def quantiles(
+        self,
+        given=None,
+        request="",
+        q=(0.16, 0.5, 0.84),
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ):
+        """Quantiles ``q`` of each requested density: array (..., len(q)) or dict of them."""
+        s = self.sample(given, request, n, seed=seed, sampler=sampler, steps=steps)
+        qs = np.asarray(q, dtype=np.float64)
+        f = lambda a: np.moveaxis(np.quantile(a, qs, axis=-1), 0, -1)  # noqa: E731
+        return {k: f(v) for k, v in s.items()} if isinstance(s, dict) else f(s)
+
+    def summary(
+        self,
+        given=None,
+        request="",
+        n: int = 1000,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ):
+        """Median and robust std (1.4826·MAD) of each requested density (paper Fig. 4).
+
+        Returns a dict: for each requested column ``c``, ``c`` → median and
+        ``c + "_std"`` → robust std, each of shape (rows,) (scalars for one row).
+        """
+        s = self.sample(given, request, n, seed=seed, sampler=sampler, steps=steps)
+        s = s if isinstance(s, dict) else {request: s}
+        out = {}
+        for k, v in s.items():
+            med = np.median(v, axis=-1)
+            out[k] = med
+            out[f"{k}_std"] = 1.4826 * np.median(np.abs(v - med[..., None]), axis=-1)
+        return out
+
+    def predict(self, table, request, **kwargs):
+        """Per-row densities of a table, streamed for a Parquet path: see ``stardiff.predict``."""
+        from stardiff.predict import predict
+
+        return predict(self, table, request, **kwargs)
+
+    def n_parameters(self) -> int:
+        return self.network.n_parameters()
+
+
+def load(folder: str | Path, device: str = "cpu") -> DensityModel:
+    """Load a trained model folder; see :meth:`DensityModel.load`."""
+    return DensityModel.load(folder, device)

@@ -1,0 +1,69 @@
+"""What a model folder holds, as ``stardiff info`` prints it: one call, :func:`describe`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+__all__ = ["describe", "history_summary"]
+
+
+def history_summary(folder: str | Path) -> dict:
+    """Epochs, final and best losses and total time from the folder's ``metrics.csv``.
+
+    Returns an empty dict when the folder has no (or an empty) ``metrics.csv``.
+    """
+    path = Path(folder) / "metrics.csv"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    val = [float(r["val_loss"]) for r in rows]
+    best = min(range(len(rows)), key=lambda i: val[i] if val[i] == val[i] else float("inf"))
+    return {
+        "epochs": int(rows[-1]["epoch"]),
+        "final_train_loss": float(rows[-1]["train_loss"]),
+        "final_val_loss": val[-1],
+        "best_val_loss": val[best],
+        "best_epoch": int(rows[best]["epoch"]),
+        "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),
+    }
+
+
+def describe(folder: str | Path) -> dict:
+    """A JSON-ready description of a saved model.
+
+    Parameters
+    ----------
+    folder : path-like
+        A model folder written by :func:`stardiff.fit`.
+
+    Returns
+    -------
+    dict
+        Version, parameter count, network configuration, vocabulary, requestable columns,
+        non-identity transforms, training settings with a summary of the loss history, and
+        the recipe the model was trained from.
+    """
+    from stardiff.infer.density import load
+
+    model = load(folder)
+    cfg = model.config()
+    training = model.meta.get("training", {})
+    return {
+        "model": str(folder),
+        "stardiff_version": cfg["stardiff_version"],
+        "n_parameters": model.n_parameters(),
+        "network": cfg["network"],
+        "vocabulary": list(model.columns),
+        "requestable": model.requestable,
+        "transforms": {
+            c: t.kind
+            for c, t in zip(model.columns, model.pre.transforms, strict=True)
+            if t.kind != "identity"
+        },
+        "training": {**training, "history": history_summary(model.folder)},
+        "recipe": model.meta.get("recipe", {}),
+    }

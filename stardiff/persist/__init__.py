@@ -1,0 +1,58 @@
+"""Files on disk: the model folder (config + weights, one writer), checkpoints, row hashes.
+
+Everything ``stardiff`` writes into a model folder is written here: :mod:`.files` (safetensors
+and JSON, atomically; training checkpoints), :mod:`.folder` (what stardiff owns in a folder,
+its lock, clean-up after kills) and :mod:`.rowhash` (content hashes of the training rows).
+"""
+
+from stardiff.persist.files import (
+    CHECKPOINT,
+    CONFIG,
+    ROWS,
+    WEIGHTS,
+    atomic_write_text,
+    load_row_hashes,
+    load_tensors,
+    load_training_state,
+    load_weights,
+    read_json,
+    save_model_files,
+    save_row_hashes,
+    save_training_state,
+    save_weights,
+    write_json,
+)
+from stardiff.persist.folder import (
+    OWN_NAMES,
+    check_out_folder,
+    foreign_entries,
+    is_own,
+    prepare_model_folder,
+    training_folder,
+)
+from stardiff.persist.rowhash import row_hashes
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "OWN_NAMES",
+    "ROWS",
+    "WEIGHTS",
+    "atomic_write_text",
+    "check_out_folder",
+    "foreign_entries",
+    "is_own",
+    "load_row_hashes",
+    "load_tensors",
+    "load_training_state",
+    "load_weights",
+    "prepare_model_folder",
+    "read_json",
+    "row_hashes",
+    "save_model_files",
+    "save_row_hashes",
+    "save_training_state",
+    "save_weights",
+    "training_folder",
+    "write_json",
+]

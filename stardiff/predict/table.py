@@ -1,0 +1,122 @@
+"""Per-row label densities for a whole table, streamed: ``stardiff predict`` and ``model.predict``.
+
+For every row and requested column: the median, the robust std (1.4826·MAD), quantiles and, on
+request, the draws themselves. A Parquet file is read and written in windows of ``chunk_rows``
+rows (memory is bounded by one window and one input row group, never the file), and each
+finished window is kept as its own small Parquet part, so a killed run resumes at the first
+window not yet written; the parts become the output file in one rename at the end.
+
+Reproducibility: window ``k`` (rows ``k·chunk_rows`` to ``(k+1)·chunk_rows``) is sampled with the
+seed ``SeedSequence([seed, k])``, so the result depends on ``seed`` and ``chunk_rows`` but not on
+how the input file is split into row groups, nor on being resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from stardiff.errors import PredictError
+from stardiff.model import ROW_BLOCK
+from stardiff.predict.stream import predict_file
+from stardiff.predict.windows import as_arrow, check_numeric, plan, window, windows
+
+__all__ = ["predict"]
+
+
+def predict(
+    model,
+    table,
+    request: str | Sequence[str],
+    *,
+    n: int = 200,
+    quantiles: Sequence[float] = (0.16, 0.5, 0.84),
+    samples: bool = False,
+    seed: int = 0,
+    sampler: str | None = None,
+    steps: int | None = None,
+    keep: Sequence[str] | None = None,
+    out: str | os.PathLike | None = None,
+    chunk_rows: int = 4096,
+    progress: bool = True,
+):
+    """Densities of the ``request`` columns for every row of ``table``.
+
+    Parameters
+    ----------
+    model : stardiff.DensityModel
+    table : path-like, DataFrame, Arrow or astropy table, or mapping
+        Rows of given values (physical units, NaN = not given): the crossmatch output or any
+        table with columns of the model's vocabulary. A path is a Parquet file, streamed.
+        Requested columns present in the table are not given to the model; columns the model
+        does not know are reported once and ignored.
+    request : str or sequence of str
+        Requestable columns.
+    n : int
+        Draws per row and column.
+    quantiles : sequence of float
+        Quantile levels, written as ``{col}_q{percent}`` (0.16 → ``_q16``, 0.025 → ``_q2p5``).
+    samples : bool
+        Also write the draws (``{col}_samples``, n float32 a row).
+    seed, sampler, steps : optional
+        As :meth:`stardiff.DensityModel.sample`.
+    keep : sequence of str, optional
+        Input columns copied to the output (default: ``source_id``, ``gaia_source_id``,
+        ``apogee_id``, ``name`` where present).
+    out : path-like, optional
+        Parquet file to write (required for a path input); resumes a killed run of the same
+        command.
+    chunk_rows : int
+        Rows per window (a multiple of 64); sets memory use and the seeding.
+    progress : bool
+        Progress bar.
+
+    Returns
+    -------
+    polars.DataFrame or pathlib.Path
+        Per row (input order): the kept columns, ``no_input`` (no given value: the
+        unconditional density), and per requested column ``{col}_median``, ``{col}_std``,
+        quantiles and samples. ``out`` when given.
+    """
+    request = [request] if isinstance(request, str) else list(request)
+    model._request_list(request)  # unknown or non-requestable names: one-line error
+    if n < 1:
+        raise PredictError(f"n must be at least 1, got {n}")
+    if chunk_rows < ROW_BLOCK or chunk_rows % ROW_BLOCK:
+        raise PredictError(
+            f"chunk_rows must be a positive multiple of {ROW_BLOCK}, got {chunk_rows}"
+        )
+    qs = np.asarray(quantiles, dtype=np.float64)
+    if qs.size and (not np.all((qs >= 0) & (qs <= 1))):
+        raise PredictError(f"quantiles must lie in [0, 1], got {list(quantiles)}")
+    opts = {
+        "n": int(n), "quantiles": qs, "samples": bool(samples), "seed": int(seed),
+        "sampler": sampler, "steps": steps,
+    }  # fmt: skip
+    if isinstance(table, str | os.PathLike):
+        if out is None:
+            raise PredictError("a Parquet file is streamed: give out= for the result")
+        return predict_file(
+            model, Path(table), request, Path(out), keep, chunk_rows, opts, progress
+        )
+    arrow = as_arrow(table)
+    if arrow.num_rows == 0:
+        raise PredictError("table has no rows")
+    given, keep = plan(model, arrow.column_names, request, keep, "table")
+    check_numeric(arrow.schema, given, "table")
+    parts = [
+        window(model, block, given, keep, request, k, opts)
+        for k, block in windows(arrow, given + keep, chunk_rows, 0)
+    ]
+    result = pa.concat_tables(parts)
+    if out is not None:
+        from stardata.io import write_parquet
+
+        return write_parquet(out, result)
+    import polars as pl
+
+    return pl.from_arrow(result)

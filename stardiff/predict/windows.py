@@ -1,0 +1,128 @@
+"""Windows of rows: which columns a prediction sees, and one window's statistics.
+
+:func:`plan` decides, once per table, which columns are given to the model (the model's
+columns, never the requested ones) and which are copied through; :func:`windows` cuts a table
+or a Parquet file into windows of rows, read one row group at a time; :func:`window` samples one
+window and returns its statistics. Window ``k`` is seeded with ``SeedSequence([seed, k])``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stardiff.errors import PredictError
+from stardiff.predict.statistics import draw_statistics
+
+__all__ = ["KEEP_BY_DEFAULT", "as_arrow", "check_numeric", "plan", "window", "windows"]
+
+KEEP_BY_DEFAULT = ("source_id", "gaia_source_id", "apogee_id", "name")
+
+
+def plan(model, names: list[str], request: list[str], keep, where: str):
+    """Given columns (the model's, minus the requested ones), kept columns; report the rest once."""
+    known = set(model.columns)
+    given = [c for c in names if c in known and c not in request]
+    if keep is None:
+        keep = [c for c in KEEP_BY_DEFAULT if c in names]
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise PredictError(f"{where}: no column {missing[0]!r} to keep")
+    ignored = [c for c in names if c not in known and c not in keep]
+    if ignored:
+        shown = ", ".join(ignored[:8]) + (", ..." if len(ignored) > 8 else "")
+        warnings.warn(
+            f"{where}: {len(ignored)} column(s) the model does not know are ignored: {shown}",
+            UserWarning,
+            stacklevel=3,
+        )
+    if not given:
+        warnings.warn(
+            f"{where}: no column of the model's vocabulary besides the requested ones; every "
+            "row gets the unconditional density",
+            UserWarning,
+            stacklevel=3,
+        )
+    return given, list(keep)
+
+
+def check_numeric(schema: pa.Schema, given: list[str], where: str) -> None:
+    for c in given:
+        t = schema.field(c).type
+        if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)):
+            raise PredictError(f"{where}: column {c!r} is {t}, not numeric")
+
+
+def window(model, block: pa.Table, given, keep, request, k: int, opts: dict) -> pa.Table:
+    """Statistics of every requested density for one window of rows."""
+    n, seed, qs = opts["n"], opts["seed"], opts["quantiles"]
+    values = {c: block[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in given}
+    rows = block.num_rows
+    seed_k = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+    draws = model.sample(
+        values, request, n, seed=seed_k, sampler=opts["sampler"], steps=opts["steps"]
+    )
+    out = {c: block[c] for c in keep}
+    present = np.zeros(rows, dtype=bool)
+    for v in values.values():
+        present |= np.isfinite(v)
+    out["no_input"] = pa.array(~present)
+    stats = draw_statistics(draws, request, rows, n, qs)
+    out.update({c: pa.array(v) for c, v in stats.items()})
+    if opts["samples"]:
+        for name in request:
+            flat = pa.array(np.asarray(draws[name]).astype(np.float32).ravel())
+            out[f"{name}_samples"] = pa.FixedSizeListArray.from_arrays(flat, n)
+    return pa.table(out)
+
+
+def windows(source, columns: list[str], size: int, start: int) -> Iterator[tuple[int, pa.Table]]:
+    """Windows ``start, start+1, ...`` of ``size`` rows, read one row group at a time.
+
+    Row groups are read one by one (pyarrow's ``iter_batches`` reads ahead, and a fast reader
+    before a slow sampler would hold most of the file), so memory is one row group plus one
+    window.
+    """
+    if isinstance(source, pa.Table):
+        for k in range(start, -(-source.num_rows // size)):
+            yield k, source.slice(k * size, size).select(columns)
+        return
+    pf: pq.ParquetFile = source
+    skip, k = start * size, start
+    pending: list[pa.Table] = []
+    have = 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if skip >= n:  # rows of windows already done
+            skip -= n
+            continue
+        group = pf.read_row_group(g, columns=columns).slice(skip)
+        skip = 0
+        pending.append(group)
+        have += group.num_rows
+        while have >= size:
+            table = pa.concat_tables(pending)
+            yield k, table.slice(0, size).combine_chunks()
+            k += 1
+            rest = table.slice(size)
+            pending, have = [rest], rest.num_rows
+    if have:
+        yield k, pa.concat_tables(pending).combine_chunks()
+
+
+def as_arrow(table) -> pa.Table:
+    if isinstance(table, pa.Table):
+        return table
+    if hasattr(table, "to_arrow"):  # polars
+        return table.to_arrow()
+    if hasattr(table, "iloc"):  # pandas
+        return pa.Table.from_pandas(table, preserve_index=False)
+    if hasattr(table, "colnames"):  # astropy
+        return pa.table({c: np.asarray(table[c]) for c in table.colnames})
+    if isinstance(table, dict):
+        return pa.table({k: np.asarray(v) for k, v in table.items()})
+    raise PredictError(f"table of type {type(table).__name__} not understood")

@@ -1,0 +1,13 @@
+"""Training: recipe → prepared data → batches → steps → a model folder.
+
+:func:`fit` (:mod:`.loop`) is the whole job. On its way: :mod:`.prepared` (recipe → standardized
+matrix, split, network), :mod:`.batches` (random inputs and requests per row), :mod:`.step`
+(noise, diffusion steps, gradients), :mod:`.budget` (a budget in minutes), :mod:`.ema` (a
+moving average of the weights) and :mod:`.distributed` (several processes under ``torchrun``).
+"""
+
+from stardiff.train.batches import Batch, BatchBuilder
+from stardiff.train.loop import fit
+from stardiff.train.prepared import Prepared, network_for, prepare
+
+__all__ = ["Batch", "BatchBuilder", "Prepared", "fit", "network_for", "prepare"]
