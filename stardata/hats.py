@@ -88,8 +88,9 @@ def _dask_client(client) -> Iterator:
         return
     from dask.distributed import Client
 
+    # dashboard_address=None would mean the default port 8787 (a warning when it is taken)
     with Client(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as local:
         yield local
 

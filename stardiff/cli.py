@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quantiles", nargs="*", type=float, default=[0.16, 0.5, 0.84], metavar="Q")
     r.add_argument("--samples", action="store_true", help="also write the draws")
     r.add_argument("--keep", nargs="*", metavar="COL", help="input columns to copy through")
+    r.add_argument(
+        "--requested-as-inputs",
+        action="store_true",
+        help="also give the model the requested columns the table has (teff given teff: a "
+        "self-consistency check, not a prediction)",
+    )
     r.add_argument("--chunk-rows", type=int, default=4096, help="rows per window (default 4096)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument(
@@ -247,7 +253,7 @@ def _cmd_predict(a) -> int:
 
 
 def _predict_hats(model, a):
-    from stardiff.predict import DEFAULT_KEEP, predict_catalog
+    from stardiff.predict import predict_catalog
 
     if a.samples:
         raise ValueError("--samples is not available for a HATS catalogue (summaries only)")
@@ -259,7 +265,8 @@ def _predict_hats(model, a):
         n=a.n,
         quantiles=a.quantiles,
         seed=a.seed,
-        keep=a.keep if a.keep is not None else DEFAULT_KEEP,
+        keep=a.keep,
+        requested_as_inputs=a.requested_as_inputs,
         scheduler=a.scheduler,
         workers=a.workers,
         threads=a.threads,
@@ -284,6 +291,7 @@ def _predict_file(model, a):
         sampler=a.sampler,
         steps=a.steps,
         keep=a.keep,
+        requested_as_inputs=a.requested_as_inputs,
         out=a.out,
         chunk_rows=a.chunk_rows,
         progress=not a.quiet,

@@ -1,8 +1,9 @@
 """The local stages of a release build (derived columns, selection, extinction), and :func:`run`.
 
-The input stages (allStar, Gaia, 2MASS, XP) are in :mod:`stardata.release.inputs`, the output files in
-:mod:`stardata.release.outputs`; the stage cache and block I/O they all share are in
-:mod:`stardata.release.stagecache`, the context and stage records in :mod:`stardata.release.context`.
+The input stages (allStar, Gaia, 2MASS, XP) are in :mod:`stardata.release.inputs`, the output
+files in :mod:`stardata.release.outputs`; the stage cache and block I/O they all share are in
+:mod:`stardata.release.stagecache`, the context and stage records in
+:mod:`stardata.release.context`.
 """
 
 from __future__ import annotations

@@ -8,12 +8,11 @@ for a HATS catalogue, partition by partition on Dask. Both decide what the model
 """
 
 from stardiff.errors import PredictError
-from stardiff.predict.sky import DEFAULT_KEEP, DEFAULT_QUANTILES, predict_catalog
+from stardiff.predict.sky import DEFAULT_QUANTILES, predict_catalog
 from stardiff.predict.statistics import draw_statistics, statistics_columns
 from stardiff.predict.table import predict
 
 __all__ = [
-    "DEFAULT_KEEP",
     "DEFAULT_QUANTILES",
     "PredictError",
     "draw_statistics",

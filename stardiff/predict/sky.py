@@ -15,6 +15,7 @@ Needs the optional extra ``pip install 'stardiff[hats]'``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,11 +26,11 @@ from stardata.hats import is_hats, main_catalog, open_hats, require_hats
 from stardata.io import read_json, sha256_file, write_json
 from stardata.locks import FolderLock
 from stardiff.predict.statistics import draw_statistics, statistics_columns
+from stardiff.predict.windows import KEEP_BY_DEFAULT, input_columns
 
-__all__ = ["DEFAULT_KEEP", "DEFAULT_QUANTILES", "predict_catalog"]
+__all__ = ["DEFAULT_QUANTILES", "predict_catalog"]
 
 DEFAULT_QUANTILES = (0.16, 0.5, 0.84)
-DEFAULT_KEEP = ("source_id", "ra", "dec")
 SETTINGS = "stardiff_predict.json"  # beside the catalogue's own files, in the output folder
 
 # one loaded model per (folder, device) in each worker process
@@ -73,6 +74,7 @@ def _predict_partition(
     *,
     folder,
     loader,
+    given_columns,
     request,
     n,
     quantiles,
@@ -93,16 +95,20 @@ def _predict_partition(
             out[c] = np.zeros(0)
         return out
     model = _worker_model(folder, device, threads, loader)
-    given = {
-        c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
-        for c in model.columns
-        if c in frame.columns
-    }
+    given = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in given_columns}
     seed_p = _partition_seed(seed, pixel)
     preds = _frame_predictions(model, given, request, n, quantiles, seed_p, sampler, steps)
     for c in names:
         out[c] = preds[c]
     return out
+
+
+def _default_keep(cat) -> list[str]:
+    """The identifier columns present, then the catalogue's position columns."""
+    info = cat.hc_structure.catalog_info
+    ra, dec = getattr(info, "ra_column", None) or "ra", getattr(info, "dec_column", None) or "dec"
+    ids = [c for c in KEEP_BY_DEFAULT if c in cat.columns]
+    return list(dict.fromkeys([*ids, ra, dec]))
 
 
 @contextlib.contextmanager
@@ -125,7 +131,8 @@ def _client(client, scheduler: str | None, workers: int, threads: int) -> Iterat
                 n_workers=workers,
                 threads_per_worker=threads,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: None means the default 8787
+                silence_logs=logging.ERROR,  # no "nanny killing worker" lines at a clean close
             ) as cluster,
             Client(cluster) as c,
         ):
@@ -180,7 +187,7 @@ def predict_catalog(
     n: int = 200,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
-    keep: Sequence[str] = DEFAULT_KEEP,
+    keep: Sequence[str] | None = None,
     client=None,
     scheduler: str | None = None,
     workers: int = 1,
@@ -191,6 +198,7 @@ def predict_catalog(
     sampler: str | None = None,
     steps: int | None = None,
     progress: bool = True,
+    requested_as_inputs: bool = False,
 ) -> Path:
     """Predict ``request`` for every row of a HATS catalogue and write a HATS catalogue.
 
@@ -212,8 +220,10 @@ def predict_catalog(
         Quantiles to write besides the median and robust std.
     seed : int
         Run seed; each partition's seed derives from it and the partition's pixel.
-    keep : sequence of str
-        Catalogue columns copied to the output (must include the position columns).
+    keep : sequence of str, optional
+        Catalogue columns copied to the output (must include the position columns). Default:
+        the identifier columns present (``source_id``, ``gaia_source_id``, ``apogee_id``,
+        ``name``) and the catalogue's position columns, as a build's ``stars_hats`` has them.
     client : dask.distributed.Client, optional
         Run on this client. Else ``scheduler``: an address such as ``tcp://host:8786``, or
         ``"synchronous"`` for Dask's single-threaded scheduler in this process. Else a
@@ -230,6 +240,10 @@ def predict_catalog(
         "<", 17.0)]``.
     progress : bool
         Show a progress bar per partition written.
+    requested_as_inputs : bool
+        Also give the model the requested columns where the catalogue has them ("teff given
+        teff"); off by default, as on every path
+        (:func:`stardiff.predict.windows.input_columns`).
 
     Returns
     -------
@@ -256,12 +270,16 @@ def predict_catalog(
     source = main_catalog(catalog)
     cat = open_hats(source)
     available = set(cat.columns)
+    keep = _default_keep(cat) if keep is None else list(keep)
     missing = [k for k in keep if k not in available]
     if missing:
         raise KeyError(f"{catalog}: no column(s) {missing} to keep (has {sorted(available)})")
-    used = [c for c in model.columns if c in available]
+    used = input_columns(model.columns, list(cat.columns), request, requested_as_inputs)
     if not used:
-        raise ValueError(f"{catalog}: none of the model's columns are in the catalogue")
+        raise ValueError(
+            f"{catalog}: none of the model's columns besides the requested ones are in the "
+            "catalogue"
+        )
     cat = open_hats(
         source,
         columns=list(dict.fromkeys([*keep, *used])),
@@ -272,6 +290,7 @@ def predict_catalog(
     settings = _settings(folder, catalog, request, n, quantiles, seed, keep, search_filter)
     settings["filters"] = [list(f) for f in filters] if filters else None
     settings["sampler"], settings["steps"] = sampler, steps
+    settings["requested_as_inputs"] = bool(requested_as_inputs)
 
     meta = cat.meta[list(keep)].copy()
     for c in statistics_columns(request, quantiles):
@@ -282,6 +301,7 @@ def predict_catalog(
         include_pixel=True,
         folder=str(folder),
         loader=type(model).load,
+        given_columns=tuple(used),
         request=request,
         n=int(n),
         quantiles=tuple(float(q) for q in quantiles),

@@ -67,7 +67,7 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
 
     pf = _open(path)
     names = pf.schema_arrow.names
-    given, keep = plan(model, names, request, keep, str(path))
+    given, keep = plan(model, names, request, keep, str(path), opts["requested_as_inputs"])
     check_numeric(pf.schema_arrow, given, str(path))
     if pf.metadata.num_rows == 0:
         raise PredictError(f"{path}: table has no rows")

@@ -43,6 +43,7 @@ def predict(
     out: str | os.PathLike | None = None,
     chunk_rows: int = 4096,
     progress: bool = True,
+    requested_as_inputs: bool = False,
 ):
     """Densities of the ``request`` columns for every row of ``table``.
 
@@ -52,8 +53,8 @@ def predict(
     table : path-like, DataFrame, Arrow or astropy table, or mapping
         Rows of given values (physical units, NaN = not given): the crossmatch output or any
         table with columns of the model's vocabulary. A path is a Parquet file, streamed.
-        Requested columns present in the table are not given to the model; columns the model
-        does not know are reported once and ignored.
+        Requested columns present in the table are not given to the model (see
+        ``requested_as_inputs``); columns the model does not know are reported once and ignored.
     request : str or sequence of str
         Requestable columns.
     n : int
@@ -74,6 +75,10 @@ def predict(
         Rows per window (a multiple of 64); sets memory use and the seeding.
     progress : bool
         Progress bar.
+    requested_as_inputs : bool
+        Also give the model the requested columns where the table has them ("teff given
+        teff": a self-consistency check, never a prediction). Off by default, as on every
+        path (:func:`stardiff.predict.windows.input_columns`).
 
     Returns
     -------
@@ -95,7 +100,7 @@ def predict(
         raise PredictError(f"quantiles must lie in [0, 1], got {list(quantiles)}")
     opts = {
         "n": int(n), "quantiles": qs, "samples": bool(samples), "seed": int(seed),
-        "sampler": sampler, "steps": steps,
+        "sampler": sampler, "steps": steps, "requested_as_inputs": bool(requested_as_inputs),
     }  # fmt: skip
     if isinstance(table, str | os.PathLike):
         if out is None:
@@ -106,7 +111,9 @@ def predict(
     arrow = as_arrow(table)
     if arrow.num_rows == 0:
         raise PredictError("table has no rows")
-    given, keep = plan(model, arrow.column_names, request, keep, "table")
+    given, keep = plan(
+        model, arrow.column_names, request, keep, "table", opts["requested_as_inputs"]
+    )
     check_numeric(arrow.schema, given, "table")
     parts = [
         window(model, block, given, keep, request, k, opts)

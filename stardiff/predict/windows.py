@@ -18,15 +18,36 @@ import pyarrow.parquet as pq
 from stardiff.errors import PredictError
 from stardiff.predict.statistics import draw_statistics
 
-__all__ = ["KEEP_BY_DEFAULT", "as_arrow", "check_numeric", "plan", "window", "windows"]
+__all__ = [
+    "KEEP_BY_DEFAULT",
+    "as_arrow",
+    "check_numeric",
+    "input_columns",
+    "plan",
+    "window",
+    "windows",
+]
 
 KEEP_BY_DEFAULT = ("source_id", "gaia_source_id", "apogee_id", "name")
 
 
-def plan(model, names: list[str], request: list[str], keep, where: str):
-    """Given columns (the model's, minus the requested ones), kept columns; report the rest once."""
+def input_columns(model_columns, names, request, requested_as_inputs: bool = False) -> list[str]:
+    """The columns of a table that a prediction gives the model: the one rule of every path.
+
+    The model's columns present in the table, in table order, *minus the requested ones*: a
+    catalogue that carries its own labels must not be asked "teff given teff". Only with
+    ``requested_as_inputs`` (a user's explicit choice, e.g. to check a model's self-consistency)
+    are the requested columns given too.
+    """
+    known = set(model_columns)
+    skip = set() if requested_as_inputs else set(request)
+    return [c for c in names if c in known and c not in skip]
+
+
+def plan(model, names: list[str], request: list[str], keep, where: str, requested_as_inputs=False):
+    """Given columns (:func:`input_columns`), kept columns; report the rest once."""
     known = set(model.columns)
-    given = [c for c in names if c in known and c not in request]
+    given = input_columns(model.columns, names, request, requested_as_inputs)
     if keep is None:
         keep = [c for c in KEEP_BY_DEFAULT if c in names]
     missing = [c for c in keep if c not in names]

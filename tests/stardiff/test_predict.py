@@ -228,3 +228,27 @@ def test_arrow_and_pandas_inputs_agree(star_model):
     d = star_model.predict(rows, "m_h", n=20, seed=2)
     assert a.equals(b) and a.equals(c) and a.equals(d)
     assert isinstance(rows.to_arrow(), pa.Table)
+
+
+def test_rows_that_carry_their_own_answers_predict_the_same_on_every_path(star_model, tmp_path):
+    """The requested columns are never inputs, on the table, file and model.predict paths,
+    unless asked for; asked for, they move the statistics (the check can fail)."""
+    rows = _rows(128, seed=5)
+    bare = rows.drop("teff", "logg")
+    opts = {"n": 40, "chunk_rows": 64, "seed": 3}
+    want = predict(star_model, bare, ["teff", "logg"], **opts)
+    rows.write_parquet(tmp_path / "with.parquet")
+    stats = [c for c in want.columns if c.startswith(("teff_", "logg_"))]
+    for got in (
+        predict(star_model, rows, ["teff", "logg"], **opts),
+        star_model.predict(rows.to_arrow(), ["teff", "logg"], **opts),
+        pl.read_parquet(
+            predict(
+                star_model, tmp_path / "with.parquet", ["teff", "logg"],
+                out=tmp_path / "p.parquet", progress=False, **opts,
+            )
+        ),
+    ):  # fmt: skip
+        assert got.select(stats).equals(want.select(stats))
+    leaked = predict(star_model, rows, ["teff", "logg"], requested_as_inputs=True, **opts)
+    assert not leaked.select(stats).equals(want.select(stats))

@@ -179,7 +179,7 @@ def test_two_worker_local_cluster_loads_the_model_once_per_worker(sky_setup):
     folder, cat, frame, tmp = sky_setup
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as lc,
         Client(lc) as client,
     ):
@@ -206,3 +206,37 @@ def test_cli_predict_on_a_hats_catalogue_writes_hats(sky_setup, capsys):
     assert len(got) == len(frame) and {"y_median", "y_std", "y_q50"} <= set(got.columns)
     rc = main([*args, "--out", str(tmp / "pred-cli2"), "--samples"])
     assert rc == 2 and "--samples is not available" in capsys.readouterr().err
+
+
+def test_a_catalogue_that_carries_its_answers_predicts_as_one_without(sky_setup):
+    """HATS/Dask path: the requested column in the catalogue is not an input (unless asked)."""
+    folder, cat, frame, tmp = sky_setup
+    model = load(folder)
+    with_y = frame.assign(y=frame["z"])  # answers within the training range
+    pq.write_table(pa.Table.from_pandas(with_y, preserve_index=False), tmp / "with_y.parquet")
+    cat_y = write_hats(
+        tmp / "with_y.parquet", tmp / "rows_y", pixel_threshold=150, sort_column="source_id"
+    )
+    kw = {"n": 32, "seed": 4, "scheduler": "synchronous", "progress": False}
+    want = _read(sky.predict_catalog(model, cat, ["y"], tmp / "p-bare", **kw))
+    got = _read(sky.predict_catalog(model, cat_y, ["y"], tmp / "p-with", **kw))
+    pd.testing.assert_frame_equal(got, want)
+    leaked = _read(
+        sky.predict_catalog(model, cat_y, ["y"], tmp / "p-leak", requested_as_inputs=True, **kw)
+    )
+    assert not np.allclose(leaked["y_median"], want["y_median"])
+
+
+def test_default_keep_works_on_a_catalogue_without_source_id(sky_setup):
+    """A build's stars_hats has gaia_source_id and apogee_id, not source_id."""
+    folder, _, frame, tmp = sky_setup
+    renamed = frame.rename(columns={"source_id": "gaia_source_id"})
+    pq.write_table(pa.Table.from_pandas(renamed, preserve_index=False), tmp / "gaia.parquet")
+    cat = write_hats(
+        tmp / "gaia.parquet", tmp / "rows_g", pixel_threshold=150, sort_column="gaia_source_id"
+    )
+    out = sky.predict_catalog(
+        load(folder), cat, ["y"], tmp / "p-g", n=16, scheduler="synchronous", progress=False
+    )
+    got = pq.read_table(out / "dataset").column_names
+    assert {"gaia_source_id", "ra", "dec", "y_median"} <= set(got)
