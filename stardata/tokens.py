@@ -99,6 +99,22 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
+        """The vocabulary that :meth:`to_dict` wrote.
+
+        Parameters
+        ----------
+        data : dict
+            ``{"names": [...], "padding": 0}``; ``padding`` may be left out.
+
+        Returns
+        -------
+        Vocabulary
+
+        Raises
+        ------
+        ValueError
+            If ``padding`` is not :data:`PAD`.
+        """
         if data.get("padding", PAD) != PAD:
             raise ValueError(f"vocabulary padding id must be {PAD}, got {data.get('padding')!r}")
         return cls(data["names"])

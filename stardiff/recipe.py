@@ -123,6 +123,30 @@ class EvaluateSection:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A validated training recipe: one typed section per TOML table.
+
+    Made by :func:`load_recipe` (a file) or :func:`recipe_from_dict`; every key, its type and
+    default is in the recipe reference (``docs/recipes.md``). Frozen: :func:`override` makes
+    changed copies.
+
+    Attributes
+    ----------
+    data : DataSection
+        ``[data]``: the table, its columns, the split.
+    model : ModelSection
+        ``[model]``: the network's size and noise schedule.
+    train : TrainSection
+        ``[train]``: optimizer, batches, budget, device, output folder.
+    transforms : dict of str to str
+        ``[transforms]``: a transform (e.g. ``"log"``) per column; unlisted ones: ``"identity"``.
+    evaluate : EvaluateSection
+        ``[evaluate]``: the figures drawn after training.
+    name : str
+        The recipe's name (its file's stem); the default output folder is ``runs/<name>``.
+    base_dir : str
+        The folder relative paths in the recipe are resolved against (the file's folder).
+    """
+
     data: DataSection
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -140,9 +164,15 @@ class Recipe:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def out_dir(self) -> Path:
+        """The model folder: ``train.out``, or ``runs/<name>`` when that is empty."""
         return Path(self.train.out or f"runs/{self.name}")
 
     def to_dict(self) -> dict:
+        """Every section and key, JSON-ready, as recorded in a model's ``config.json``.
+
+        ``base_dir`` is left out: it depends on where the recipe was read from, not on what it
+        asks for.
+        """
         d = dataclasses.asdict(self)
         d.pop("base_dir")
         return d

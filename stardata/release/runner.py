@@ -69,6 +69,16 @@ _PACKAGES = (
 
 
 def package_versions() -> dict:
+    """The versions of Python and of the packages a build's outputs depend on.
+
+    Recorded in every release's ``manifest.json``.
+
+    Returns
+    -------
+    dict
+        ``{"python": "3.11.x", "numpy": ..., ...}``; ``None`` for a package that is not
+        installed.
+    """
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:

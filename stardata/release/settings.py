@@ -70,6 +70,13 @@ class Sources:
     dust_dir: str | None = None
 
     def resolved_dust_dir(self) -> Path:
+        """The folder of mwdust's dust maps that the build uses.
+
+        Returns
+        -------
+        Path
+            :attr:`dust_dir` if set, else ``$DUST_DIR``, else ``~/.mwdust``.
+        """
         return Path(self.dust_dir or os.environ.get("DUST_DIR") or Path.home() / ".mwdust")
 
 

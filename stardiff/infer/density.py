@@ -64,18 +64,44 @@ class DensityModel:
     # ------------------------------------------------------------------ properties
     @property
     def columns(self) -> tuple[str, ...]:
+        """The model's vocabulary: every column it knows, in token order.
+
+        Any of them may be given; :attr:`requestable` lists those it can also output.
+        """
         return self.pre.vocab.names
 
     @property
     def device(self) -> torch.device:
+        """The device the network's weights are on (``cpu``, ``cuda:0``, ...)."""
         return self.network.schedule.betas.device
 
-    def to(self, device) -> DensityModel:
+    def to(self, device: str | torch.device) -> DensityModel:
+        """Move the network to a device, in place.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Where to sample from now on, e.g. ``"cuda"`` or ``"cpu"``.
+
+        Returns
+        -------
+        DensityModel
+            This model (for chaining).
+        """
         self.network.to(device)
         return self
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
+        """The JSON-ready description that :meth:`save` writes as ``config.json``.
+
+        Returns
+        -------
+        dict
+            The format and its version, the package version, the network's hyper-parameters,
+            the noise schedule, the requestable columns, the preprocessing (vocabulary,
+            transforms, standardization) and the recipe and training summary (``meta``).
+        """
         c = self.network.config
         return {
             "format": FORMAT,
@@ -394,6 +420,7 @@ class DensityModel:
         return predict(self, table, request, **kwargs)
 
     def n_parameters(self) -> int:
+        """The number of the network's trainable weights (what ``stardiff fit`` prints)."""
         return self.network.n_parameters()
 
 

@@ -34,6 +34,7 @@ class NetworkConfig:
     causal_inputs: bool = False  # input i attends to inputs 1..i only (needs isolated_requests)
 
     def to_dict(self) -> dict:
+        """Every field by name, JSON-ready (``NetworkConfig(**c.to_dict()) == c``)."""
         return asdict(self)
 
 
@@ -148,4 +149,5 @@ class DensityNetwork(nn.Module):
         return self.loss(tokens, values, request, target, t, noise, seen)
 
     def n_parameters(self) -> int:
+        """The number of trainable weights (those with ``requires_grad``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
