@@ -45,13 +45,32 @@ def _mode(table: pa.Table, source_id, ra, dec) -> tuple[str, str | None, str | N
 
 
 def _reference(reference) -> dict[str, np.ndarray]:
-    table = cat.read_catalog(reference)
-    ids = cat.source_ids(table, "source_id")
-    r, d = cat.positions(table, "ra", "dec")
+    """A reference table's columns for :func:`stardata.crossmatch.sky.match_local`.
+
+    Errors name the reference (its path, or "reference table"), never the catalogue.
+    """
+    from stardata.crossmatch.sky import ASTROMETRY
+
+    owner = (
+        f"reference {os.fspath(reference)}"
+        if isinstance(reference, str | os.PathLike)
+        else "reference table"
+    )
+    table = cat.read_catalog(reference, owner=owner)
+    ids = cat.source_ids(table, "source_id", owner=owner)
+    r, d = cat.positions(table, "ra", "dec", owner=owner)
     out = {"source_id": ids, "ra": r, "dec": d}
-    for name in ("pmra", "pmdec", "ref_epoch"):
+    for name in ASTROMETRY:
         if name in table.column_names:
-            out[name] = table[name].to_numpy(zero_copy_only=False).astype(np.float64)
+            out[name] = cat.floats(table, name, name, owner=owner)
+    if "ref_epoch" in out:
+        e = out["ref_epoch"]
+        bad = np.flatnonzero(~np.isfinite(e) | (e < 1000) | (e > 3000))
+        if bad.size:
+            raise CatalogError(
+                f"{owner} column 'ref_epoch': row {bad[0]} has epoch {e[bad[0]]}, expected a "
+                "Julian year such as 2016.0"
+            )
     return out
 
 
@@ -66,7 +85,8 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
         if is_hats_reference(reference):  # keep only the ids the HATS reference holds
             from stardata.crossmatch.hats import lookup_ids
 
-            known = lookup_ids(reference, ids[given], ["source_id"])["source_id"].to_numpy()
+            known = lookup_ids(reference, ids[given], ["source_id"], progress=progress)
+            known = known["source_id"].to_numpy()
             given &= np.isin(ids, known)
             ids = np.where(given, ids, 0)
         m = {
@@ -84,7 +104,7 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
     if is_hats_reference(reference):
         from stardata.crossmatch.hats import match_hats
 
-        m = match_hats(ra, dec, ep, reference, radius, max_pm)
+        m = match_hats(ra, dec, ep, reference, radius, max_pm, progress=progress)
         info.update(against="HATS catalogue (LSDB)", max_pm=max_pm)
         if isinstance(reference, str | os.PathLike):
             info["reference"] = {"path": os.fspath(reference)}
