@@ -30,7 +30,14 @@ import numpy as np
 from stardata.crossmatch.catalog import CatalogError
 from stardata.crossmatch.sky import ASTROMETRY, GAIA_EPOCH
 
-__all__ = ["GAIA_ID_ORDER", "is_hats_reference", "lookup_ids", "match_hats", "quiet"]
+__all__ = [
+    "GAIA_ID_ORDER",
+    "is_hats_reference",
+    "local_client",
+    "lookup_ids",
+    "match_hats",
+    "quiet",
+]
 
 #: A Gaia DR3 source_id holds its nested HEALPix index at order 12 in its top bits
 #: (``source_id >> 35``), so the partitions that can hold an id are known without an index
@@ -72,6 +79,22 @@ def quiet() -> Iterator[None]:
             yield
     finally:
         root.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def local_client() -> Iterator:
+    """An in-process Dask client (one thread, no nanny) that warns about nothing.
+
+    ``dashboard_address=None`` does not disable the scheduler's HTTP server in
+    ``distributed``: it still binds port 8787, and warns "Port 8787 is already in use" when
+    another cluster has it. A random free port (``":0"``) never clashes.
+    """
+    from dask.distributed import Client
+
+    with Client(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as client:
+        yield client
 
 
 def _is_lsdb(reference) -> bool:
@@ -216,10 +239,12 @@ def _epoch_range(ref, name: str, progress: bool) -> tuple[float, float]:
     """
     if "ref_epoch" not in ref.columns:
         return GAIA_EPOCH, GAIA_EPOCH
-    stats = ref.aggregate_column_statistics(
-        include_columns=["ref_epoch"], use_default_columns=False, warn_on_modified_catalog=False
-    )
-    if "ref_epoch" in stats.index:
+    stats = None
+    if ref.hc_structure.on_disk:  # the statistics of the whole catalogue, even if filtered
+        stats = ref.aggregate_column_statistics(
+            include_columns=["ref_epoch"], use_default_columns=False, warn_on_modified_catalog=False
+        )
+    if stats is not None and "ref_epoch" in stats.index:
         row = stats.loc["ref_epoch"]
         lo, hi, nulls = float(row["min_value"]), float(row["max_value"]), int(row["null_count"])
     else:
@@ -237,7 +262,7 @@ def _epoch_range(ref, name: str, progress: bool) -> tuple[float, float]:
             )
 
         meta = pd.DataFrame({"lo": [0.0], "hi": [0.0], "nulls": [0]}).iloc[:0]
-        parts = ref[["ref_epoch"]].map_partitions(extent, meta=meta).compute()
+        parts = ref[["ref_epoch"]].map_partitions(extent, meta=meta).compute(progress_bar=progress)
         lo, hi, nulls = parts["lo"].min(), parts["hi"].max(), int(parts["nulls"].sum())
     if nulls:
         raise CatalogError(f"{name}: {nulls} row(s) have no ref_epoch")

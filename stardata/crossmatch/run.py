@@ -56,7 +56,7 @@ def _reference(reference) -> dict[str, np.ndarray]:
         if isinstance(reference, str | os.PathLike)
         else "reference table"
     )
-    table = cat.read_catalog(reference, owner=owner)
+    table = cat.read_catalog(reference, owner="reference")  # file errors name the path
     ids = cat.source_ids(table, "source_id", owner=owner)
     r, d = cat.positions(table, "ra", "dec", owner=owner)
     out = {"source_id": ids, "ra": r, "dec": d}
