@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,25 @@ MATCH_COLUMNS = (
     "xm_n_candidates",
     "xm_ambiguous",
 )
+
+
+@contextlib.contextmanager
+def _archive_notices(show: bool) -> Iterator[None]:
+    """astroquery's "Query finished." (INFO, on stdout) for every archive job, unless ``show``."""
+    if show:
+        yield
+        return
+    try:
+        from astroquery import log
+    except ImportError:  # the archive is never asked without it
+        yield
+        return
+    level = log.level
+    log.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _mode(table: pa.Table, source_id, ra, dec) -> tuple[str, str | None, str | None]:
@@ -245,7 +265,8 @@ def crossmatch(
         HATS collection with a margin, ``out/crossmatch_hats/``, partitioned on the
         catalogue's positions (every row needs one; needs ``stardiff[hats]``).
     progress : bool
-        Progress bars.
+        Progress bars (this package's, LSDB's) and astroquery's notices; ``False`` leaves only
+        warnings.
 
     Returns
     -------
@@ -268,30 +289,32 @@ def crossmatch(
     table = cat.read_catalog(catalog)
     mode, key, dec_col = _mode(table, source_id, ra, dec)
     cache = Path(cache_dir)
-    m, info = _match(
-        table, mode, key, dec_col, epoch, radius, reference, cache, src, s, max_pm, progress
-    )
-    match = {
-        "gaia_source_id": m["source_id"],
-        "xm_matched": m["source_id"] > 0,
-        "xm_separation_arcsec": m["separation_arcsec"],
-        "xm_n_candidates": m["n_candidates"],
-        "xm_ambiguous": m["ambiguous"],
-    }
+    hats = _hats_positions(formats, out, mode, table, key, dec_col)
     from stardata.crossmatch.output import write_or_return
 
-    return write_or_return(
-        table,
-        match,
-        info,
-        out=None if out is None else Path(out),
-        derived=columns == "derived",
-        vocab=vocab,
-        cache=cache,
-        s=s,
-        src=src,
-        options={"xp_bounds": xp_bounds, "extinction": extinction},
-        catalog=catalog,
-        hats=_hats_positions(formats, out, mode, table, key, dec_col),
-        progress=progress,
-    )
+    with _archive_notices(progress):
+        m, info = _match(
+            table, mode, key, dec_col, epoch, radius, reference, cache, src, s, max_pm, progress
+        )
+        match = {
+            "gaia_source_id": m["source_id"],
+            "xm_matched": m["source_id"] > 0,
+            "xm_separation_arcsec": m["separation_arcsec"],
+            "xm_n_candidates": m["n_candidates"],
+            "xm_ambiguous": m["ambiguous"],
+        }
+        return write_or_return(
+            table,
+            match,
+            info,
+            out=None if out is None else Path(out),
+            derived=columns == "derived",
+            vocab=vocab,
+            cache=cache,
+            s=s,
+            src=src,
+            options={"xp_bounds": xp_bounds, "extinction": extinction},
+            catalog=catalog,
+            hats=hats,
+            progress=progress,
+        )

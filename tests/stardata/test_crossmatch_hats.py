@@ -182,21 +182,42 @@ def test_crossmatch_by_id_against_a_hats_reference_flags_unknown_ids(gaia_ids, t
     assert got["gaia_source_id"].to_list() == [int(ids[10]), 0, int(ids[20]), 0]
 
 
-def test_crossmatch_output_as_hats(sky, tmp_path):
+def _port_8787_taken():
+    """Hold Dask's default dashboard port (if nobody else does) so that a clash shows."""
+    import socket
+
+    sock = socket.socket()
+    try:
+        sock.bind(("", 8787))
+        sock.listen()
+    except OSError:  # someone else holds it: the clash is there anyway
+        pass
+    return sock
+
+
+def test_crossmatch_output_as_hats(sky, tmp_path, capfd):
+    import warnings
+
     import lsdb
 
     from stardata import verify
 
-    out = crossmatch(
-        sky["cat"],
-        epoch=EPOCH,
-        reference=sky["ref"],
-        columns="match",
-        out=tmp_path / "xm",
-        formats=["parquet", "hats"],
-        progress=False,
-        cache_dir=tmp_path / "c",
-    )
+    # the HATS copy is the crossmatch's own Dask cluster: no "port 8787 in use", no nanny or
+    # LSDB notice, no progress bar, even with the default dashboard port taken
+    with _port_8787_taken(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = crossmatch(
+            sky["cat"],
+            epoch=EPOCH,
+            reference=sky["ref"],
+            columns="match",
+            out=tmp_path / "xm",
+            formats=["parquet", "hats"],
+            progress=False,
+            cache_dir=tmp_path / "c",
+        )
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""
     table = pl.read_parquet(out / "crossmatch.parquet")
     hats = lsdb.open_catalog(out / "crossmatch_hats")
     assert hats.margin is not None
@@ -363,21 +384,22 @@ def test_a_hats_reference_without_source_id_is_named(tmp_path):
 
 
 _QUIET_RUN = """
-import numpy as np, polars as pl
+import polars as pl
 from stardata.crossmatch import crossmatch
 cat = pl.read_parquet({cat!r})
-out = crossmatch(cat, epoch=2000.0, reference={ref!r}, columns="match", max_pm=1.0,
-                 out={out!r}, formats=["parquet", "hats"], progress=False, cache_dir={cache!r})
+pos = crossmatch(cat, epoch=2000.0, reference={ref!r}, columns="match", max_pm=1.0,
+                 progress=False, cache_dir={cache!r})
 ids = crossmatch(pl.DataFrame({{"source_id": [{id0}, {id1}, 5]}}), reference={gaia!r},
                  columns="match", progress=False, cache_dir={cache!r})
 assert ids["xm_matched"].to_list() == [True, True, False]
-print(pl.read_parquet(out / "crossmatch.parquet")["xm_matched"].sum())
+print(pos["xm_matched"].sum())
 """
 
 
 def test_progress_false_is_silent(sky, gaia_ids, tmp_path):
-    """With a HATS reference and a HATS copy of the output (the crossmatch's own Dask use),
-    nothing reaches stderr: no progress bar, no LSDB notice, no Dask warning."""
+    """Matching against a HATS reference, by position and by id, prints nothing on stderr in a
+    fresh process (pytest's capture hides warnings in-process): no LSDB progress bar ("Building
+    task graph..."), no HATS notice."""
     import os
     import subprocess
     import sys
@@ -390,7 +412,6 @@ def test_progress_false_is_silent(sky, gaia_ids, tmp_path):
         gaia=str(gaia_ids[0]),
         id0=int(gaia_ids[1][0]),
         id1=int(gaia_ids[1][1]),
-        out=str(tmp_path / "xm"),
         cache=str(tmp_path / "cache"),
     )
     root = Path(__file__).resolve().parents[2]
