@@ -236,11 +236,13 @@ def crossmatch(
         Match radius [arcsec].
     reference : table, path, HATS catalogue or URL, optional
         Gaia rows to match positions against (``source_id``, ``ra``, ``dec``, optional
-        ``pmra``, ``pmdec``, ``ref_epoch``): a table in memory or a file (matched with a
-        KD-tree), or a HATS catalogue with a margin — an ``lsdb.Catalog``, a local folder or
-        a URL such as a public Gaia DR3 HATS copy (matched through LSDB, reading only the
-        sky the catalogue touches; needs ``stardiff[hats]``). By default positions go to
-        the Gaia archive.
+        ``pmra``, ``pmdec`` [mas/yr], ``parallax`` [mas], ``radial_velocity`` [km/s] and
+        ``ref_epoch`` [Julian yr, default 2016.0], used to move the stars to each row's epoch
+        with :func:`stardata.crossmatch.sky.propagate`): a table in memory or a file (matched
+        with a KD-tree), or a HATS catalogue with a margin — an ``lsdb.Catalog``, a local
+        folder or a URL such as a public Gaia DR3 HATS copy (matched through LSDB, reading
+        only the sky the catalogue touches, with the same result; needs ``stardiff[hats]``).
+        By default positions go to the Gaia archive. Errors in it name the reference.
     columns : {"derived", "match"}
         Add the derived columns (the archive joins of the build), or the match columns only.
     out : path-like, optional
@@ -259,7 +261,8 @@ def crossmatch(
     extinction : bool
         Compute ``logebv`` from Combined19 (needs the map).
     max_pm : float
-        Largest proper motion [arcsec/yr] an archive or HATS positional match looks for.
+        Largest motion [arcsec/yr] an archive or HATS positional match looks for (the search
+        radius around the reference's stored positions is ``radius + max_pm · |Δt|``).
     formats : sequence of str
         ``"parquet"`` (always) and optionally ``"hats"``: with ``out``, the table also as a
         HATS collection with a margin, ``out/crossmatch_hats/``, partitioned on the
