@@ -112,7 +112,7 @@ def is_hats_reference(reference) -> bool:
     """Whether ``reference`` names a HATS catalogue (an LSDB catalogue, local folder or URL)."""
     if reference is None:
         return False
-    if type(reference).__module__.startswith("lsdb"):
+    if _is_lsdb(reference):
         return True
     if isinstance(reference, str | os.PathLike):
         from stardata.hats import is_hats

@@ -100,7 +100,7 @@ def _arcsec(chord: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))) * 3600.0
 
 
-def reference_epochs(reference: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+def _reference_epochs(reference: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     """The reference rows' epochs [Julian yr]: ``ref_epoch`` or :data:`GAIA_EPOCH`."""
     return _values(reference.get("ref_epoch", GAIA_EPOCH), n)
 
@@ -149,7 +149,7 @@ def match_local(
     placed = np.flatnonzero(np.isfinite(ref_ra) & np.isfinite(ref_dec))
     ids = np.asarray(reference["source_id"], np.int64)
     motion = {k: _values(reference.get(k), m)[placed] for k in ASTROMETRY[:4]}
-    ref_epoch = reference_epochs(reference, m)[placed]
+    ref_epoch = _reference_epochs(reference, m)[placed]
     chord = _chord(radius)
     usable = np.isfinite(ra) & np.isfinite(dec)
     if placed.size == 0:
