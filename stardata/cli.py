@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -18,7 +19,8 @@ __all__ = ["main"]
 
 _DESCRIPTION = """\
 Build the APOGEE DR17 x Gaia DR3 x 2MASS training table of Leung, Bovy & Speagle (2024)
-from the public archives, and check a built release."""
+from the public archives, check a built release, and crossmatch your own catalogue to Gaia DR3
+with the release's columns."""
 
 _BUILD_EPILOG = """\
 examples:
@@ -29,6 +31,18 @@ examples:
 
 Settings (--set NAME=VALUE, or a JSON file with --settings) are listed in docs/stardata.md;
 every one is recorded in the release's manifest.json. Interrupted builds resume from the cache."""
+
+
+_CROSSMATCH_EPILOG = """\
+examples:
+  stardata crossmatch my_stars.csv --out xm                     # source_id, or ra/dec at J2016.0
+  stardata crossmatch plates.fits --ra RA --dec DEC --epoch 1950.0 --out xm
+  stardata crossmatch survey.parquet --epoch obs_epoch --reference gaia_hats/ --max-pm 0.5 \\
+      --columns match --out xm                                  # a local HATS copy of Gaia DR3
+
+The same options as stardata.crossmatch.crossmatch(...) (docs/crossmatch.md). OUT gets
+crossmatch.parquet and manifest.json (and tokens.h5 with --vocabulary, crossmatch_hats/ with
+--format hats); it is replaced only once complete."""
 
 
 def _version() -> str:
@@ -106,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    _crossmatch_parser(sub)
+
     v = sub.add_parser(
         "verify",
         help="re-check the sizes and hashes a release folder's manifest records",
@@ -117,6 +133,168 @@ def _parser() -> argparse.ArgumentParser:
         help="the build's cache folder: also check the stage files the outputs were made from",
     )
     return p
+
+
+def _crossmatch_parser(sub) -> None:
+    """``stardata crossmatch``: the options of :func:`stardata.crossmatch.crossmatch`."""
+    from stardata.sources.xp import XP_DATA_STRUCTURES
+
+    x = sub.add_parser(
+        "crossmatch",
+        help="match your catalogue to Gaia DR3 and add the release's columns beside its own",
+        description="Match each row of CATALOG to Gaia DR3 (by source id, or by position at "
+        "its epoch) and write it to OUT with the release build's columns beside its own.",
+        epilog=_CROSSMATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    x.add_argument("catalog", help="CSV, FITS, Parquet or VOTable file (every row is kept)")
+    x.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    key = x.add_argument_group("what to match on (default: a source_id column, else ra/dec)")
+    key.add_argument("--source-id", metavar="COL", help="column of Gaia DR3 source ids")
+    key.add_argument("--ra", metavar="COL", help="column of right ascensions [deg]")
+    key.add_argument("--dec", metavar="COL", help="column of declinations [deg]")
+    key.add_argument(
+        "--epoch",
+        metavar="YEAR|COL",
+        help="epoch of the positions: a Julian year (e.g. 2000.0) or a column of them "
+        "(default 2016.0, Gaia DR3's)",
+    )
+    key.add_argument("--radius", type=float, default=1.0, metavar="ARCSEC", help="default 1.0")
+    key.add_argument(
+        "--reference",
+        metavar="PATH|URL",
+        help="Gaia rows to match positions against: a table file (KD-tree) or a HATS "
+        "catalogue with a margin, local or a URL (LSDB); default: the Gaia archive",
+    )
+    key.add_argument(
+        "--max-pm",
+        type=float,
+        default=11.0,
+        metavar="ARCSEC/YR",
+        help="largest proper motion an archive or HATS match looks for (default 11.0)",
+    )
+    what = x.add_argument_group("what to write")
+    what.add_argument(
+        "--columns",
+        choices=("derived", "match"),
+        default="derived",
+        help="the build's derived columns (default; asks the archive) or the match only",
+    )
+    what.add_argument(
+        "--vocabulary",
+        nargs="+",
+        metavar="NAME",
+        help="also write tokens.h5 with these columns, or with a model folder's vocabulary",
+    )
+    what.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("parquet", "hats"),
+        default=[],
+        help="'hats' adds crossmatch_hats/, a HATS collection with a margin (needs "
+        "stardiff[hats]); Parquet is always written",
+    )
+    what.add_argument(
+        "--xp-bounds",
+        metavar="RELEASE",
+        help="apply a release's XP percentile cut: its folder or manifest.json",
+    )
+    what.add_argument(
+        "--no-extinction", action="store_true", help="leave logebv NaN (no dust map needed)"
+    )
+    run = x.add_argument_group("how to run")
+    run.add_argument(
+        "--cache-dir",
+        default="data/cache/crossmatch",
+        metavar="DIR",
+        help="the archive queries' chunk cache; a rerun resumes from it "
+        "(default data/cache/crossmatch)",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one build setting (value read as JSON), e.g. --set chunk_rows=5000",
+    )
+    run.add_argument("--settings", metavar="FILE", help="JSON file of settings (--set wins)")
+    run.add_argument(
+        "--xp-data-structure",
+        choices=XP_DATA_STRUCTURES,
+        help="DataLink DATA_STRUCTURE to ask for first",
+    )
+    run.add_argument("--gaia-tap-url", metavar="URL", help="Gaia archive TAP service")
+    run.add_argument("--gaia-datalink-url", metavar="URL", help="Gaia archive DataLink service")
+    run.add_argument(
+        "--dust-dir", metavar="DIR", help="folder of mwdust's combined19/combine19.h5 map"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _epoch(text: str | None) -> float | str | None:
+    """``--epoch``: a number is a Julian year, anything else a column name."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _xp_bounds(path: str | None) -> dict | None:
+    """A release's ``xp_percentile_bounds``, from its folder or its manifest.json."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from stardata.crossmatch import CatalogError
+
+    manifest = Path(path) / "manifest.json" if Path(path).is_dir() else Path(path)
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            bounds = json.load(f).get("xp_percentile_bounds")
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"--xp-bounds {manifest}: not valid JSON ({exc})") from None
+    if not isinstance(bounds, dict):
+        raise CatalogError(f"--xp-bounds {manifest}: no xp_percentile_bounds (not a release?)")
+    return bounds
+
+
+def _crossmatch(args) -> int:
+    import stardata
+    from stardata.crossmatch import crossmatch
+
+    over = {
+        "gaia_tap_url": args.gaia_tap_url,
+        "gaia_datalink_url": args.gaia_datalink_url,
+        "dust_dir": args.dust_dir,
+    }
+    vocabulary = args.vocabulary
+    if vocabulary is not None and len(vocabulary) == 1 and os.path.isdir(vocabulary[0]):
+        vocabulary = vocabulary[0]  # a model folder
+    out = crossmatch(
+        args.catalog,
+        source_id=args.source_id,
+        ra=args.ra,
+        dec=args.dec,
+        epoch=_epoch(args.epoch),
+        radius=args.radius,
+        reference=args.reference,
+        columns=args.columns,
+        out=args.out,
+        vocabulary=vocabulary,
+        cache_dir=args.cache_dir,
+        settings=_settings(args),
+        sources=stardata.Sources(**{k: v for k, v in over.items() if v is not None}),
+        xp_bounds=_xp_bounds(args.xp_bounds),
+        extinction=not args.no_extinction,
+        max_pm=args.max_pm,
+        formats=["parquet", *args.formats],
+        progress=not args.quiet,
+    )
+    print(out)
+    return 0
 
 
 def _value(text: str):
@@ -170,6 +348,8 @@ def _sources(args):
 def _run(args) -> int:
     from stardata.release import build, verify
 
+    if args.command == "crossmatch":
+        return _crossmatch(args)
     if args.command == "build":
         out = build(
             args.release,

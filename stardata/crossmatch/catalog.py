@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from stardata.errors import CatalogError
 
-__all__ = ["CatalogError", "epochs", "positions", "read_catalog", "source_ids"]
+__all__ = ["CatalogError", "epochs", "floats", "positions", "read_catalog", "source_ids"]
 
 _SUFFIXES = {
     ".csv": "csv",
@@ -30,23 +30,23 @@ _SUFFIXES = {
 }
 
 
-def _format(path: Path) -> str:
+def _format(path: Path, owner: str = "catalogue") -> str:
     name = path.name.lower()
     for suffix, kind in _SUFFIXES.items():
         if name.endswith(suffix):
             return kind
     raise CatalogError(
-        f"{path}: unknown catalogue format (expected .csv, .fits, .parquet or .xml/.vot)"
+        f"{path}: unknown {owner} format (expected .csv, .fits, .parquet or .xml/.vot)"
     )
 
 
-def _from_astropy(table) -> pa.Table:
+def _from_astropy(table, owner: str = "catalogue") -> pa.Table:
     """An astropy table as Arrow: masked values become null (NaN for floats)."""
     arrays = {}
     for name in table.colnames:
         col = table[name]
         if getattr(col, "ndim", 1) > 1:
-            raise CatalogError(f"catalogue column {name!r} is multidimensional; flatten it first")
+            raise CatalogError(f"{owner} column {name!r} is multidimensional; flatten it first")
         data = np.ma.getdata(col)
         mask = np.ma.getmaskarray(col)
         if data.dtype.kind == "S":
@@ -60,7 +60,7 @@ def _from_astropy(table) -> pa.Table:
     return pa.table(arrays)
 
 
-def read_catalog(catalog) -> pa.Table:
+def read_catalog(catalog, owner: str = "catalogue") -> pa.Table:
     """The user's catalogue as an Arrow table, rows and columns as given.
 
     Parameters
@@ -68,6 +68,8 @@ def read_catalog(catalog) -> pa.Table:
     catalog : astropy Table, pandas or polars DataFrame, pyarrow Table, or path-like
         A path is read by its extension: ``.csv``, ``.fits``, ``.parquet``, ``.xml``/``.vot``
         (VOTable).
+    owner : str
+        What the table is, as error messages name it (e.g. ``"reference"``).
 
     Raises
     ------
@@ -75,29 +77,29 @@ def read_catalog(catalog) -> pa.Table:
         For a missing or unreadable file, an unknown format or an empty catalogue.
     """
     if isinstance(catalog, str | os.PathLike):
-        table = _read_path(Path(catalog))
+        table = _read_path(Path(catalog), owner)
     elif isinstance(catalog, pa.Table):
         table = catalog
     elif hasattr(catalog, "to_arrow"):  # polars
         table = catalog.to_arrow()
     elif hasattr(catalog, "colnames"):  # astropy
-        table = _from_astropy(catalog)
+        table = _from_astropy(catalog, owner)
     elif hasattr(catalog, "iloc"):  # pandas
         table = pa.Table.from_pandas(catalog, preserve_index=False)
     else:
         raise CatalogError(
-            f"catalogue of type {type(catalog).__name__} not understood; give an astropy "
+            f"{owner} of type {type(catalog).__name__} not understood; give an astropy "
             "Table, a pandas/polars DataFrame, an Arrow table or a file path"
         )
     if table.num_rows == 0:
-        raise CatalogError("the catalogue has no rows")
+        raise CatalogError(f"the {owner} has no rows")
     return table.combine_chunks()
 
 
-def _read_path(path: Path) -> pa.Table:
+def _read_path(path: Path, owner: str = "catalogue") -> pa.Table:
     if not path.is_file():
-        raise CatalogError(f"{path}: no such catalogue file")
-    kind = _format(path)
+        raise CatalogError(f"{path}: no such {owner} file")
+    kind = _format(path, owner)
     try:
         if kind == "parquet":
             import pyarrow.parquet as pq
@@ -109,7 +111,7 @@ def _read_path(path: Path) -> pa.Table:
             return pcsv.read_csv(path)
         from astropy.table import Table
 
-        return _from_astropy(Table.read(path, format=kind))
+        return _from_astropy(Table.read(path, format=kind), owner)
     except CatalogError:
         raise
     except Exception as exc:  # a parser's own message, on one line
@@ -117,38 +119,49 @@ def _read_path(path: Path) -> pa.Table:
         raise CatalogError(f"{path}: cannot read as {kind}: {msg}") from None
 
 
-def _column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
+def _column(table: pa.Table, name: str, what: str, owner: str = "catalogue") -> pa.ChunkedArray:
     if name not in table.column_names:
         have = ", ".join(table.column_names[:12])
-        raise CatalogError(f"catalogue has no {what} column {name!r} (columns: {have})")
+        raise CatalogError(f"{owner} has no {what} column {name!r} (columns: {have})")
     return table[name]
 
 
-def _float(table: pa.Table, name: str, what: str) -> np.ndarray:
-    col = _column(table, name, what)
+def floats(table: pa.Table, name: str, what: str, owner: str = "catalogue") -> np.ndarray:
+    """A numeric column as float64 (nulls become NaN).
+
+    Raises
+    ------
+    CatalogError
+        The column is missing or not numeric (naming ``owner``, the column and ``what`` it is).
+    """
+    col = _column(table, name, what, owner)
     if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
-        raise CatalogError(f"catalogue column {name!r} ({what}) is {col.type}, not numeric")
+        raise CatalogError(f"{owner} column {name!r} ({what}) is {col.type}, not numeric")
     return col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
 
 
-def positions(table: pa.Table, ra: str, dec: str) -> tuple[np.ndarray, np.ndarray]:
+def positions(
+    table: pa.Table, ra: str, dec: str, owner: str = "catalogue"
+) -> tuple[np.ndarray, np.ndarray]:
     """Right ascension and declination [deg] as float64; NaN where a row has none.
 
     Raises
     ------
     CatalogError
-        A missing or non-numeric column, |dec| > 90 or an infinite value (naming one row).
+        A missing or non-numeric column, |dec| > 90 or an infinite value (naming ``owner``, the
+        column and one row).
     """
-    a, d = _float(table, ra, "right ascension"), _float(table, dec, "declination")
+    a = floats(table, ra, "right ascension", owner)
+    d = floats(table, dec, "declination", owner)
     for name, v in ((ra, a), (dec, d)):
         bad = np.flatnonzero(np.isinf(v))
         if bad.size:
-            raise CatalogError(f"catalogue column {name!r}: row {bad[0]} is infinite")
+            raise CatalogError(f"{owner} column {name!r}: row {bad[0]} is infinite")
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(np.abs(d) > 90)
     if bad.size:
         raise CatalogError(
-            f"catalogue column {dec!r}: row {bad[0]} has declination {d[bad[0]]} outside ±90 deg"
+            f"{owner} column {dec!r}: row {bad[0]} has declination {d[bad[0]]} outside ±90 deg"
         )
     return np.mod(a, 360.0), d
 
@@ -158,7 +171,7 @@ def epochs(table: pa.Table, epoch, n: int) -> np.ndarray:
     if epoch is None:
         return np.full(n, 2016.0)
     if isinstance(epoch, str):
-        e = _float(table, epoch, "epoch")
+        e = floats(table, epoch, "epoch")
         bad = np.flatnonzero(~np.isfinite(e) | (e < 1000) | (e > 3000))
         if bad.size:
             raise CatalogError(
@@ -172,37 +185,38 @@ def epochs(table: pa.Table, epoch, n: int) -> np.ndarray:
     return np.full(n, value)
 
 
-def source_ids(table: pa.Table, name: str) -> np.ndarray:
+def source_ids(table: pa.Table, name: str, owner: str = "catalogue") -> np.ndarray:
     """Gaia DR3 source ids as int64 (0 where a row has none).
 
     Raises
     ------
     CatalogError
-        A missing, non-integer or negative column, or an id given on two rows.
+        A missing, non-integer or negative column, or an id given on two rows (naming
+        ``owner`` and the column).
     """
-    col = _column(table, name, "source id")
+    col = _column(table, name, "source id", owner)
     if pa.types.is_floating(col.type):
         raise CatalogError(
-            f"catalogue column {name!r} is {col.type}; Gaia source ids need an integer column "
+            f"{owner} column {name!r} is {col.type}; Gaia source ids need an integer column "
             "(floats lose digits)"
         )
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         try:
             col = col.cast(pa.int64())
         except pa.ArrowInvalid:
-            raise CatalogError(f"catalogue column {name!r} holds text that is not an id") from None
+            raise CatalogError(f"{owner} column {name!r} holds text that is not an id") from None
     if not pa.types.is_integer(col.type):
-        raise CatalogError(f"catalogue column {name!r} is {col.type}, not an integer id")
+        raise CatalogError(f"{owner} column {name!r} is {col.type}, not an integer id")
     ids = col.fill_null(0).to_numpy().astype(np.int64)
     neg = np.flatnonzero(ids < 0)
     if neg.size:
-        raise CatalogError(f"catalogue column {name!r}: row {neg[0]} has negative id {ids[neg[0]]}")
+        raise CatalogError(f"{owner} column {name!r}: row {neg[0]} has negative id {ids[neg[0]]}")
     given = ids[ids > 0]
     uniq, counts = np.unique(given, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
         raise CatalogError(
-            f"catalogue column {name!r}: {dup.size} id(s) appear on more than one row "
+            f"{owner} column {name!r}: {dup.size} id(s) appear on more than one row "
             f"(e.g. {dup[0]}); remove the duplicates"
         )
     return ids

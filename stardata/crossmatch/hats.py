@@ -2,41 +2,117 @@
 
 The reference may be a local HATS collection (e.g. written by :func:`stardata.hats.write_hats`)
 or a URL of a public one such as Gaia DR3's; LSDB reads only the partitions the catalogue
-touches. Epochs are handled the way LSDB documents it (LSDB itself does not move stars):
+touches. Epochs are handled the way LSDB documents it (LSDB itself does not move stars), with
+the in-memory match's own propagation so that both give the same rows:
 
-1. crossmatch on the stored (J2016.0) positions with a search radius widened by the largest
-   proper motion looked for, ``radius + max_pm · |Δt|``, which must not exceed the
-   reference's margin (the margin is what makes pairs across partition edges findable, so a
-   match without one is refused rather than silently incomplete);
-2. inside each partition, add the candidates' positions propagated to each row's epoch as new
-   columns (the stored ``ra``/``dec`` are never overwritten) and refine on them: keep the
-   candidates within ``radius``, count them, take the nearest.
+1. candidates are searched around the stored positions within ``radius + max_pm · |Δt|`` of
+   each row (Δt from the row's epoch to the reference's ``ref_epoch``, J2016.0 for Gaia DR3),
+   which must not exceed the reference's margin (the margin is what makes pairs across
+   partition edges findable, so a match without one is refused rather than silently
+   incomplete). Every star within that radius is a candidate: there is no neighbour cap, so a
+   dense field (the bulge, a cluster) loses nothing;
+2. inside each partition (:class:`stardata.crossmatch.lsdb_match.EpochCrossmatch`) the
+   candidates are moved to the row's epoch by :func:`stardata.crossmatch.sky.propagate`
+   (ERFA pmsafe: proper motion, parallax, radial velocity) and kept within ``radius``: they
+   are counted and the nearest is taken. The stored ``ra``/``dec`` are never overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
-from stardata.crossmatch.sky import GAIA_EPOCH, chord_arcsec, propagate, unit_vectors
+from stardata.crossmatch.sky import ASTROMETRY, GAIA_EPOCH
 from stardata.errors import CatalogError
 
-__all__ = ["GAIA_ID_ORDER", "is_hats_reference", "lookup_ids", "match_hats"]
+__all__ = [
+    "GAIA_ID_ORDER",
+    "is_hats_reference",
+    "local_client",
+    "lookup_ids",
+    "match_hats",
+    "quiet",
+]
 
-MAX_CANDIDATES = 16  # neighbours kept per row in the widened search, before refinement
 #: A Gaia DR3 source_id holds its nested HEALPix index at order 12 in its top bits
 #: (``source_id >> 35``), so the partitions that can hold an id are known without an index
 #: catalogue (hats-import's index step needs an old dask on Python 3.11).
 GAIA_ID_ORDER = 12
 _GAIA_ID_SHIFT = 35
+#: Notices LSDB and HATS print on every call that tell the user nothing they can act on.
+_NOTICES = ("Looking for catalog - found collection",)
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_NOTICES)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence LSDB's and HATS's routine notices for the duration (not their real warnings).
+
+    Dropped: the root-logger line "Looking for catalog - found collection", the warning that
+    partitions are computed from the Parquet files (a catalogue written without its CSV of
+    partitions), and pandas-4 deprecation warnings raised inside ``lsdb``, ``hats`` and
+    ``nested_pandas``. Anything else (e.g. LSDB's warning that a result will not fit in memory)
+    still shows.
+    """
+    root, drop = logging.getLogger(), _DropNotices()
+    root.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Computing partitions from catalog parquet")
+            try:
+                from pandas.errors import Pandas4Warning
+            except ImportError:  # pragma: no cover - older pandas
+                pass
+            else:
+                warnings.filterwarnings(
+                    "ignore", category=Pandas4Warning, module=r"(lsdb|hats|nested_pandas)\b"
+                )
+            yield
+    finally:
+        root.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def local_client() -> Iterator:
+    """An in-process Dask client (one thread, no nanny) that warns about nothing.
+
+    ``dashboard_address=None`` does not disable the scheduler's HTTP server in
+    ``distributed``: it still binds port 8787, and warns "Port 8787 is already in use" when
+    another cluster has it. A random free port (``":0"``) never clashes.
+    """
+    from dask.distributed import Client
+
+    with Client(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as client:
+        yield client
+
+
+def _is_lsdb(reference) -> bool:
+    return type(reference).__module__.startswith("lsdb")
+
+
+def _name(reference) -> str:
+    """How errors name the reference: its path or URL, or the LSDB catalogue's name."""
+    if _is_lsdb(reference):
+        return f"HATS reference {getattr(reference, 'name', None) or 'catalogue'!r}"
+    return f"HATS reference {os.fspath(reference)}"
 
 
 def is_hats_reference(reference) -> bool:
     """Whether ``reference`` names a HATS catalogue (an LSDB catalogue, local folder or URL)."""
     if reference is None:
         return False
-    if type(reference).__module__.startswith("lsdb"):
+    if _is_lsdb(reference):
         return True
     if isinstance(reference, str | os.PathLike):
         from stardata.hats import is_hats
@@ -64,7 +140,39 @@ def _partitions_holding(pixels, ids: np.ndarray) -> list:
     return keep
 
 
-def lookup_ids(reference, ids, columns=None):
+def _open(reference, need: list[str], optional=(), every: bool = False) -> tuple:
+    """The reference catalogue with the ``need`` columns and those of ``optional`` it has
+    (``every``: all its columns), and its name for messages.
+
+    Raises
+    ------
+    CatalogError
+        An unreadable reference, or one without a ``need`` column (naming the reference).
+    """
+    from stardata.hats import open_hats
+
+    name = _name(reference)
+    if _is_lsdb(reference):
+        ref, have = reference, list(reference.columns)
+    else:
+        try:
+            have = list(open_hats(reference).columns)  # lazy: reads the schema only
+        except (ValueError, FileNotFoundError) as exc:
+            text = " ".join(str(exc).split())
+            raise CatalogError(f"{name}: not a readable HATS catalogue ({text})") from None
+        ref = None
+    absent = [c for c in need if c not in have]
+    if absent:
+        shown = ", ".join(have[:12]) + (", ..." if len(have) > 12 else "")
+        raise CatalogError(f"{name} has no {', '.join(absent)} column (columns: {shown})")
+    if ref is None:
+        ref = open_hats(
+            reference, columns=None if every else need + [c for c in optional if c in have]
+        )
+    return ref, name
+
+
+def lookup_ids(reference, ids, columns=None, progress: bool = False):
     """Rows of a HATS Gaia catalogue with the given ``source_id`` values.
 
     Reads only the partitions whose sky holds one of the ids (from the HEALPix index in the
@@ -77,86 +185,90 @@ def lookup_ids(reference, ids, columns=None):
     ids : array-like of int
     columns : sequence of str, optional
         Columns to return (``source_id`` always included); default all.
+    progress : bool
+        LSDB's progress bar.
 
     Returns
     -------
     pandas.DataFrame
         One row per id found (ids absent from the catalogue are simply missing).
-    """
-    from stardata.hats import open_hats
 
+    Raises
+    ------
+    CatalogError
+        The reference is unreadable or lacks ``source_id`` or one of ``columns``.
+    """
+    from stardata.hats import require_hats
+
+    require_hats()
     ids = np.unique(np.asarray(ids, np.int64))
     ids = ids[ids > 0]
-    if type(reference).__module__.startswith("lsdb"):
-        ref = reference
-    else:
-        cols = None if columns is None else list(dict.fromkeys(["source_id", *columns]))
-        ref = open_hats(reference, columns=cols)
-    if "source_id" not in ref.columns:
-        raise CatalogError("HATS reference has no source_id column")
-    hold = _partitions_holding(ref.get_healpix_pixels(), ids)
-    meta = ref.meta
-    if not hold:
-        return meta.iloc[:0].reset_index(drop=True)
-    wanted = set(ids.tolist())
-    found = (
-        ref.partitions[hold]
-        .map_partitions(lambda f: f[f["source_id"].isin(wanted)], meta=meta)
-        .compute()
-    )
+    with quiet():
+        need = list(dict.fromkeys(["source_id", *(columns or ())]))
+        ref, _ = _open(reference, need, every=columns is None)
+        hold = _partitions_holding(ref.get_healpix_pixels(), ids)
+        meta = ref.meta
+        if not hold:
+            return meta.iloc[:0].reset_index(drop=True)
+        wanted = set(ids.tolist())
+        found = (
+            ref.partitions[hold]
+            .map_partitions(lambda f: f[f["source_id"].isin(wanted)], meta=meta)
+            .compute(progress_bar=progress)
+        )
     return found.reset_index(drop=True)
 
 
-def _open_reference(reference):
-    """The reference catalogue with the columns the match needs, and its margin width."""
-    from stardata.hats import open_hats
-
-    need = ["source_id", "ra", "dec"]
-    if type(reference).__module__.startswith("lsdb"):
-        ref = reference
-    else:
-        probe = open_hats(reference)
-        cols = need + [c for c in ("pmra", "pmdec") if c in probe.columns]
-        ref = open_hats(reference, columns=cols)
-    absent = [c for c in need if c not in ref.columns]
-    if absent:
-        raise CatalogError(f"HATS reference lacks column(s) {absent}")
+def _open_reference(reference) -> tuple:
+    """The reference with the columns the match needs, its name and its margin [arcsec]."""
+    ref, name = _open(reference, ["source_id", "ra", "dec"], ASTROMETRY)
     if ref.margin is None:
         raise CatalogError(
-            "HATS reference has no margin catalogue: pairs across partition edges would be "
-            "lost; open it as a collection or write it with a margin (stardata.hats.write_hats)"
+            f"{name} has no margin catalogue: pairs across partition edges would be lost; "
+            "open it as a collection or write it with a margin (stardata.hats.write_hats)"
         )
     margin = ref.margin.hc_structure.catalog_info.margin_threshold
-    return ref, float(margin) if margin is not None else 0.0
+    return ref, name, float(margin) if margin is not None else 0.0
 
 
-def _refine(frame, radius: float):
-    """Per partition: candidates moved to each row's epoch, kept within ``radius``."""
-    import pandas as pd
+def _epoch_range(ref, name: str, progress: bool) -> tuple[float, float]:
+    """Smallest and largest ``ref_epoch`` of the reference (J2016.0 without the column).
 
-    if len(frame) == 0:
-        return pd.DataFrame(
-            {"_row": np.zeros(0, np.int64), "source_id": np.zeros(0, np.int64), "sep": []}
+    From the Parquet statistics of a catalogue on disk (no data read); a catalogue without
+    statistics (one built in memory) has its ``ref_epoch`` column read.
+    """
+    if "ref_epoch" not in ref.columns:
+        return GAIA_EPOCH, GAIA_EPOCH
+    stats = None
+    if ref.hc_structure.on_disk:  # the statistics of the whole catalogue, even if filtered
+        stats = ref.aggregate_column_statistics(
+            include_columns=["ref_epoch"], use_default_columns=False, warn_on_modified_catalog=False
         )
-    has_pm = "pmra_gaia" in frame.columns
-    nan = np.full(len(frame), np.nan)
-    moved = propagate(
-        frame["ra_gaia"].to_numpy(np.float64),
-        frame["dec_gaia"].to_numpy(np.float64),
-        frame["pmra_gaia"].to_numpy(np.float64, na_value=np.nan) if has_pm else nan,
-        frame["pmdec_gaia"].to_numpy(np.float64, na_value=np.nan) if has_pm else nan,
-        frame["epoch_cat"].to_numpy(np.float64) - GAIA_EPOCH,
-    )
-    own = unit_vectors(frame["ra_cat"].to_numpy(np.float64), frame["dec_cat"].to_numpy(np.float64))
-    sep = chord_arcsec(np.linalg.norm(moved - own, axis=1))
-    keep = sep <= radius
-    return pd.DataFrame(
-        {
-            "_row": frame["_row_cat"].to_numpy(np.int64)[keep],
-            "source_id": frame["source_id_gaia"].to_numpy(np.int64)[keep],
-            "sep": sep[keep],
-        }
-    )
+    if stats is not None and "ref_epoch" in stats.index:
+        row = stats.loc["ref_epoch"]
+        lo, hi, nulls = float(row["min_value"]), float(row["max_value"]), int(row["null_count"])
+    else:
+        import pandas as pd
+
+        def extent(frame):
+            e = frame["ref_epoch"].to_numpy(np.float64, na_value=np.nan)
+            ok = e[np.isfinite(e)]
+            return pd.DataFrame(
+                {
+                    "lo": [ok.min() if ok.size else np.inf],
+                    "hi": [ok.max() if ok.size else -np.inf],
+                    "nulls": [e.size - ok.size],
+                }
+            )
+
+        meta = pd.DataFrame({"lo": [0.0], "hi": [0.0], "nulls": [0]}).iloc[:0]
+        parts = ref[["ref_epoch"]].map_partitions(extent, meta=meta).compute(progress_bar=progress)
+        lo, hi, nulls = parts["lo"].min(), parts["hi"].max(), int(parts["nulls"].sum())
+    if nulls:
+        raise CatalogError(f"{name}: {nulls} row(s) have no ref_epoch")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return GAIA_EPOCH, GAIA_EPOCH  # no rows
+    return lo, hi
 
 
 def match_hats(
@@ -166,8 +278,13 @@ def match_hats(
     reference,
     radius: float = 1.0,
     max_pm: float = 0.5,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Nearest reference star within ``radius`` of each position, after propagation.
+
+    The same rows as :func:`stardata.crossmatch.sky.match_local` against the same stars, for
+    every star whose motion between its ``ref_epoch`` and the row's epoch is at most
+    ``max_pm`` per year (tested at bulge density, 1e6 stars/deg²).
 
     Parameters
     ----------
@@ -176,25 +293,41 @@ def match_hats(
     epoch : numpy.ndarray
         Each position's epoch [Julian yr].
     reference : lsdb.Catalog, path or URL
-        A HATS catalogue of Gaia rows (``source_id``, ``ra``, ``dec``; ``pmra``/``pmdec``
-        [mas/yr] to propagate) with a margin.
+        A HATS catalogue of Gaia rows with a margin: ``source_id``, ``ra``, ``dec`` and, to
+        move the stars, ``pmra``, ``pmdec`` [mas/yr], ``parallax`` [mas],
+        ``radial_velocity`` [km/s] and ``ref_epoch`` [Julian yr; J2016.0 when absent].
     radius : float
         Match radius [arcsec].
     max_pm : float
-        Largest proper motion [arcsec/yr] looked for; ``radius + max_pm · |Δt|`` must fit in
-        the reference's margin.
+        Largest motion looked for [arcsec/yr]; ``radius + max_pm · |Δt|`` must fit in the
+        reference's margin.
+    progress : bool
+        LSDB's progress bars.
 
     Returns
     -------
     dict of numpy.ndarray
         As :func:`stardata.crossmatch.sky.match_local` (``reference_row`` is -1: a HATS
         catalogue has no row numbers).
-    """
-    import pandas as pd
 
+    Raises
+    ------
+    CatalogError
+        An unreadable reference, one without a margin or a needed column, or a search radius
+        wider than the margin.
+    """
     from stardata.hats import require_hats
 
     lsdb = require_hats()
+    with quiet():
+        return _match_hats(lsdb, ra, dec, epoch, reference, radius, max_pm, progress)
+
+
+def _match_hats(lsdb, ra, dec, epoch, reference, radius, max_pm, progress):
+    import pandas as pd
+
+    from stardata.crossmatch.lsdb_match import SEPARATION, EpochCrossmatch, search_radius
+
     n = ra.size
     out = {
         "source_id": np.zeros(n, np.int64),
@@ -202,17 +335,20 @@ def match_hats(
         "separation_arcsec": np.full(n, np.nan),
         "n_candidates": np.zeros(n, np.int32),
     }
-    ref, margin = _open_reference(reference)
+    ref, name, margin = _open_reference(reference)
     usable = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
-    dt = float(np.max(np.abs(epoch[usable] - GAIA_EPOCH))) if usable.size else 0.0
-    search = radius + max_pm * dt
-    if search > margin:
-        raise CatalogError(
-            f"search radius {search:.2f} arcsec (radius {radius} + max_pm {max_pm} arcsec/yr × "
-            f"{dt:.1f} yr) exceeds the reference's {margin:g} arcsec margin; lower max_pm or "
-            "use a reference with a wider margin"
-        )
-    if usable.size == 0:
+    epochs = _epoch_range(ref, name, progress)
+    if usable.size:
+        search = search_radius(epoch[usable], epochs, radius, max_pm)
+        widest = int(np.argmax(search))
+        if search[widest] > margin:
+            dt = (search[widest] - radius) / max_pm if max_pm else 0.0
+            raise CatalogError(
+                f"{name}: search radius {search[widest]:.2f} arcsec (radius {radius} + max_pm "
+                f"{max_pm} arcsec/yr × {dt:.1f} yr) exceeds the reference's {margin:g} arcsec "
+                "margin; lower max_pm or use a reference with a wider margin"
+            )
+    else:
         out["ambiguous"] = out["n_candidates"] > 1
         return out
     left = lsdb.from_dataframe(
@@ -225,25 +361,21 @@ def match_hats(
     )
     pairs = left.crossmatch(
         ref,
-        n_neighbors=MAX_CANDIDATES,
-        radius_arcsec=search,
+        algorithm=EpochCrossmatch(radius, max_pm, epochs, name=name),
         require_right_margin=True,
         suffixes=("_cat", "_gaia"),
         suffix_method="all_columns",
     )
-    meta = pd.DataFrame(
-        {"_row": np.zeros(0, np.int64), "source_id": np.zeros(0, np.int64), "sep": []}
-    )
-    found = pairs.map_partitions(_refine, radius, meta=meta).compute()
+    found = pairs[["_row_cat", "source_id_gaia", SEPARATION]].compute(progress_bar=progress)
     if len(found):
-        found = found.sort_values(["_row", "sep", "source_id"], kind="stable")
-        rows = found["_row"].to_numpy(np.int64)
+        rows = found["_row_cat"].to_numpy(np.int64)
+        sep = found[SEPARATION].to_numpy(np.float64)
+        ids = found["source_id_gaia"].to_numpy(np.int64)
+        order = np.lexsort((ids, sep, rows))  # per row: nearest first, then the smaller id
+        rows, sep, ids = rows[order], sep[order], ids[order]
         first = np.r_[True, rows[1:] != rows[:-1]]
-        best = found[first]
-        idx = best["_row"].to_numpy(np.int64)
-        out["source_id"][idx] = best["source_id"].to_numpy(np.int64)
-        out["separation_arcsec"][idx] = best["sep"].to_numpy(np.float64)
-        counts = np.bincount(rows, minlength=n)
-        out["n_candidates"][:] = counts[:n]
+        out["source_id"][rows[first]] = ids[first]
+        out["separation_arcsec"][rows[first]] = sep[first]
+        out["n_candidates"][:] = np.bincount(rows, minlength=n)[:n]
     out["ambiguous"] = out["n_candidates"] > 1
     return out

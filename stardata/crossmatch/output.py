@@ -107,9 +107,19 @@ def write_or_return(
         if vocab is not None:
             _write_tokens(tmp / OUTPUT, tmp / TOKENS, vocab, writer.rows)
         if hats is not None:
+            from stardata.crossmatch.hats import local_client, quiet
             from stardata.hats import write_hats
 
-            write_hats(tmp / OUTPUT, tmp / HATS, name="crossmatch", ra=hats[0], dec=hats[1])
+            with quiet(), local_client() as client:
+                write_hats(
+                    tmp / OUTPUT,
+                    tmp / HATS,
+                    name="crossmatch",
+                    ra=hats[0],
+                    dec=hats[1],
+                    client=client,
+                    progress=False,
+                )
         manifest = _manifest(tmp, table, match, info, derived, vocab, s, src, options, catalog)
         from stardata.io import write_json
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,25 @@ MATCH_COLUMNS = (
     "xm_n_candidates",
     "xm_ambiguous",
 )
+
+
+@contextlib.contextmanager
+def _archive_notices(show: bool) -> Iterator[None]:
+    """astroquery's "Query finished." (INFO, on stdout) for every archive job, unless ``show``."""
+    if show:
+        yield
+        return
+    try:
+        from astroquery import log
+    except ImportError:  # the archive is never asked without it
+        yield
+        return
+    level = log.level
+    log.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _mode(table: pa.Table, source_id, ra, dec) -> tuple[str, str | None, str | None]:
@@ -45,13 +65,32 @@ def _mode(table: pa.Table, source_id, ra, dec) -> tuple[str, str | None, str | N
 
 
 def _reference(reference) -> dict[str, np.ndarray]:
-    table = cat.read_catalog(reference)
-    ids = cat.source_ids(table, "source_id")
-    r, d = cat.positions(table, "ra", "dec")
+    """A reference table's columns for :func:`stardata.crossmatch.sky.match_local`.
+
+    Errors name the reference (its path, or "reference table"), never the catalogue.
+    """
+    from stardata.crossmatch.sky import ASTROMETRY
+
+    owner = (
+        f"reference {os.fspath(reference)}"
+        if isinstance(reference, str | os.PathLike)
+        else "reference table"
+    )
+    table = cat.read_catalog(reference, owner="reference")  # file errors name the path
+    ids = cat.source_ids(table, "source_id", owner=owner)
+    r, d = cat.positions(table, "ra", "dec", owner=owner)
     out = {"source_id": ids, "ra": r, "dec": d}
-    for name in ("pmra", "pmdec", "ref_epoch"):
+    for name in ASTROMETRY:
         if name in table.column_names:
-            out[name] = table[name].to_numpy(zero_copy_only=False).astype(np.float64)
+            out[name] = cat.floats(table, name, name, owner=owner)
+    if "ref_epoch" in out:
+        e = out["ref_epoch"]
+        bad = np.flatnonzero(~np.isfinite(e) | (e < 1000) | (e > 3000))
+        if bad.size:
+            raise CatalogError(
+                f"{owner} column 'ref_epoch': row {bad[0]} has epoch {e[bad[0]]}, expected a "
+                "Julian year such as 2016.0"
+            )
     return out
 
 
@@ -66,7 +105,8 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
         if is_hats_reference(reference):  # keep only the ids the HATS reference holds
             from stardata.crossmatch.hats import lookup_ids
 
-            known = lookup_ids(reference, ids[given], ["source_id"])["source_id"].to_numpy()
+            known = lookup_ids(reference, ids[given], ["source_id"], progress=progress)
+            known = known["source_id"].to_numpy()
             given &= np.isin(ids, known)
             ids = np.where(given, ids, 0)
         m = {
@@ -84,7 +124,7 @@ def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, m
     if is_hats_reference(reference):
         from stardata.crossmatch.hats import match_hats
 
-        m = match_hats(ra, dec, ep, reference, radius, max_pm)
+        m = match_hats(ra, dec, ep, reference, radius, max_pm, progress=progress)
         info.update(against="HATS catalogue (LSDB)", max_pm=max_pm)
         if isinstance(reference, str | os.PathLike):
             info["reference"] = {"path": os.fspath(reference)}
@@ -196,11 +236,13 @@ def crossmatch(
         Match radius [arcsec].
     reference : table, path, HATS catalogue or URL, optional
         Gaia rows to match positions against (``source_id``, ``ra``, ``dec``, optional
-        ``pmra``, ``pmdec``, ``ref_epoch``): a table in memory or a file (matched with a
-        KD-tree), or a HATS catalogue with a margin — an ``lsdb.Catalog``, a local folder or
-        a URL such as a public Gaia DR3 HATS copy (matched through LSDB, reading only the
-        sky the catalogue touches; needs ``stardiff[hats]``). By default positions go to
-        the Gaia archive.
+        ``pmra``, ``pmdec`` [mas/yr], ``parallax`` [mas], ``radial_velocity`` [km/s] and
+        ``ref_epoch`` [Julian yr, default 2016.0], used to move the stars to each row's epoch
+        with :func:`stardata.crossmatch.sky.propagate`): a table in memory or a file (matched
+        with a KD-tree), or a HATS catalogue with a margin — an ``lsdb.Catalog``, a local
+        folder or a URL such as a public Gaia DR3 HATS copy (matched through LSDB, reading
+        only the sky the catalogue touches, with the same result; needs ``stardiff[hats]``).
+        By default positions go to the Gaia archive. Errors in it name the reference.
     columns : {"derived", "match"}
         Add the derived columns (the archive joins of the build), or the match columns only.
     out : path-like, optional
@@ -219,13 +261,15 @@ def crossmatch(
     extinction : bool
         Compute ``logebv`` from Combined19 (needs the map).
     max_pm : float
-        Largest proper motion [arcsec/yr] an archive or HATS positional match looks for.
+        Largest motion [arcsec/yr] an archive or HATS positional match looks for (the search
+        radius around the reference's stored positions is ``radius + max_pm · |Δt|``).
     formats : sequence of str
         ``"parquet"`` (always) and optionally ``"hats"``: with ``out``, the table also as a
         HATS collection with a margin, ``out/crossmatch_hats/``, partitioned on the
         catalogue's positions (every row needs one; needs ``stardiff[hats]``).
     progress : bool
-        Progress bars.
+        Progress bars (this package's, LSDB's) and astroquery's notices; ``False`` leaves only
+        warnings.
 
     Returns
     -------
@@ -248,30 +292,32 @@ def crossmatch(
     table = cat.read_catalog(catalog)
     mode, key, dec_col = _mode(table, source_id, ra, dec)
     cache = Path(cache_dir)
-    m, info = _match(
-        table, mode, key, dec_col, epoch, radius, reference, cache, src, s, max_pm, progress
-    )
-    match = {
-        "gaia_source_id": m["source_id"],
-        "xm_matched": m["source_id"] > 0,
-        "xm_separation_arcsec": m["separation_arcsec"],
-        "xm_n_candidates": m["n_candidates"],
-        "xm_ambiguous": m["ambiguous"],
-    }
+    hats = _hats_positions(formats, out, mode, table, key, dec_col)
     from stardata.crossmatch.output import write_or_return
 
-    return write_or_return(
-        table,
-        match,
-        info,
-        out=None if out is None else Path(out),
-        derived=columns == "derived",
-        vocab=vocab,
-        cache=cache,
-        s=s,
-        src=src,
-        options={"xp_bounds": xp_bounds, "extinction": extinction},
-        catalog=catalog,
-        hats=_hats_positions(formats, out, mode, table, key, dec_col),
-        progress=progress,
-    )
+    with _archive_notices(progress):
+        m, info = _match(
+            table, mode, key, dec_col, epoch, radius, reference, cache, src, s, max_pm, progress
+        )
+        match = {
+            "gaia_source_id": m["source_id"],
+            "xm_matched": m["source_id"] > 0,
+            "xm_separation_arcsec": m["separation_arcsec"],
+            "xm_n_candidates": m["n_candidates"],
+            "xm_ambiguous": m["ambiguous"],
+        }
+        return write_or_return(
+            table,
+            match,
+            info,
+            out=None if out is None else Path(out),
+            derived=columns == "derived",
+            vocab=vocab,
+            cache=cache,
+            s=s,
+            src=src,
+            options={"xp_bounds": xp_bounds, "extinction": extinction},
+            catalog=catalog,
+            hats=hats,
+            progress=progress,
+        )

@@ -1,22 +1,40 @@
 """Sky matching against a local table of Gaia rows, with positions moved to the user's epoch.
 
 Gaia DR3 positions are at J2016.0; a catalogue observed at another epoch (2MASS at ~J2000, a
-photographic plate at J1950) sees high proper-motion stars elsewhere. :func:`propagate` moves the
-reference positions linearly on the sphere by their proper motions (parallax and radial velocity
-are ignored: over a century their effect is below 10 mas for all but a handful of the nearest
-stars), and :func:`match_local` matches on unit vectors with a KD-tree, counting every candidate
-within the radius and keeping the nearest.
+photographic plate at J1900) sees high proper-motion stars elsewhere. :func:`propagate` moves
+the reference positions with ERFA's ``pmsafe`` (the IAU SOFA algorithm behind astropy's
+``SkyCoord.apply_space_motion``): straight-line space motion from the position, proper motion,
+parallax and radial velocity, light time included. :func:`match_local` matches on unit vectors
+with a KD-tree, counting every candidate within the radius and keeping the nearest. The HATS
+path (:mod:`stardata.crossmatch.hats`) moves its candidates with the same :func:`propagate`.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
+
 import numpy as np
 
-__all__ = ["GAIA_EPOCH", "chord_arcsec", "match_local", "propagate", "unit_vectors"]
+__all__ = [
+    "ASTROMETRY",
+    "GAIA_EPOCH",
+    "arcsec_chord",
+    "chord_arcsec",
+    "match_local",
+    "propagate",
+    "unit_vectors",
+]
 
 GAIA_EPOCH = 2016.0
 """Reference epoch of Gaia DR3 positions (Julian years)."""
+#: Optional reference columns used to move a star, in Gaia's units: proper motions [mas/yr]
+#: (``pmra`` includes cos dec), parallax [mas], radial velocity [km/s], epoch [Julian yr].
+ASTROMETRY = ("pmra", "pmdec", "parallax", "radial_velocity", "ref_epoch")
 _MAS = np.pi / (180.0 * 3600e3)  # one milliarcsecond in radians
+_J2000 = 2451545.0  # JD of J2000.0: pmsafe only uses the difference of its two epochs
+_JULIAN_YEAR = 365.25  # days
+_POLE = np.pi / 2 - 1e-9  # the largest |dec| [rad] given to pmsafe
 
 
 def unit_vectors(ra, dec) -> np.ndarray:
@@ -26,34 +44,64 @@ def unit_vectors(ra, dec) -> np.ndarray:
     return np.stack([cd * np.cos(a), cd * np.sin(a), np.sin(d)], axis=1)
 
 
-def propagate(ra, dec, pmra, pmdec, dt) -> np.ndarray:
-    """Unit vectors of positions moved by their proper motions over ``dt`` years.
+def _values(x, n: int) -> np.ndarray:
+    """``x`` as float64 of length ``n``, NaN where absent (``None`` = absent everywhere)."""
+    if x is None:
+        return np.full(n, np.nan)
+    return np.broadcast_to(np.asarray(x, np.float64), (n,))
+
+
+def propagate(ra, dec, pmra, pmdec, dt, parallax=None, radial_velocity=None) -> np.ndarray:
+    """Unit vectors of positions moved by their space motion over ``dt`` years (ERFA pmsafe).
+
+    Rigorous propagation (SOFA/ERFA ``pmsafe``, as astropy's ``apply_space_motion``): the star
+    moves in a straight line in space, so proper motion changes along the way (perspective
+    acceleration from parallax and radial velocity) and light time is taken into account.
+    Missing values are those of a star known less well, never an error: a NaN proper motion
+    is no motion; a NaN radial velocity is 0 km/s; a NaN, zero or negative parallax is
+    replaced by pmsafe's small positive one (the star is far and moves with its proper motion
+    alone: the result then equals motion along a great circle).
 
     Parameters
     ----------
     ra, dec : array-like
-        Positions at the reference epoch [deg].
+        Positions at the reference epoch [deg], ICRS.
     pmra, pmdec : array-like
-        Proper motion [mas/yr]; ``pmra`` includes cos(dec), as in Gaia. NaN = no motion.
+        Proper motion [mas/yr]; ``pmra`` includes cos(dec), as in Gaia.
     dt : float or array-like
-        Target epoch minus reference epoch [yr].
+        Target epoch minus reference epoch [Julian yr].
+    parallax : array-like, optional
+        Parallax [mas].
+    radial_velocity : array-like, optional
+        Radial velocity [km/s], positive receding.
 
     Returns
     -------
     numpy.ndarray, shape (N, 3)
+        Unit vectors of the positions at the target epoch.
     """
-    a, d = np.radians(np.asarray(ra, np.float64)), np.radians(np.asarray(dec, np.float64))
-    p = unit_vectors(ra, dec)
-    east = np.stack([-np.sin(a), np.cos(a), np.zeros_like(a)], axis=1)
-    north = np.stack([-np.sin(d) * np.cos(a), -np.sin(d) * np.sin(a), np.cos(d)], axis=1)
-    mu_a = np.nan_to_num(np.asarray(pmra, np.float64)) * _MAS
-    mu_d = np.nan_to_num(np.asarray(pmdec, np.float64)) * _MAS
-    step = np.asarray(dt, np.float64)
-    r = p + step[..., None] * (mu_a[:, None] * east + mu_d[:, None] * north)
-    return r / np.linalg.norm(r, axis=1, keepdims=True)
+    import erfa
+
+    a = np.radians(np.asarray(ra, np.float64))
+    # pmsafe takes dRA/dt, not Gaia's pmra* = dRA/dt cos(dec), which is 0/0 at a pole: a
+    # star exactly there is moved from 0.2 mas (1e-9 rad) off it
+    d = np.clip(np.radians(np.asarray(dec, np.float64)), -_POLE, _POLE)
+    n = a.size
+    pmr = np.nan_to_num(_values(pmra, n)) * _MAS / np.cos(d)
+    pmd = np.nan_to_num(_values(pmdec, n)) * _MAS
+    px = _values(parallax, n) / 1000.0  # arcsec
+    px = np.where(np.isfinite(px) & (px > 0), px, 0.0)  # pmsafe raises 0 to a safe minimum
+    rv = np.nan_to_num(_values(radial_velocity, n))
+    days = np.broadcast_to(np.asarray(dt, np.float64) * _JULIAN_YEAR, (n,))
+    with warnings.catch_warnings():
+        # status 1 ("distance overridden") is the documented handling of a small parallax
+        warnings.simplefilter("ignore", erfa.ErfaWarning)
+        ra2, dec2, *_ = erfa.pmsafe(a, d, pmr, pmd, px, rv, _J2000, 0.0, _J2000, days)
+    return erfa.s2c(ra2, dec2)
 
 
-def _chord(arcsec: float) -> float:
+def arcsec_chord(arcsec: float) -> float:
+    """The chord (straight-line) length between unit vectors ``arcsec`` apart."""
     return 2.0 * np.sin(np.radians(arcsec / 3600.0) / 2.0)
 
 
@@ -62,11 +110,16 @@ def chord_arcsec(chord: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))) * 3600.0
 
 
+def _reference_epochs(reference: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """The reference rows' epochs [Julian yr]: ``ref_epoch`` or :data:`GAIA_EPOCH`."""
+    return _values(reference.get("ref_epoch", GAIA_EPOCH), n)
+
+
 def match_local(
     ra: np.ndarray,
     dec: np.ndarray,
     epoch: np.ndarray,
-    reference: dict,
+    reference: Mapping[str, np.ndarray],
     radius: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Nearest reference star within ``radius`` of each position, after propagation.
@@ -78,9 +131,9 @@ def match_local(
     epoch : numpy.ndarray
         Each position's epoch [Julian yr]. Rows are grouped by exact epoch value and the
         reference is moved once per group (the cost grows with the number of distinct epochs).
-    reference : dict of numpy.ndarray
-        ``source_id``, ``ra``, ``dec`` and optionally ``pmra``, ``pmdec`` [mas/yr] and
-        ``ref_epoch`` (default :data:`GAIA_EPOCH`).
+    reference : mapping of str to numpy.ndarray
+        ``source_id``, ``ra``, ``dec`` and optionally the :data:`ASTROMETRY` columns
+        (``ref_epoch`` defaults to :data:`GAIA_EPOCH`). Rows without a position never match.
     radius : float
         Match radius [arcsec].
 
@@ -100,21 +153,35 @@ def match_local(
         "separation_arcsec": np.full(n, np.nan),
         "n_candidates": np.zeros(n, np.int32),
     }
-    m = reference["ra"].size
-    nan = np.full(m, np.nan)
-    pmra, pmdec = reference.get("pmra", nan), reference.get("pmdec", nan)
-    ref_epoch = reference.get("ref_epoch", np.full(m, GAIA_EPOCH))
-    chord = _chord(radius)
+    m = np.asarray(reference["ra"]).size
+    ref_ra = np.asarray(reference["ra"], np.float64)
+    ref_dec = np.asarray(reference["dec"], np.float64)
+    placed = np.flatnonzero(np.isfinite(ref_ra) & np.isfinite(ref_dec))
+    ids = np.asarray(reference["source_id"], np.int64)
+    motion = {k: _values(reference.get(k), m)[placed] for k in ASTROMETRY[:4]}
+    ref_epoch = _reference_epochs(reference, m)[placed]
+    chord = arcsec_chord(radius)
     usable = np.isfinite(ra) & np.isfinite(dec)
+    if placed.size == 0:
+        usable[:] = False
     for value in np.unique(epoch[usable]):
         rows = np.flatnonzero(usable & (epoch == value))
-        tree = cKDTree(propagate(reference["ra"], reference["dec"], pmra, pmdec, value - ref_epoch))
+        moved = propagate(
+            ref_ra[placed],
+            ref_dec[placed],
+            motion["pmra"],
+            motion["pmdec"],
+            value - ref_epoch,
+            motion["parallax"],
+            motion["radial_velocity"],
+        )
+        tree = cKDTree(moved)
         xyz = unit_vectors(ra[rows], dec[rows])
         dist, idx = tree.query(xyz, k=1, distance_upper_bound=chord)
         found = np.isfinite(dist)
         hit = rows[found]
-        out["reference_row"][hit] = idx[found]
-        out["source_id"][hit] = np.asarray(reference["source_id"], np.int64)[idx[found]]
+        out["reference_row"][hit] = placed[idx[found]]
+        out["source_id"][hit] = ids[placed[idx[found]]]
         out["separation_arcsec"][hit] = chord_arcsec(dist[found])
         out["n_candidates"][rows] = tree.query_ball_point(xyz, chord, return_length=True)
     out["ambiguous"] = out["n_candidates"] > 1

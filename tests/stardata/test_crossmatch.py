@@ -9,7 +9,14 @@ import pytest
 import stardata
 from stardata.crossmatch import CatalogError, crossmatch, propagate
 from stardata.testing import MirrorServer, write_tiny_combined19
-from tests.stardata.crossmatch_fixtures import FAST, IDS, PAIR, archive_tables, catalogue
+from tests.stardata.crossmatch_fixtures import (
+    FAST,
+    IDS,
+    PAIR,
+    archive_tables,
+    catalogue,
+    separation_arcsec,
+)
 
 SETTINGS = stardata.Settings(ebv_n_draws=32, retries=0, chunk_rows=4)  # 4 rows: many blocks
 
@@ -89,15 +96,16 @@ def test_propagation_agrees_with_astropy():
 
     ra, dec = np.array([10.0, 200.0, 359.9999]), np.array([-89.9, 45.0, 0.0])
     pmra, pmdec = np.array([1000.0, -3000.0, 500.0]), np.array([-500.0, 10000.0, 0.0])
-    ours = propagate(ra, dec, pmra, pmdec, -16.0)
+    ours = propagate(ra, dec, pmra, pmdec, -16.0, parallax=np.full(3, 100.0))
     star = SkyCoord(
         ra * u.deg, dec * u.deg, distance=10 * u.pc, pm_ra_cosdec=pmra * u.mas / u.yr,
         pm_dec=pmdec * u.mas / u.yr, radial_velocity=0 * u.km / u.s,
         obstime=Time(2016.0, format="jyear"),
     ).apply_space_motion(dt=-16 * u.yr)  # fmt: skip
-    theirs = SkyCoord(star.ra, star.dec).cartesian.xyz.value.T
-    sep_mas = np.degrees(np.arccos(np.clip((ours * theirs).sum(1), -1, 1))) * 3.6e6
-    assert np.all(sep_mas < 1.0)
+    ours_ra = np.degrees(np.arctan2(ours[:, 1], ours[:, 0]))
+    ours_dec = np.degrees(np.arcsin(ours[:, 2]))
+    sep_mas = separation_arcsec(ours_ra, ours_dec, star.ra.deg, star.dec.deg) * 1e3
+    assert np.all(sep_mas < 1e-3)
 
 
 def test_by_source_id_joins_the_build_columns(sky, tmp_path):

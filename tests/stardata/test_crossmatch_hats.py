@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -12,6 +13,11 @@ healpy = pytest.importorskip("healpy")
 from stardata.crossmatch import CatalogError, crossmatch, match_local  # noqa: E402
 from stardata.crossmatch.hats import match_hats  # noqa: E402
 from stardata.hats import write_hats  # noqa: E402
+from tests.stardata.crossmatch_fixtures import (  # noqa: E402
+    NEARBY_STARS,
+    astropy_positions,
+    nearby_field,
+)
 
 EPOCH = 2000.0
 MARGIN = 30.0  # arcsec
@@ -133,8 +139,9 @@ def test_a_reference_without_margin_is_refused(sky):
 
 def test_search_wider_than_margin_is_refused(sky):
     ra, dec = sky["cat"]["ra"].to_numpy(), sky["cat"]["dec"].to_numpy()
-    with pytest.raises(CatalogError, match="exceeds the reference's 30 arcsec margin"):
+    with pytest.raises(CatalogError, match="exceeds the reference's 30 arcsec margin") as err:
         match_hats(ra, dec, np.full(ra.size, 1950.0), sky["path"], radius=1.0, max_pm=1.0)
+    assert str(err.value).startswith(f"HATS reference {sky['path']}: search radius 67.00 arcsec")
 
 
 @pytest.fixture(scope="module")
@@ -175,21 +182,42 @@ def test_crossmatch_by_id_against_a_hats_reference_flags_unknown_ids(gaia_ids, t
     assert got["gaia_source_id"].to_list() == [int(ids[10]), 0, int(ids[20]), 0]
 
 
-def test_crossmatch_output_as_hats(sky, tmp_path):
+def _port_8787_taken():
+    """Hold Dask's default dashboard port (if nobody else does) so that a clash shows."""
+    import socket
+
+    sock = socket.socket()
+    try:
+        sock.bind(("", 8787))
+        sock.listen()
+    except OSError:  # someone else holds it: the clash is there anyway
+        pass
+    return sock
+
+
+def test_crossmatch_output_as_hats(sky, tmp_path, capfd):
+    import warnings
+
     import lsdb
 
     from stardata import verify
 
-    out = crossmatch(
-        sky["cat"],
-        epoch=EPOCH,
-        reference=sky["ref"],
-        columns="match",
-        out=tmp_path / "xm",
-        formats=["parquet", "hats"],
-        progress=False,
-        cache_dir=tmp_path / "c",
-    )
+    # the HATS copy is the crossmatch's own Dask cluster: no "port 8787 in use", no nanny or
+    # LSDB notice, no progress bar, even with the default dashboard port taken
+    with _port_8787_taken(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = crossmatch(
+            sky["cat"],
+            epoch=EPOCH,
+            reference=sky["ref"],
+            columns="match",
+            out=tmp_path / "xm",
+            formats=["parquet", "hats"],
+            progress=False,
+            cache_dir=tmp_path / "c",
+        )
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""
     table = pl.read_parquet(out / "crossmatch.parquet")
     hats = lsdb.open_catalog(out / "crossmatch_hats")
     assert hats.margin is not None
@@ -219,3 +247,182 @@ def test_crossmatch_output_as_hats(sky, tmp_path):
             cache_dir=tmp_path / "c",
         )
     assert not (tmp_path / "xm2").exists()
+
+
+def _collection(frame: pd.DataFrame, path, margin: float, **kw):
+    """``frame`` as a HATS collection with a margin on disk, through LSDB (no hats-import:
+    quicker for the small, deep-order catalogues these tests need)."""
+    import lsdb
+
+    cat = lsdb.from_dataframe(
+        frame, ra_column="ra", dec_column="dec", margin_threshold=margin, **kw
+    )
+    cat.write_catalog(path, as_collection=True, progress_bar=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bulge(tmp_path_factory):
+    """A field at the bulge's density, 1e6 stars per deg², in a HATS collection with a 10″ margin.
+
+    10,000 stars in 0.1° × 0.1° centred on a corner shared by four order-8 partitions (so
+    many matches need the margin); Gaia-like astrometry (parallax, radial velocity for a fifth,
+    ref_epoch J2016.0), 3 % of the stars moving 0.25-0.475″/yr. The catalogue: 150 of those
+    and 50 other stars at J2000.0 (astropy's positions, 0.1″ noise).
+    """
+    rng = np.random.default_rng(5)
+    nside = 2**8
+    pix = healpy.ang2pix(nside, 266.4, -29.0, nest=True, lonlat=True)
+    corner = healpy.boundaries(nside, pix, step=1, nest=True)[:, 0]
+    ra0, dec0 = (float(v[0]) for v in healpy.vec2ang(corner, lonlat=True))
+    n, side = 10_000, 0.1
+    dec = dec0 + rng.uniform(-side / 2, side / 2, n)
+    ra = ra0 + rng.uniform(-side / 2, side / 2, n) / np.cos(np.radians(dec0))
+    pm = rng.normal(0, 3, (2, n))
+    fast = rng.random(n) < 0.03
+    pm[:, fast] = (
+        rng.uniform(0.25, 0.475, fast.sum())
+        * 1e3
+        * np.stack([np.cos(a := rng.uniform(0, 2 * np.pi, fast.sum())), np.sin(a)])
+    )
+    ref = pl.DataFrame(
+        {
+            "source_id": np.arange(1, n + 1, dtype=np.int64) * 11,
+            "ra": ra,
+            "dec": dec,
+            "pmra": pm[0],
+            "pmdec": pm[1],
+            "parallax": rng.lognormal(np.log(0.3), 0.7, n),
+            "radial_velocity": np.where(rng.random(n) < 0.2, rng.normal(0, 100, n), np.nan),
+            "ref_epoch": np.full(n, 2016.0),
+        }
+    )
+    tmp = tmp_path_factory.mktemp("bulge")
+    path = _collection(
+        ref.to_pandas(), tmp / "gaia", 10.0, lowest_order=5, highest_order=8, partition_rows=4000
+    )
+    # 150 of the movers (their J2016 positions lie 4-7.6″ away, among ~20 stars within 9″:
+    # what a neighbour cap drops) and 50 others
+    movers, others = np.flatnonzero(fast), np.flatnonzero(~fast)
+    pick = np.r_[rng.choice(movers, 150, replace=False), rng.choice(others, 50, replace=False)]
+    r, d = astropy_positions(ref[pick], EPOCH)
+    d = d + rng.normal(0, 0.1, d.size) / 3600
+    r = r + rng.normal(0, 0.1, r.size) / 3600 / np.cos(np.radians(d))
+    return {"path": path, "ref": ref, "ra": r, "dec": d, "truth": ref["source_id"].to_numpy()[pick]}
+
+
+def test_dense_field_hats_equals_kdtree_row_for_row(bulge):
+    from scipy.spatial import cKDTree
+
+    from stardata.crossmatch.sky import unit_vectors
+
+    ra, dec, ref = bulge["ra"], bulge["dec"], bulge["ref"]
+    ep = np.full(ra.size, EPOCH)
+    max_pm = 0.5
+    got = match_hats(ra, dec, ep, bulge["path"], radius=1.0, max_pm=max_pm)
+    want = match_local(ra, dec, ep, {k: ref[k].to_numpy() for k in ref.columns}, radius=1.0)
+    for k in ("source_id", "n_candidates", "ambiguous"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_allclose(got["separation_arcsec"], want["separation_arcsec"], atol=1e-6)
+    assert (got["source_id"] == bulge["truth"]).sum() >= 197  # the nearest is the star
+    # the field is dense enough to matter: the search (1″ + 0.5″/yr × 16 yr) holds more than
+    # the 16 neighbours the match used to keep for most rows
+    search = 1.0 + max_pm * (2016.0 - EPOCH)
+    tree = cKDTree(unit_vectors(ref["ra"].to_numpy(), ref["dec"].to_numpy()))
+    held = tree.query_ball_point(
+        unit_vectors(ra, dec), 2 * np.sin(np.radians(search / 3600) / 2), return_length=True
+    )
+    assert (held > 16).mean() > 0.5
+
+
+@pytest.fixture(scope="module")
+def dr2_like(tmp_path_factory):
+    """The nearby fast movers among field stars as a J2015.5 reference (positions there,
+    ref_epoch 2015.5), in memory with a 1,300″ margin (room for 10.5″/yr over 115.5 yr)."""
+    import lsdb
+
+    field = nearby_field()
+    r, d = astropy_positions(field, 2015.5)
+    ref = field.drop("name").with_columns(
+        pl.Series("ra", r), pl.Series("dec", d), pl.lit(2015.5).alias("ref_epoch")
+    )
+    cat = lsdb.from_dataframe(ref.to_pandas(), margin_threshold=1300.0, highest_order=5)
+    return {"ref": ref, "catalog": cat}
+
+
+@pytest.mark.parametrize("epoch", [1900.0, 1950.0, 2000.0])
+def test_hats_honours_ref_epoch_and_old_epochs(dr2_like, epoch):
+    ref = dr2_like["ref"]
+    ra, dec = astropy_positions(ref.filter(pl.col("source_id") < 1000), epoch)
+    ep = np.full(ra.size, epoch)
+    got = match_hats(ra, dec, ep, dr2_like["catalog"], radius=1.0, max_pm=10.5)
+    want = match_local(ra, dec, ep, {k: ref[k].to_numpy() for k in ref.columns}, radius=1.0)
+    for k in ("source_id", "n_candidates", "ambiguous"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert got["source_id"].tolist() == NEARBY_STARS["source_id"].to_list()  # 14 of 14
+    assert np.nanmax(got["separation_arcsec"]) < 1e-6
+
+
+def test_a_hats_reference_without_source_id_is_named(tmp_path):
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"ra": rng.uniform(0, 10, 50), "dec": rng.uniform(0, 10, 50)})
+    path = _collection(frame, tmp_path / "no_ids", 10.0)
+    cat = pl.DataFrame({"ra": [1.0, 2.0], "dec": [1.0, 2.0]})
+    message = f"HATS reference {path} has no source_id column"
+    with pytest.raises(CatalogError, match=message):
+        crossmatch(cat, reference=path, columns="match", progress=False, cache_dir=tmp_path)
+    with pytest.raises(CatalogError, match=message):  # by id: the lookup needs it too
+        crossmatch(
+            pl.DataFrame({"source_id": [5]}),
+            reference=path,
+            columns="match",
+            progress=False,
+            cache_dir=tmp_path,
+        )
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "collection.properties").write_text("not a collection\n")
+    with pytest.raises(CatalogError, match=f"HATS reference {bogus}: not a readable HATS"):
+        crossmatch(cat, reference=bogus, columns="match", progress=False, cache_dir=tmp_path)
+
+
+_QUIET_RUN = """
+import polars as pl
+from stardata.crossmatch import crossmatch
+cat = pl.read_parquet({cat!r})
+pos = crossmatch(cat, epoch=2000.0, reference={ref!r}, columns="match", max_pm=1.0,
+                 progress=False, cache_dir={cache!r})
+ids = crossmatch(pl.DataFrame({{"source_id": [{id0}, {id1}, 5]}}), reference={gaia!r},
+                 columns="match", progress=False, cache_dir={cache!r})
+assert ids["xm_matched"].to_list() == [True, True, False]
+print(pos["xm_matched"].sum())
+"""
+
+
+def test_progress_false_is_silent(sky, gaia_ids, tmp_path):
+    """Matching against a HATS reference, by position and by id, prints nothing on stderr in a
+    fresh process (pytest's capture hides warnings in-process): no LSDB progress bar ("Building
+    task graph..."), no HATS notice."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sky["cat"].write_parquet(tmp_path / "cat.parquet")
+    code = _QUIET_RUN.format(
+        cat=str(tmp_path / "cat.parquet"),
+        ref=str(sky["path"]),
+        gaia=str(gaia_ids[0]),
+        id0=int(gaia_ids[1][0]),
+        id1=int(gaia_ids[1][1]),
+        cache=str(tmp_path / "cache"),
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout.split()[-1]) == sky["cat"].height - 5
+    assert run.stderr == ""
