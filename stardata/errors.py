@@ -20,6 +20,7 @@ __all__ = [
     "LockedError",
     "OfflineMissing",
     "RemoteError",
+    "TableError",
     "VerifyError",
 ]
 
@@ -44,7 +45,11 @@ class HatsMissing(ImportError):
     """The optional HATS/LSDB packages are not installed (one-line message says how)."""
 
 
-class CatalogError(ValueError):
+class TableError(ValueError):
+    """A table file or in-memory table cannot be read (missing, unknown format, no rows)."""
+
+
+class CatalogError(TableError):
     """A user's catalogue cannot be crossmatched; the message names the file or column."""
 
 
@@ -69,4 +74,4 @@ SOURCE_ERRORS = (RemoteError, ArchiveError, IncompleteDownload, InputFileError)
 
 #: Everything the ``stardata`` command reports as one line. ``OSError``: a missing, unreadable
 #: or unwritable path, or a full disk; it names the path.
-USER_ERRORS = (BuildError, LockedError, HatsMissing, CatalogError, OSError, *SOURCE_ERRORS)
+USER_ERRORS = (BuildError, LockedError, HatsMissing, TableError, OSError, *SOURCE_ERRORS)
