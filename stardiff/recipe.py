@@ -81,6 +81,9 @@ class TrainSection:
     few_inputs_max: int = 5
     few_input_requests: float = 0.0  # share of requests seeing the first 0..few_inputs_max inputs
     step_power: float = 1.0  # diffusion step t = floor(u**power * T); > 1 favours low noise
+    # column (or glob) -> weight of being requested; 1 for the others (labels first)
+    request_weights: dict[str, float] = field(default_factory=dict)
+    all_inputs: float = 0.0  # share of rows given every available input (the label task)
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,13 @@ def _check_budget_keys(t: TrainSection, where: str) -> None:
         raise RecipeError(
             f"{where}: 'train.few_inputs_max' must be at least 1, got {t.few_inputs_max}"
         )
+    if not 0 <= t.all_inputs <= 1:
+        raise RecipeError(f"{where}: 'train.all_inputs' must be in [0, 1], got {t.all_inputs}")
+    for col, w in t.request_weights.items():
+        if not (0 < w < math.inf):
+            raise RecipeError(
+                f"{where}: 'train.request_weights.{col}' must be a finite number > 0, got {w}"
+            )
 
 
 def _check_requests(r: Recipe, where: str) -> None:
