@@ -49,6 +49,7 @@ class ModelSection:
     isolated_requests: bool = False  # inputs never attend to the request (train.requests > 1)
     embedding_shift: bool = False  # value embedding GELU(w*M + s) with learned bends s
     causal_inputs: bool = False  # input i attends to inputs 1..i only (train.few_input_requests)
+    periodic_features: int = 0  # K periodic features of each value (Gorishniy et al. 2022)
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,10 @@ def _check_semantics(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: 'data.validation_fraction' must be in [0, 1)")
     _check_budget_keys(r.train, where)
     _check_requests(r, where)
+    if r.model.periodic_features < 0:
+        raise RecipeError(
+            f"{where}: 'model.periodic_features' must be >= 0, got {r.model.periodic_features}"
+        )
     if r.train.context < 0:
         raise RecipeError(f"{where}: 'train.context' must be >= 0, got {r.train.context}")
     from stardiff.transforms import TRANSFORMS

@@ -32,6 +32,7 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16"]
     args += ["--threads", "1", "--record", str(record), "--quiet", "--figures", str(tmp_path)]
     args += ['train.request_weights={"teff": 4.0}', "train.all_inputs=0.25"]
+    args += ["model.periodic_features=4"]
     try:
         import zuko  # noqa: F401
 
@@ -41,6 +42,7 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     assert rs.main(args) == 0
     rec = json.loads(record.read_text())
     assert rec["overrides"]["train"] == {"request_weights": {"teff": 4.0}, "all_inputs": 0.25}
+    assert rec["overrides"]["model"] == {"periodic_features": 4}
     fams = set(rec["results"])
     assert {f"{c} | non-labels" for c in rs.LABELS} <= fams
     assert {"logg | teff", "random 1-5 inputs", "random 32-64 inputs"} <= fams
