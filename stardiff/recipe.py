@@ -50,6 +50,7 @@ class ModelSection:
     embedding_shift: bool = False  # value embedding GELU(w*M + s) with learned bends s
     causal_inputs: bool = False  # input i attends to inputs 1..i only (train.few_input_requests)
     periodic_features: int = 0  # K periodic features of each value (Gorishniy et al. 2022)
+    summary_width: int = 0  # an extra input token: an MLP of all inputs at once (0 = none)
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,15 @@ def _check_semantics(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: 'data.validation_fraction' must be in [0, 1)")
     _check_budget_keys(r.train, where)
     _check_requests(r, where)
+    if r.model.summary_width < 0:
+        raise RecipeError(
+            f"{where}: 'model.summary_width' must be >= 0, got {r.model.summary_width}"
+        )
+    if r.model.summary_width and r.model.causal_inputs:
+        raise RecipeError(
+            f"{where}: 'model.summary_width' (a token that sees every input) cannot go with "
+            "'model.causal_inputs'"
+        )
     if r.model.periodic_features < 0:
         raise RecipeError(
             f"{where}: 'model.periodic_features' must be >= 0, got {r.model.periodic_features}"

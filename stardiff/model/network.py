@@ -33,6 +33,7 @@ class NetworkConfig:
     embedding_shift: bool = False  # learned bend positions in the value embedding
     causal_inputs: bool = False  # input i attends to inputs 1..i only (needs isolated_requests)
     periodic_features: int = 0  # periodic value features per kind (0 = none)
+    summary_width: int = 0  # hidden width of the summary token's MLP over all inputs (0 = none)
 
     def to_dict(self) -> dict:
         """Every field by name, JSON-ready (``NetworkConfig(**c.to_dict()) == c``)."""
@@ -97,6 +98,15 @@ class DensityNetwork(nn.Module):
             c.n_kinds, c.dim, shift=c.embedding_shift, periodic=c.periodic_features
         )
         self.encoder = Encoder(c.dim, c.n_heads, c.ff_dim, c.n_layers, c.dropout)
+        self.summary = None
+        if c.summary_width:
+            if c.causal_inputs:
+                raise ValueError("a summary token sees every input: not with causal_inputs")
+            self.summary = nn.Sequential(
+                nn.Linear(2 * c.n_kinds, c.summary_width),
+                nn.GELU(),
+                nn.Linear(c.summary_width, c.dim),
+            )
         self.head = DiffusionHead(c.dim, c.head_width, c.head_layers, c.steps)
         self.schedule = SigmoidSchedule(c.steps, c.beta_start, c.beta_end)
 
@@ -111,11 +121,25 @@ class DensityNetwork(nn.Module):
         for ``k`` requests per row (B, k) → (B, k, D); ``seen`` (the shape of ``request``,
         with ``model.causal_inputs``): how many of the first inputs each request sees."""
         req = request if request.dim() == 2 else request[:, None]
-        x = torch.cat([self.embed.request_many(req), self.embed(tokens, values)], dim=1)
+        inputs = self.embed(tokens, values)
+        if self.summary is not None:
+            inputs = torch.cat([self.summary_token(tokens, values), inputs], dim=1)
+            tokens = F.pad(tokens, (1, 0), value=1)  # the summary is always a real input
+        x = torch.cat([self.embed.request_many(req), inputs], dim=1)
         c = self.config
         mask = attention_mask(tokens, req.shape[1], c.isolated_requests, c.causal_inputs, seen)
         h = self.encoder(x, mask, n_out=req.shape[1])
         return h if request.dim() == 2 else h[:, 0]
+
+    def summary_token(self, tokens: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """One extra input token (B, 1, D): an MLP of every input at once, as a vector of the
+        ``V`` standardized values (0 where not given) and their presence. The other tokens
+        carry each value alone; this one gives the requests a dense view of the whole row."""
+        B, V = tokens.shape[0], self.config.n_kinds
+        real = (tokens > 0).to(values.dtype)
+        dense = values.new_zeros(B, V + 1).scatter(1, tokens, values * real)[:, 1:]
+        present = values.new_zeros(B, V + 1).scatter(1, tokens, real)[:, 1:]
+        return self.summary(torch.cat([dense, present], dim=1)).unsqueeze(1)
 
     def loss(
         self,

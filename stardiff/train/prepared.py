@@ -85,5 +85,6 @@ def network_for(recipe: Recipe, n_kinds: int) -> DensityNetwork:
             embedding_shift=m.embedding_shift,
             causal_inputs=m.causal_inputs,
             periodic_features=m.periodic_features,
+            summary_width=m.summary_width,
         )
     )

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.nn import functional as F
 
 from stardiff.model import DensityNetwork, NetworkConfig, ancestral
 from stardiff.model.schedule import SigmoidSchedule
@@ -132,3 +133,26 @@ def test_periodic_features_resolve_values_and_default_configs_are_unchanged():
     cfg = NetworkConfig(n_kinds=4, dim=16, n_heads=2, ff_dim=32, periodic_features=4)
     assert NetworkConfig(**cfg.to_dict()) == cfg
     assert "periodic_features" in NetworkConfig(n_kinds=4).to_dict()  # saved, default 0
+
+
+def test_summary_token_sees_every_input_whatever_the_order_or_padding():
+    torch.manual_seed(0)
+    cfg = NetworkConfig(
+        n_kinds=6, dim=16, n_heads=2, ff_dim=32, summary_width=32, isolated_requests=True
+    )
+    net = DensityNetwork(cfg).eval()
+    tokens, values = torch.tensor([[1, 2, 3, 0]]), torch.randn(1, 4)
+    req = torch.tensor([[5, 4]])
+    base = net.condition(tokens, values, req)
+    padded = net.condition(F.pad(tokens, (0, 2)), F.pad(values, (0, 2), value=7.0), req)
+    shuffled = net.condition(tokens[:, [2, 0, 1, 3]], values[:, [2, 0, 1, 3]], req)
+    torch.testing.assert_close(padded, base)
+    torch.testing.assert_close(shuffled, base)
+    other = values.clone()
+    other[0, 1] += 1.0
+    assert not torch.allclose(net.summary_token(tokens, other), net.summary_token(tokens, values))
+    empty = net.condition(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3), req)
+    assert torch.isfinite(empty).all()
+    with pytest.raises(ValueError, match="causal_inputs"):
+        DensityNetwork(NetworkConfig(n_kinds=6, summary_width=8, isolated_requests=True,
+                                     causal_inputs=True))  # fmt: skip
