@@ -30,6 +30,7 @@ __all__ = [
     "atomic_path",
     "content_digest",
     "file_digests",
+    "finite_json",
     "h5_dataset",
     "h5_file",
     "read_json",
@@ -120,16 +121,17 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def _finite(obj):
-    """``obj`` with every non-finite float (NaN, ±inf; NumPy's too) replaced by None."""
+def finite_json(obj):
+    """``obj`` with every non-finite float (NaN, ±inf; NumPy's too) replaced by None: what
+    JSON can hold (``json.dumps(..., allow_nan=False)`` then never fails)."""
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [finite_json(v) for v in obj]
     if isinstance(obj, float | np.floating) and not np.isfinite(obj):
         return None
     if isinstance(obj, np.ndarray):
-        return _finite(obj.tolist())
+        return finite_json(obj.tolist())
     return obj
 
 
@@ -141,7 +143,7 @@ def write_json(path: str | os.PathLike, obj, *, sort_keys: bool = True) -> Path:
     so every file this writes is valid JSON for any reader.
     """
     text = json.dumps(
-        _finite(obj), indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=False
+        finite_json(obj), indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=False
     )
     text += "\n"
     with atomic_path(path) as tmp:

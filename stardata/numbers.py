@@ -13,7 +13,7 @@ import math
 import numbers
 from collections.abc import Callable
 
-__all__ = ["Range", "check_number", "number_arg"]
+__all__ = ["COUNT", "PROCESSES", "SEED", "Range", "check_number", "number_arg"]
 
 
 class Range:
@@ -50,13 +50,14 @@ class Range:
         if self.hi == math.inf and not self.hi_open:
             kind = "a number (inf allowed)"
         lo, hi = self.lo, self.hi
+        show = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
         if lo is not None and hi is not None and hi != math.inf:
             left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-            return f"{kind} in {left}{lo:g}, {hi:g}{right}"
+            return f"{kind} in {left}{show(lo)}, {show(hi)}{right}"
         if lo is not None:
-            return f"{kind} {'>' if self.lo_open else '>='} {lo:g}"
+            return f"{kind} {'>' if self.lo_open else '>='} {show(lo)}"
         if hi is not None and hi != math.inf:
-            return f"{kind} {'<' if self.hi_open else '<='} {hi:g}"
+            return f"{kind} {'<' if self.hi_open else '<='} {show(hi)}"
         return kind
 
 
@@ -112,3 +113,10 @@ def number_arg(where: Range, flag: str = "") -> Callable[[str], float]:
 
     parse.__name__ = flag or "number"
     return parse
+
+
+#: Ranges several entry points share: a count of draws or rows (an int64 count beyond 2**40
+#: would not fit in memory), a seed (NumPy and torch take 0 to 2**63 - 1), processes or threads.
+COUNT = Range(1, 2**40, integer=True)
+SEED = Range(0, 2**63 - 1, integer=True)
+PROCESSES = Range(1, 4096, integer=True)

@@ -58,7 +58,8 @@ def evaluate(
     table : path
         Parquet, CSV or ``tokens.h5`` table with (some of) the model's columns.
     out_dir : path
-        Output folder (created).
+        Output folder (created): empty, or an earlier evaluation's; a folder holding anything
+        else, a file, or the table itself is refused (:mod:`stardata.outpaths`).
     split : {"test", "validation", "train", "all"}
         Rows to score. The training split is reproduced from the model's recipe (its
         ``data.split_column`` labels or ``data.test_rows`` permutation); a table without
@@ -84,8 +85,10 @@ def evaluate(
     dict
         The content of ``metrics.json`` (non-finite values as ``None``).
     """
+    from stardata.numbers import SEED, check_number
     from stardiff.infer import DensityModel, load
 
+    seed = check_number(seed, "seed", SEED)
     if not isinstance(model, DensityModel):
         model = load(model, device)
     saved = model.sampler, model.steps
@@ -121,20 +124,58 @@ def _out_of_range_summary():
         )
 
 
-def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures):
-    from stardiff.evaluate.figures import write_figures
+#: ``metrics.json``'s ``format``: how a rerun knows the folder is an evaluation's.
+FORMAT = "stardiff-evaluation"
+#: The figures an evaluation draws (glob patterns), recognised also by their PNG tag.
+FIGURES = ("unconditional.png", "conditional_*.png", "subsets.png", "pit.png", "joint.png")
 
+
+def own_entry(path: Path) -> bool:
+    """Whether an entry of an evaluation folder is ``stardiff evaluate``'s own."""
+    import json
+
+    from stardiff.persist import is_own_figure
+
+    if path.name == "metrics.json":
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        older = {"split", "row_split", "pooled", "columns"}  # written before the format key
+        return isinstance(found, dict) and (found.get("format") == FORMAT or older <= set(found))
+    return any(fnmatch.fnmatchcase(path.name, f) for f in FIGURES) and is_own_figure(path)
+
+
+def check_out(out: Path, table) -> None:
+    """Refuse an ``out_dir`` that is a file, the table, or holds files evaluate did not write."""
+    from stardiff.persist import check_out_folder
+
+    check_out_folder(out, "out", own=own_entry, what="stardiff evaluate", inputs=[table])
+
+
+def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures):
     rec = _recipe(model, recipe)
     ev = _settings(rec.evaluate if rec else EvaluateSection(), rows, samples, tasks)
     cols = _columns(model, columns or model.requestable, "columns")
     _check_section(model, ev)
-    data = load_eval_data(model, table, split, rec)
-    from stardiff.persist import check_out_folder
-
     out = Path(out_dir)
-    check_out_folder(out)
+    check_out(out, table)
+    data = load_eval_data(model, table, split, rec)
+    from stardata.outpaths import claim
+
+    with claim(out, "stardiff evaluate"):  # one writer; the folder checked again under it
+        check_out(out, table)
+        return _write_evaluation(model, table, data, out, cols, ev, rec, seed, figures)
+
+
+def _write_evaluation(model, table, data, out, cols, ev, rec, seed, figures) -> dict:
+    from stardata.io import remove_partials
+    from stardiff.evaluate.figures import write_figures
+
+    remove_partials(out)  # what killed runs left
     rng = np.random.default_rng(seed)
     res = {
+        "format": FORMAT,
         "model": str(model.folder) if model.folder else None,
         "table": str(table),
         "split": data.split,

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from stardiff.errors import OutOfRangeWarning
+from stardiff.errors import NonFiniteSamples, OutOfRangeWarning
 
 __all__ = ["column_ranges", "warn_out_of_range", "check_finite"]
 
@@ -35,7 +35,9 @@ def column_ranges(values: np.ndarray, names) -> dict[str, list[float]]:
     return out
 
 
-def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "given") -> None:
+def warn_out_of_range(
+    given: np.ndarray, names, ranges: dict, where: str = "given"
+) -> np.ndarray | None:
     """Warn (:class:`OutOfRangeWarning`) for each column with given values outside its range.
 
     Parameters
@@ -46,7 +48,15 @@ def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "give
         The V column names.
     ranges : dict
         Output of :func:`column_ranges` (columns without a range are not checked).
+
+    Returns
+    -------
+    ndarray of bool, shape (R,), or None
+        Which rows hold a value outside the range (None: the model records no ranges).
     """
+    if not ranges:
+        return None
+    outside = np.zeros(given.shape[0], dtype=bool)
     for j, name in enumerate(names):
         if name not in ranges:
             continue
@@ -57,6 +67,7 @@ def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "give
         far = np.where(np.isfinite(x), far, 0.0)
         if not far.any():
             continue
+        outside |= far > 0
         k = int(np.argmax(far))
         n_out = int((far > 0).sum())
         scale = f" ({far[k] / sigma:.3g} robust σ)" if sigma > 0 else ""
@@ -67,17 +78,24 @@ def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "give
             OutOfRangeWarning,
             stacklevel=3,
         )
+    return outside
 
 
-def check_finite(samples: np.ndarray, column: str) -> None:
-    """Raise ``FloatingPointError`` if any sample of ``column`` (rows, n) is not finite."""
+def check_finite(samples: np.ndarray, column: str, far: np.ndarray | None = None) -> None:
+    """Raise :class:`NonFiniteSamples` if any sample of ``column`` (rows, n) is not finite.
+
+    ``far`` (which given rows lie outside the training range) says why: values far outside
+    overflow the model; with none there, the model itself produced them.
+    """
     bad = ~np.isfinite(samples)
     if not bad.any():
         return
     s = np.atleast_2d(samples)
     rows = np.flatnonzero((~np.isfinite(s)).any(axis=-1))
-    raise FloatingPointError(
-        f"{int(bad.sum())} of {bad.size} samples of {column} are not finite (given row(s) "
-        f"{', '.join(map(str, rows[:5]))}{' …' if rows.size > 5 else ''}); given values far "
-        "outside the training range overflow the model"
-    )
+    why = f"{int(bad.sum())} of {bad.size} samples are not finite"
+    if far is not None and np.asarray(far)[rows].any():
+        why += "; given values far outside the training range overflow the model"
+    else:
+        why += " although every given value lies within the training range; the model "
+        why += "itself produced them (damaged weights?)"
+    raise NonFiniteSamples("given", column, rows, why)

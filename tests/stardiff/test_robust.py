@@ -211,7 +211,7 @@ def test_a_truncated_checkpoint_is_one_line(work, tmp_path, capsys):
         (["sample", "{out}", "--request", "y", "--device", "tpu"], "--device: unknown device"),
         (["sample", "{out}", "--request", "y", "--out", "{tmp}"], "is a folder"),
         (["fit", "{tmp}/r.toml", "--out", "{tmp}/notes.md"], "is a file, not a folder"),
-        (["fit", "{tmp}/t.toml"], "'train.threads' must be >= 0"),
+        (["fit", "{tmp}/t.toml"], "'train.threads' must be an integer in [0, 4096]"),
         (
             ["evaluate", "{out}", "--table", "{tmp}/table.parquet", "--out", "{tmp}/notes.md"],
             "notes.md is a file, not a folder",
