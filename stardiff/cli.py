@@ -15,6 +15,7 @@ import numpy as np
 
 from stardata.numbers import COUNT, PROCESSES, SEED, Range, number_arg
 from stardata.outpaths import check_table_file, claim
+from stardiff.errors import GivenValueError
 from stardiff.predict import CHUNK
 from stardiff.recipe import MINUTES, RANGES
 
@@ -139,9 +140,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from stardiff._version import __version__
+    import stardiff
 
-    return __version__
+    return stardiff.__version__
 
 
 def _arg(key: str):
@@ -219,12 +220,21 @@ def _cmd_sample(a) -> int:
     from stardiff.infer import load
 
     multi = a.table is not None
+    fmt = None
     if a.out:  # refused before any work: an input, a file not ours, a format unknown
         columns = ["row"] * multi + list(a.request)
         inputs = [a.table] if multi else []
         fmt = check_table_file(a.out, option="--out", inputs=inputs, columns=columns)
     model = load(a.model, a.device)
     given = _given_table(model, a.table) if multi else _parse_given(a.given)
+    try:
+        return _sample_and_write(model, given, a, multi, fmt)
+    except GivenValueError as e:  # rows of the --table file: name it
+        raise (e.shifted(0, a.table) if multi else e) from None
+
+
+def _sample_and_write(model, given, a, multi: bool, fmt: str | None) -> int:
+    """Write the draws to ``--out`` (in ``fmt``), or print each column's summary."""
     kw = dict(seed=a.seed, sampler=a.sampler, steps=a.steps)
     if a.out:
         with claim(a.out, "stardiff sample") as out:  # one writer; killed runs' leftovers go

@@ -66,7 +66,10 @@ class GivenValueError(ValueError):
 
     def shifted(self, offset: int, where: str | None = None) -> GivenValueError:
         """The same error with its rows moved by ``offset`` (and named in ``where``)."""
-        rows = [r + offset for r in self.rows]
+        return self.mapped([r + offset for r in self.rows], where)
+
+    def mapped(self, rows, where: str | None = None) -> GivenValueError:
+        """The same error naming ``rows`` (this error's rows as the caller numbers them)."""
         return type(self)(where or self.where, self.column, rows, self.why)
 
 
@@ -79,7 +82,15 @@ class OutOfRangeWarning(UserWarning):
 
 
 #: Exceptions that are the user's to fix: their message is printed as one line.
-USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, LockedError, HatsMissing)
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    OSError,
+    FloatingPointError,
+    MemoryError,  # what a user asked for does not fit (``-n 1e12``)
+    LockedError,
+    HatsMissing,
+)
 
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(part-\d+|lock)$")  # a temporary or a lock of NAME
 
@@ -109,6 +120,8 @@ def user_message(exc: BaseException) -> str | None:
         return None
     if isinstance(exc, KeyError):
         text = str(exc.args[0]) if exc.args else "KeyError"
+    elif isinstance(exc, MemoryError):
+        text = f"not enough memory ({exc or 'MemoryError'}); ask for fewer draws or rows"
     elif isinstance(exc, OSError) and exc.errno is not None:
         what = _HINTS.get(exc.errno, exc.strerror or str(exc))
         where = exc.filename2 or exc.filename

@@ -272,6 +272,17 @@ def _given(model, matrix: np.ndarray) -> dict[str, np.ndarray]:
     return {c: matrix[:, j] for j, c in enumerate(model.columns)}
 
 
+def _sample(model, data: EvalData, picked, given: np.ndarray, request: str, n: int, seed: int):
+    """Draws given rows ``picked`` of ``data``; an error names those rows as the table does."""
+    from stardiff.errors import GivenValueError
+
+    try:
+        return model.sample(_given(model, given), request, n, seed=seed)
+    except GivenValueError as e:
+        index = np.arange(len(data.values)) if data.index is None else data.index
+        raise e.mapped([int(index[picked[r]]) for r in e.rows], data.name) from None
+
+
 # ---------------------------------------------------------------------------- metrics
 def _score(s: np.ndarray, truth: np.ndarray, std: float, seed: int) -> tuple[dict, np.ndarray]:
     m = M.summarize_column(s, truth, std, rng=seed)
@@ -291,7 +302,7 @@ def column_metrics(model, data: EvalData, cols, ev, rng, seed: int):
             continue
         given = data.values[pick].copy()
         given[:, j] = np.nan
-        s = model.sample(_given(model, given), c, ev.samples_per_row, seed=seed + 1 + k)
+        s = _sample(model, data, pick, given, c, ev.samples_per_row, seed + 1 + k)
         out[c], pits[c] = _score(s, data.values[pick, j], data.train_std[j], seed + k)
     return out, pits
 
@@ -331,8 +342,8 @@ def task_metrics(model, data: EvalData, cols, ev, rng, seed: int, context: int |
     draws = np.empty((rows.size, S))
     for j in np.unique(req):
         sel = req == j
-        draws[sel] = model.sample(
-            _given(model, given[sel]), data.columns[j], S, seed=seed + 1000 + int(j)
+        draws[sel] = _sample(
+            model, data, rows[sel], given[sel], data.columns[j], S, seed + 1000 + int(j)
         )
     std = data.train_std[req]
     pit = M.pit(draws, truth, rng=seed)
@@ -406,7 +417,7 @@ def subset_metrics(model, data: EvalData, ev, rng, seed: int) -> dict:
             continue
         given = np.full((pick.size, len(data.columns)), np.nan)
         given[:, use] = data.values[np.ix_(pick, use)]
-        s = model.sample(_given(model, given), sub.request, ev.samples_per_row, seed=seed + 500 + k)
+        s = _sample(model, data, pick, given, sub.request, ev.samples_per_row, seed + 500 + k)
         truth = data.values[pick, j]
         m, _ = _score(s, truth, data.train_std[j], seed + k)
         med = np.median(s, axis=1)

@@ -33,6 +33,7 @@ class EvalData:
     split: str  # the rows actually used: a split name or "all"
     table_columns: list[str]  # every column of the file (but a split column)
     rows: dict = field(default_factory=dict)  # how the rows were split ("by") and counts
+    index: np.ndarray | None = None  # each row's number in the table (errors name it)
 
 
 def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) -> EvalData:
@@ -86,7 +87,7 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         std = np.nanstd(values[std_rows], axis=0)
     std = np.where(np.isfinite(std) & (std > 0), std, np.nan)
-    return EvalData(path.name, tuple(model.columns), values[sel], std, used, names, rows)
+    return EvalData(path.name, tuple(model.columns), values[sel], std, used, names, rows, sel)
 
 
 def _near_training(model, z: np.ndarray, name: str) -> int | None:

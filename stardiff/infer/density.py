@@ -299,7 +299,7 @@ class DensityModel:
         for name in names:
             j = self._column(name)
             s = self.pre.decode(self._sample_z(z, j, n, seed, how), j)
-            check_finite(s, name, far)
+            check_finite(s, name, far, self.columns)
             out[name] = s[0] if one_row else s
         return out[names[0]] if single else out
 
@@ -365,7 +365,9 @@ class DensityModel:
             for k, (name, j) in enumerate(zip(names, cols, strict=True)):
                 chunk[name] = self.pre.decode(zs[..., k], j)
                 try:
-                    check_finite(chunk[name], name, far[rows] if far is not None else None)
+                    check_finite(
+                        chunk[name], name, None if far is None else far[rows], self.columns
+                    )
                 except GivenValueError as e:
                     raise e.shifted(rows.start) from None  # rows of the call, not the chunk
             yield rows, draws, chunk

@@ -51,12 +51,14 @@ def warn_out_of_range(
 
     Returns
     -------
-    ndarray of bool, shape (R,), or None
-        Which rows hold a value outside the range (None: the model records no ranges).
+    ndarray of int, shape (R,), or None
+        Per row, the column lying farthest outside its range (in robust σ), -1 for none
+        (None: the model records no ranges).
     """
     if not ranges:
         return None
-    outside = np.zeros(given.shape[0], dtype=bool)
+    worst = np.full(given.shape[0], -1)
+    worst_sigma = np.zeros(given.shape[0])
     for j, name in enumerate(names):
         if name not in ranges:
             continue
@@ -67,7 +69,10 @@ def warn_out_of_range(
         far = np.where(np.isfinite(x), far, 0.0)
         if not far.any():
             continue
-        outside |= far > 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            in_sigma = far / sigma if sigma > 0 else far
+        farther = (far > 0) & (in_sigma > worst_sigma)
+        worst[farther], worst_sigma[farther] = j, in_sigma[farther]
         k = int(np.argmax(far))
         n_out = int((far > 0).sum())
         scale = f" ({far[k] / sigma:.3g} robust σ)" if sigma > 0 else ""
@@ -78,24 +83,26 @@ def warn_out_of_range(
             OutOfRangeWarning,
             stacklevel=3,
         )
-    return outside
+    return worst
 
 
-def check_finite(samples: np.ndarray, column: str, far: np.ndarray | None = None) -> None:
+def check_finite(samples: np.ndarray, column: str, far=None, names=()) -> None:
     """Raise :class:`NonFiniteSamples` if any sample of ``column`` (rows, n) is not finite.
 
-    ``far`` (which given rows lie outside the training range) says why: values far outside
-    overflow the model; with none there, the model itself produced them.
+    ``far`` (:func:`warn_out_of_range`: per given row, the column farthest outside the
+    training range, or -1) says why, and which column the error names: a given value so far
+    outside overflows the model; with none there, the model itself produced them.
     """
     bad = ~np.isfinite(samples)
     if not bad.any():
         return
     s = np.atleast_2d(samples)
     rows = np.flatnonzero((~np.isfinite(s)).any(axis=-1))
-    why = f"{int(bad.sum())} of {bad.size} samples are not finite"
-    if far is not None and np.asarray(far)[rows].any():
-        why += "; given values far outside the training range overflow the model"
-    else:
-        why += " although every given value lies within the training range; the model "
-        why += "itself produced them (damaged weights?)"
-    raise NonFiniteSamples("given", column, rows, why)
+    what = f"{int(bad.sum())} of {bad.size} samples of {column} are not finite"
+    j = -1 if far is None else int(np.asarray(far)[rows[0]])
+    if j >= 0:
+        rows = rows[np.asarray(far)[rows] == j]
+        why = f"{what}: a given value this far outside the training range overflows the model"
+        raise NonFiniteSamples("given", names[j], rows, why)
+    why = f"{what} although every given value lies within the training range; the model "
+    raise NonFiniteSamples("given", column, rows, why + "itself produced them (damaged weights?)")

@@ -176,6 +176,8 @@ def windows(source, columns: list[str], size: int, start: int) -> Iterator[tuple
     before a slow sampler would hold most of the file), so memory is one row group plus one
     window.
     """
+    # a window needs its rows even when no column is read (nothing given, nothing kept)
+    columns = list(columns) or source.schema.names[:1]
     if isinstance(source, pa.Table):
         for k in range(start, -(-source.num_rows // size)):
             yield k, source.slice(k * size, size).select(columns)

@@ -203,15 +203,17 @@ class TrainingRun:
         return rng
 
     def checkpoint(self) -> None:
-        """Write the checkpoint, then the model folder's pair, then ``metrics.csv``.
+        """Write the model folder's pair, then the checkpoint, then ``metrics.csv``.
 
-        The checkpoint comes first and holds everything a resume needs (the weight average
-        too): a kill before the model pair is written leaves the previous pair, whose config
-        describes its own weights, and ``--resume`` continues from the new checkpoint.
+        The pair is always a config with its own weights (:func:`stardiff.persist.check_pair`).
+        The checkpoint holds everything a resume needs, the weight average too, never the
+        model folder's weights: a kill after the pair and before the checkpoint resumes from
+        the previous checkpoint and trains the same epoch again, to the same weights.
         """
         if not self.world.main:
             self.world.barrier()
             return
+        self.model().save(self.out)
         persist.save_training_state(
             self.out,
             model=self.net,
@@ -228,7 +230,6 @@ class TrainingRun:
             },
             ema=self.avg.module if self.avg else None,
         )
-        self.model().save(self.out)
         _write_metrics(self.out / METRICS, self.history)
         self.world.barrier()
 
@@ -362,11 +363,11 @@ def fit(
 
 def _fit(prep, out_dir, dev, world, resume, progress, figures) -> DensityModel:
     recipe = prep.recipe
-    if world.main:
-        persist.save_row_hashes(out_dir, **prep.hashes)
     run = TrainingRun(prep, out_dir, dev, world)
     if resume:
-        run.restore()
+        run.restore()  # refused before anything is written
+    if world.main:
+        persist.save_row_hashes(out_dir, **prep.hashes)
     if progress:
         print(
             f"{recipe.name}: {run.net.n_parameters():,} parameters, "
