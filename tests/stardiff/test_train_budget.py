@@ -121,7 +121,7 @@ def test_cli_minutes_flag(tmp_path, capsys):
     for bad in ("0", "-1", "nan"):
         assert main(["fit", str(path), "--minutes", bad, "--overwrite", "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and "--minutes must be a positive" in err
+        assert err.count("\n") == 0 and "argument --minutes: must be a finite number" in err
 
 
 @pytest.mark.parametrize(
@@ -129,8 +129,8 @@ def test_cli_minutes_flag(tmp_path, capsys):
     [
         ({"time_budget": -1.0}, "'train.time_budget' must be a finite number in [0, 1e+06]"),
         ({"warmup": 0.1}, "'train.warmup' needs 'train.time_budget'"),
-        ({"time_budget": 1.0, "warmup": 1.0}, r"'train.warmup' must be in \[0, 1\)"),
-        ({"ema": 1.0}, r"'train.ema' must be in \[0, 1\)"),
+        ({"time_budget": 1.0, "warmup": 1.0}, "'train.warmup' must be a finite number in [0, 1)"),
+        ({"ema": 1.0}, "'train.ema' must be a finite number in [0, 1)"),
         ({"subset_power": 0.0}, "'train.subset_power' must be a finite number in (0, 100]"),
     ],
 )
