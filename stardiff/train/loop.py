@@ -34,7 +34,7 @@ from stardiff.train.budget import TimeBudget
 from stardiff.train.distributed import World, init_world, rank_slice
 from stardiff.train.ema import WeightAverage
 from stardiff.train.prepared import Prepared, network_for, prepare
-from stardiff.train.resume import apply_changes, recipe_changes
+from stardiff.train.resume import apply_changes, check_rows, recipe_changes, rows_digest
 from stardiff.train.step import accumulate_gradients, noise_and_steps
 
 __all__ = ["METRICS", "METRIC_FIELDS", "TrainingRun", "fit"]
@@ -224,6 +224,7 @@ class TrainingRun:
                 "history": self.history,
                 "scheduler": self.sched.state_dict(),
                 "recipe": self.prep.recipe.to_dict(),
+                "rows": rows_digest(self.prep.hashes),
                 "changes": self.changes,
                 **({"budget": self.budget.state_dict()} if self.budget else {}),
                 **({"ema_updates": self.avg.updates} if self.avg else {}),
@@ -241,6 +242,7 @@ class TrainingRun:
         self.changes = list(info.get("changes", []))
         if before is not None:
             self.changes += recipe_changes(before, self.prep.recipe.to_dict(), info["epoch"])
+        check_rows(info.get("rows"), rows_digest(self.prep.hashes), self.prep.recipe)
         _load_checkpoint_weights(self.net, st.model, self.out)
         try:
             self.opt.load_state_dict(st.optimizer)

@@ -14,7 +14,9 @@ checkpoint records the recipe it was trained with; every key that differs is eit
   schedule take the new values), the gradient clip, how often to checkpoint, and where and how
   fast it runs (device, threads, compile, bf16).
 
-``[evaluate]`` keys only change the figures and are taken as they are.
+``[evaluate]`` keys only change the figures and are taken as they are. The table itself must
+hold the same training and validation rows (:func:`check_rows`): a table rewritten since is
+another run's data, whatever its path.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 
 from stardiff.errors import RecipeError
 
-__all__ = ["CHANGEABLE", "apply_changes", "recipe_changes"]
+__all__ = ["CHANGEABLE", "apply_changes", "check_rows", "recipe_changes", "rows_digest"]
 
 #: Training keys that may change on resume (applied from the next epoch, recorded).
 CHANGEABLE = frozenset(
@@ -124,3 +126,27 @@ def apply_changes(optimizer, scheduler, recipe, changes: list[dict]) -> None:
     if "train.weight_decay" in keys:
         for group in optimizer.param_groups:
             group["weight_decay"] = t.weight_decay
+
+
+def rows_digest(hashes: dict | None) -> str | None:
+    """SHA-256 of a run's training and validation row hashes: which rows it trains on."""
+    import hashlib
+
+    import numpy as np
+
+    if not hashes:
+        return None
+    h = hashlib.sha256()
+    for key in ("train", "validation"):
+        h.update(np.sort(np.asarray(hashes[key], dtype=np.uint64)).tobytes())
+    return h.hexdigest()
+
+
+def check_rows(before: str | None, now: str | None, recipe) -> None:
+    """Refuse a resume whose table no longer holds the checkpoint's training rows."""
+    if before is not None and now is not None and before != now:
+        raise RecipeError(
+            f"--resume: {recipe.table_path()} holds other training or validation rows than the "
+            "checkpoint's run (the table changed since); a run continues on its own rows: "
+            "start a new one, or restore the table"
+        )

@@ -288,3 +288,27 @@ def test_a_null_position_in_the_reference_names_its_row(sky, tmp_path):
     with pytest.raises(CatalogError, match=r"reference .*ref.parquet column 'ra': row 3 has no"):
         _xm(sky, reference=tmp_path / "ref.parquet")
     assert np.isfinite(g["ra"].to_numpy()).all()
+
+
+CATALOGUE = {
+    "ra": [math.inf, -math.inf, 1e300, -1e300, 1000.0],
+    "dec": [math.inf, 90.5, -1e300],
+    "epoch": [math.nan, math.inf, 1e300, 16.0, -2000.0],
+}
+
+
+@PROPERTY
+@given(column=st.sampled_from(sorted(CATALOGUE)), data=st.data(), row=st.integers(0, 13))
+def test_a_bad_catalogue_cell_is_named_by_column_and_row(sky, column, data, row):
+    tmp, g = sky
+    value = data.draw(st.sampled_from(CATALOGUE[column]))
+    cat = catalogue(g).with_columns(pl.lit(2000.0).alias("epoch"))
+    cell = pl.when(pl.int_range(cat.height) == row).then(value).otherwise(pl.col(column))
+    cat = cat.with_columns(cell.alias(column))
+    with pytest.raises(CatalogError) as e:
+        crossmatch(
+            cat, epoch="epoch", columns="match", progress=False,
+            reference=tmp / "gaia.parquet", cache_dir=tmp,
+        )  # fmt: skip
+    msg = str(e.value)
+    assert "\n" not in msg and f"'{column}'" in msg and f"row {row}" in msg, msg

@@ -614,6 +614,18 @@ def test_resume_refuses_what_it_cannot_continue_in_one_line(work, tmp_path, caps
     assert tree(out) == before
 
 
+def test_resume_refuses_a_table_that_holds_other_rows_now(work, tmp_path, capsys):
+    out = tmp_path / "m"
+    shutil.copytree(work[1], out)
+    t = pl.read_parquet(work[0] / "table.parquet")
+    t.with_columns(pl.col("x") * 1.001).write_parquet(tmp_path / "table.parquet")  # same path
+    recipe = _recipe(tmp_path, str(out), epochs=3)
+    assert main(["fit", str(recipe), "--resume", "--quiet"]) == 2
+    assert "holds other training or validation rows than the checkpoint" in one_line_error(
+        capsys, "fit"
+    )
+
+
 def _edit_state(ck: Path, fn) -> None:
     state = json.loads((ck / "state.json").read_text())
     fn(state)
