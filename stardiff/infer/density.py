@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stardata.numbers import COUNT, check_number
+from stardata.numbers import COUNT, SEED, Range, check_number
 from stardiff import persist
 from stardiff._version import __version__
 from stardiff.errors import GivenValueError, ModelFileError
@@ -243,11 +243,14 @@ class DensityModel:
     def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
         """(sampler, steps, eta), or the model's defaults → (method, K, eta)."""
         sampler, steps = sampler or self.sampler, steps if steps is not None else self.steps
+        eta = check_number(eta, "eta", ETA)
         return resolve_sampler(self.network.config.steps, sampler, steps, eta)
 
     @staticmethod
     def _seed(seed: int | None) -> int:
-        return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        if seed is None:
+            return int(np.random.SeedSequence().entropy % 2**63)
+        return check_number(seed, "seed", SEED)
 
     # ------------------------------------------------------------------ public API
     def sample(
@@ -282,7 +285,8 @@ class DensityModel:
         steps : int, optional
             Network evaluations of a few-step sampler (default ``DEFAULT_STEPS`` = 20).
         eta : float
-            Noise of the DDIM sampler (0 = deterministic).
+            Noise of the DDIM sampler, 0 to 1 (0 = deterministic, 1 = as much as the
+            ancestral chain).
 
         Returns
         -------
@@ -433,6 +437,10 @@ class DensityModel:
     def n_parameters(self) -> int:
         """The number of the network's trainable weights (what ``stardiff fit`` prints)."""
         return self.network.n_parameters()
+
+
+#: The DDIM sampler's noise: 0 (deterministic) to 1 (the ancestral chain's).
+ETA = Range(0.0, 1.0)
 
 
 def _count(n, name: str) -> int:

@@ -515,6 +515,11 @@ def test_api_arguments_are_checked_where_they_enter(work):
         stardiff.predict.predict_catalog(model, "nowhere", ["y"], "out", workers=0)
     with pytest.raises(ValueError, match="given: column 'x', row\\(s\\) 1: 1e\\+300 lies"):
         model.sample({"x": [0.1, 1e300]}, "y", 3)
+    for seed in (-1, 1.5, 2**70):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, "):
+            model.sample({}, "y", 3, seed=seed)
+    with pytest.raises(ValueError, match=r"eta must be a finite number in \[0, 1\], got inf"):
+        model.sample({}, "y", 3, sampler="ddim", eta=math.inf)
     with pytest.raises(stardiff.errors.RecipeError, match="--minutes must be"):
         stardiff.fit(work[0] / "r.toml", minutes=math.inf)
 
