@@ -198,7 +198,9 @@ def check_folder(
         ``out`` is a file, an input, or holds entries that are not its own (named).
     """
     out = Path(out)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():  # replacing it would replace the link, not the folder it names
+        raise OutputError(f"{option} {out} is a symbolic link; give the folder it points to")
+    if out.exists() and not out.is_dir():
         raise OutputError(f"{option} {out} is a file, not a folder; it is never replaced")
     _check_place(out, option, inputs)
     if out.is_dir():

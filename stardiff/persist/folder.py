@@ -122,7 +122,7 @@ def check_out_folder(out: Path, option: str = "--out", *, inputs=(), own=None, w
     With ``own`` (whether an entry is the writer's), a folder holding anything else is
     refused too, naming what is there (:func:`stardata.outpaths.check_folder`).
     """
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if (out.exists() or out.is_symlink()) and not out.is_dir():  # a link to a folder is fine
         raise NotADirectoryError(f"{option} {out} is a file, not a folder")
     if own is not None:
         check_folder(out, own_entry=own, what=what, option=option, inputs=inputs)
