@@ -82,6 +82,7 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
     n_windows = -(-pf.metadata.num_rows // chunk_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.predict")
+    _check_work(work)
     try:
         lock = FolderLock(work, "stardiff predict").acquire()
     except LockedError as exc:
@@ -119,6 +120,14 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
         lock.release()
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _check_work(work: Path) -> None:
+    """The work folder holds only a run's own files (it is removed at the end), or is refused."""
+    from stardata.outpaths import check_folder
+
+    own = lambda p: p.name == STATE or p.name.startswith("part-")  # noqa: E731
+    check_folder(work, own_entry=own, what="stardiff predict", option="work folder")
 
 
 def _concatenate(work: Path, n_windows: int, out: Path, fmt: str, chunk_rows: int) -> None:

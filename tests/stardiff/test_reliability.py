@@ -251,6 +251,16 @@ def test_the_format_follows_the_extension_and_reruns_replace_their_own(work, tmp
     capsys.readouterr()
 
 
+def test_predict_never_empties_a_folder_that_has_its_work_folders_name(work, tmp_path, capsys):
+    mine = tmp_path / ".p.parquet.predict"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    argv = ["predict", str(work[1]), str(work[0] / "table.parquet"), "--request", "y", "-n", "3"]
+    assert main([*argv, "--out", str(tmp_path / "p.parquet"), "--quiet"]) == 2
+    assert "did not write (notes.txt)" in one_line_error(capsys, "predict")
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
 def test_a_killed_sample_leaves_nothing_that_the_next_run_does_not_remove(work, tmp_path):
     out = tmp_path / "s.parquet"
     (tmp_path / ".s.parquet.part-999999").write_bytes(b"half")  # a kill at the rename
