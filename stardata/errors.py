@@ -21,6 +21,7 @@ __all__ = [
     "OfflineMissing",
     "OutputError",
     "RemoteError",
+    "TableError",
     "VerifyError",
 ]
 
@@ -45,7 +46,11 @@ class HatsMissing(ImportError):
     """The optional HATS/LSDB packages are not installed (one-line message says how)."""
 
 
-class CatalogError(ValueError):
+class TableError(ValueError):
+    """A table file or in-memory table cannot be read (missing, unknown format, no rows)."""
+
+
+class CatalogError(TableError):
     """A user's catalogue cannot be crossmatched; the message names the file or column."""
 
 
@@ -79,7 +84,7 @@ USER_ERRORS = (
     BuildError,
     LockedError,
     HatsMissing,
-    CatalogError,
+    TableError,
     OutputError,
     OSError,
     *SOURCE_ERRORS,

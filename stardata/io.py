@@ -306,7 +306,7 @@ class LazyWriter:
     row_group_size : int
         Parquet row-group size.
     fmt : {"parquet", "csv"}
-        The file format (:func:`stardata.outpaths.table_format` picks it from the name).
+        The file format (:func:`stardata.outpaths.output_format` picks it from the name).
     metadata : dict, optional
         Parquet key-value metadata (CSV has none).
     """

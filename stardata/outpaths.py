@@ -5,7 +5,7 @@ Every writer — ``stardata build`` (the release folder), ``crossmatch(out=...)`
 this module before it writes anything, and writes the way it says:
 
 1. **The format follows the name.** A table file is written in the format of its extension
-   (:data:`TABLE_FORMATS`: ``.parquet``, ``.csv``); any other name is refused, never written
+   (:data:`OUTPUT_FORMATS`: ``.parquet``, ``.csv``); any other name is refused, never written
    in some other format.
 2. **Never onto an input.** An output that is an input (the same file however it is spelled:
    ``./a/../a/x``, a symbolic or hard link), lies inside an input folder, or, for a folder
@@ -38,18 +38,18 @@ from stardata.locks import FolderLock
 
 __all__ = [
     "MARK_KEY",
-    "TABLE_FORMATS",
+    "OUTPUT_FORMATS",
     "check_folder",
     "check_table_file",
     "claim",
     "input_overlap",
     "is_own_table",
     "mark",
-    "table_format",
+    "output_format",
 ]
 
 #: Table file formats by extension: what ``--out NAME`` writes.
-TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv"}
+OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv"}
 #: Parquet key-value metadata key that marks a file the toolkit wrote (value: the command).
 MARK_KEY = b"written_by"
 
@@ -59,14 +59,14 @@ def mark(what: str) -> dict[bytes, bytes]:
     return {MARK_KEY: what.encode()}
 
 
-def table_format(out: str | os.PathLike, option: str = "out") -> str:
+def output_format(out: str | os.PathLike, option: str = "out") -> str:
     """The format of a table file by its extension, or an :class:`OutputError` naming it."""
     suffix = Path(out).suffix.lower()
-    if suffix not in TABLE_FORMATS:
-        known = ", ".join(TABLE_FORMATS)
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(OUTPUT_FORMATS)
         what = f"extension {suffix!r}" if suffix else "no extension"
         raise OutputError(f"{option} {out}: {what}; name the file {known}")
-    return TABLE_FORMATS[suffix]
+    return OUTPUT_FORMATS[suffix]
 
 
 def _real(p: str | os.PathLike) -> Path:
@@ -115,7 +115,7 @@ def is_own_table(path: Path, columns: Sequence[str] | None = None) -> bool:
     a mark) counts as the toolkit's when its header line is exactly ``columns``.
     """
     try:
-        if table_format(path) == "parquet":
+        if output_format(path) == "parquet":
             import pyarrow.parquet as pq
 
             return MARK_KEY in (pq.read_schema(path).metadata or {})
@@ -158,7 +158,7 @@ def check_table_file(
     out = Path(out)
     if out.is_dir():
         raise OutputError(f"{option} {out} is a folder; give a file name such as {out}/x.parquet")
-    fmt = table_format(out, option)
+    fmt = output_format(out, option)
     _check_place(out, option, inputs)
     if (out.exists() or out.is_symlink()) and not (
         out.is_file() and not out.is_symlink() and is_own_table(out, columns)

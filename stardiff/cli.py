@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--given", nargs="*", default=[], metavar="COL=VAL", help="given values (physical units)"
     )
-    g.add_argument("--table", help="a Parquet/CSV file of given rows (vocabulary columns used)")
+    g.add_argument(
+        "--table",
+        help="a Parquet, CSV, FITS or VOTable file of given rows (vocabulary columns used)",
+    )
     s.add_argument("--request", nargs="+", required=True, metavar="COL")
     s.add_argument("-n", type=number_arg(COUNT), default=1000, help="samples per given row")
     s.add_argument("--joint", action="store_true", help="chain the requests (joint samples)")
@@ -84,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("model", help="model folder")
     r.add_argument(
         "catalog",
-        help="Parquet file of given rows (e.g. a crossmatch output), or a HATS catalogue "
+        help="table of given rows: Parquet, CSV, FITS or VOTable (e.g. a crossmatch output), "
+        "or a HATS catalogue "
         "(then the output is a HATS catalogue, computed partition by partition on Dask)",
     )
     r.add_argument("--request", nargs="+", required=True, metavar="COL")

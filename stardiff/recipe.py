@@ -55,6 +55,7 @@ RANGES = {
     "model.steps": _int(1, 100_000),
     "model.beta_start": Range(0.0, 1.0, lo_open=True, hi_open=True),
     "model.beta_end": Range(0.0, 1.0, lo_open=True, hi_open=True),
+    "model.periodic_features": _int(0, 1024),
     "train.epochs": _int(1),
     "train.batch_size": _int(1, 1 << 24),
     "train.lr": Range(0.0, 10.0, lo_open=True),
@@ -77,6 +78,7 @@ RANGES = {
     "train.few_inputs_max": _int(1, 1 << 16),
     "train.few_input_requests": Range(0.0, 1.0),
     "train.step_power": Range(0.0, 100.0, lo_open=True),
+    "train.all_inputs": Range(0.0, 1.0),
     "evaluate.samples": _int(1, 10**7),
     "evaluate.rows_per_panel": _int(1, 10**7),
     "evaluate.rows": _int(1, 10**7),
@@ -111,6 +113,7 @@ class ModelSection:
     isolated_requests: bool = False  # inputs never attend to the request (train.requests > 1)
     embedding_shift: bool = False  # value embedding GELU(w*M + s) with learned bends s
     causal_inputs: bool = False  # input i attends to inputs 1..i only (train.few_input_requests)
+    periodic_features: int = 0  # K periodic features of each value (Gorishniy et al. 2022)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,9 @@ class TrainSection:
     few_inputs_max: int = 5
     few_input_requests: float = 0.0  # share of requests seeing the first 0..few_inputs_max inputs
     step_power: float = 1.0  # diffusion step t = floor(u**power * T); > 1 favours low noise
+    # column (or glob) -> weight of being requested; 1 for the others (labels first)
+    request_weights: dict[str, float] = field(default_factory=dict)
+    all_inputs: float = 0.0  # share of rows given every available input (the label task)
 
 
 @dataclass(frozen=True)
@@ -341,6 +347,11 @@ def _check_semantics(r: Recipe, where: str) -> None:
     if r.train.warmup and not r.train.time_budget:
         raise RecipeError(f"{where}: 'train.warmup' needs 'train.time_budget' (minutes)")
     _check_requests(r, where)
+    for col, w in r.train.request_weights.items():
+        if not 0 < w < math.inf:
+            raise RecipeError(
+                f"{where}: 'train.request_weights.{col}' must be a finite number > 0, got {w}"
+            )
     from stardiff.transforms import TRANSFORMS
 
     for col, kind in r.transforms.items():

@@ -1,7 +1,8 @@
 """Tables in: a file as a float matrix, and the fixed train/validation/test split.
 
-:func:`read_table` loads a Parquet/CSV table or a ``stardata`` ``tokens.h5`` file as a
-float matrix (NaN = missing). :func:`split_rows` makes the fixed, seeded split.
+:func:`read_table` loads a Parquet, CSV, FITS or VOTable file (through
+:func:`stardata.tables.read_rows`) or a ``stardata`` ``tokens.h5`` file as a float matrix
+(NaN = missing). :func:`split_rows` makes the fixed, seeded split.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stardata.tables import read_rows
+from stardata.tables import table_columns as stardata_table_columns
 from stardiff.errors import InputTypeError, warn_infinite
 
 __all__ = ["Table", "read_table", "table_columns", "split_rows"]
@@ -27,7 +30,10 @@ class Table:
 
 
 def read_table(path: str | Path, columns: list[str] | None = None, split_column: str = ""):
-    """Read a table file (``.parquet``, ``.csv``, or ``stardata``'s ``.h5``).
+    """Read a table file (Parquet, CSV, FITS, VOTable, or ``stardata``'s ``tokens.h5``).
+
+    Files other than ``tokens.h5`` are read by the toolkit's one reader,
+    :func:`stardata.tables.read_rows`.
 
     Parameters
     ----------
@@ -52,18 +58,7 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        tbl = pq.read_table(path)
-    elif suffix == ".csv":
-        import pyarrow.csv as pacsv
-
-        tbl = pacsv.read_csv(path)
-    else:
-        raise ValueError(f"{path.name}: unsupported table format {suffix!r} (parquet, csv, h5)")
-    if tbl.num_rows == 0:
-        raise ValueError(f"{path.name}: the table has no rows")
+    tbl = read_rows(path)
     for c in columns or []:
         if c not in tbl.column_names:
             raise KeyError(
@@ -92,27 +87,18 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
 
 
 def table_columns(path: str | Path) -> list[str]:
-    """Every column name of a table file (Parquet, CSV or ``tokens.h5``), in file order."""
+    """Every column name of a table file (as :func:`read_table` reads), in file order."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"table file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
+    if path.suffix.lower() in (".h5", ".hdf5"):
         import h5py
 
         with h5py.File(path, "r") as f:
             if "vocabulary" not in f:
                 raise ValueError(f"{path.name}: not a stardata tokens file (no 'vocabulary')")
             return [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocabulary"][()]]
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    if suffix == ".csv":
-        import pyarrow.csv as pacsv
-
-        return list(pacsv.read_csv(path).column_names)
-    raise ValueError(f"{path.name}: unsupported table format {suffix!r} (parquet, csv, h5)")
+    return stardata_table_columns(path)
 
 
 def _to_float(text) -> float | None:

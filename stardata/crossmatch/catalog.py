@@ -1,63 +1,20 @@
 """Reading and checking a user's catalogue for :func:`stardata.crossmatch.crossmatch`.
 
-Any table goes in (astropy, pandas, polars, Arrow, or a CSV/FITS/Parquet/VOTable path) and comes
-out as an Arrow table with the user's columns untouched; :func:`positions` and
+Any table goes in (astropy, pandas, polars, Arrow, or a CSV/FITS/Parquet/VOTable path; the
+toolkit's one reader, :mod:`stardata.tables`) and comes out as an Arrow table with the user's
+columns untouched; :func:`positions` and
 :func:`source_ids` pull the matching keys out of it, each bad value explained in one line.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from stardata.errors import CatalogError
+from stardata.tables import read_rows
 
 __all__ = ["CatalogError", "epochs", "floats", "positions", "read_catalog", "source_ids"]
-
-_SUFFIXES = {
-    ".csv": "csv",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".xml": "votable",
-    ".vot": "votable",
-    ".votable": "votable",
-}
-
-
-def _format(path: Path, owner: str = "catalogue") -> str:
-    name = path.name.lower()
-    for suffix, kind in _SUFFIXES.items():
-        if name.endswith(suffix):
-            return kind
-    raise CatalogError(
-        f"{path}: unknown {owner} format (expected .csv, .fits, .parquet or .xml/.vot)"
-    )
-
-
-def _from_astropy(table, owner: str = "catalogue") -> pa.Table:
-    """An astropy table as Arrow: masked values become null (NaN for floats)."""
-    arrays = {}
-    for name in table.colnames:
-        col = table[name]
-        if getattr(col, "ndim", 1) > 1:
-            raise CatalogError(f"{owner} column {name!r} is multidimensional; flatten it first")
-        data = np.ma.getdata(col)
-        mask = np.ma.getmaskarray(col)
-        if data.dtype.kind == "S":
-            data = np.char.decode(data, "utf-8")
-        elif data.dtype.byteorder not in ("=", "|"):  # FITS is big-endian; Arrow is not
-            data = data.astype(data.dtype.newbyteorder("="))
-        if data.dtype.kind == "f":
-            arrays[name] = pa.array(np.where(mask, np.nan, data))
-        else:
-            arrays[name] = pa.array(data.tolist() if data.dtype.kind == "U" else data, mask=mask)
-    return pa.table(arrays)
 
 
 def read_catalog(catalog, owner: str = "catalogue") -> pa.Table:
@@ -65,9 +22,9 @@ def read_catalog(catalog, owner: str = "catalogue") -> pa.Table:
 
     Parameters
     ----------
-    catalog : astropy Table, pandas or polars DataFrame, pyarrow Table, or path-like
+    catalog : astropy Table, pandas or polars DataFrame, pyarrow Table, mapping, or path-like
         A path is read by its extension: ``.csv``, ``.fits``, ``.parquet``, ``.xml``/``.vot``
-        (VOTable).
+        (VOTable); see :func:`stardata.tables.read_rows`.
     owner : str
         What the table is, as error messages name it (e.g. ``"reference"``).
 
@@ -76,47 +33,7 @@ def read_catalog(catalog, owner: str = "catalogue") -> pa.Table:
     CatalogError
         For a missing or unreadable file, an unknown format or an empty catalogue.
     """
-    if isinstance(catalog, str | os.PathLike):
-        table = _read_path(Path(catalog), owner)
-    elif isinstance(catalog, pa.Table):
-        table = catalog
-    elif hasattr(catalog, "to_arrow"):  # polars
-        table = catalog.to_arrow()
-    elif hasattr(catalog, "colnames"):  # astropy
-        table = _from_astropy(catalog, owner)
-    elif hasattr(catalog, "iloc"):  # pandas
-        table = pa.Table.from_pandas(catalog, preserve_index=False)
-    else:
-        raise CatalogError(
-            f"{owner} of type {type(catalog).__name__} not understood; give an astropy "
-            "Table, a pandas/polars DataFrame, an Arrow table or a file path"
-        )
-    if table.num_rows == 0:
-        raise CatalogError(f"the {owner} has no rows")
-    return table.combine_chunks()
-
-
-def _read_path(path: Path, owner: str = "catalogue") -> pa.Table:
-    if not path.is_file():
-        raise CatalogError(f"{path}: no such {owner} file")
-    kind = _format(path, owner)
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path)
-        if kind == "csv":
-            import pyarrow.csv as pcsv
-
-            return pcsv.read_csv(path)
-        from astropy.table import Table
-
-        return _from_astropy(Table.read(path, format=kind), owner)
-    except CatalogError:
-        raise
-    except Exception as exc:  # a parser's own message, on one line
-        msg = " ".join(str(exc).split())[:200]
-        raise CatalogError(f"{path}: cannot read as {kind}: {msg}") from None
+    return read_rows(catalog, owner, CatalogError)
 
 
 def _column(table: pa.Table, name: str, what: str, owner: str = "catalogue") -> pa.ChunkedArray:

@@ -17,6 +17,11 @@ class TokenEmbedding(nn.Module):
     two straight pieces; the shifted bends (initialized over about ±2 σ) give a set of
     features that resolve where in its range a value lies.
 
+    With ``periodic = K`` (Gorishniy et al. 2022, "On Embeddings for Numerical Features in
+    Tabular Deep Learning", PLR), each kind also has ``K`` learned frequencies ``c_x``, and
+    ``ReLU(A · [sin 2πc_x M, cos 2πc_x M])`` (``A`` shared by all kinds) is added: features
+    that vary quickly where a value must be read precisely.
+
     Parameters
     ----------
     n_kinds : int
@@ -25,9 +30,11 @@ class TokenEmbedding(nn.Module):
         Embedding width ``D``.
     shift : bool
         Learn the bend positions ``s_x`` (``model.embedding_shift``).
+    periodic : int
+        Number ``K`` of periodic features per kind (``model.periodic_features``); 0 = none.
     """
 
-    def __init__(self, n_kinds: int, dim: int, shift: bool = False):
+    def __init__(self, n_kinds: int, dim: int, shift: bool = False, periodic: int = 0):
         super().__init__()
         self.weight = nn.Embedding(n_kinds + 1, dim)
         self.bias = nn.Embedding(n_kinds + 1, dim)
@@ -37,13 +44,22 @@ class TokenEmbedding(nn.Module):
         if shift:
             self.shift = nn.Embedding(n_kinds + 1, dim)
             nn.init.normal_(self.shift.weight, std=1.5)
+        self.frequency = self.periodic = None
+        if periodic:
+            self.frequency = nn.Embedding(n_kinds + 1, periodic)
+            nn.init.normal_(self.frequency.weight, std=1.0)
+            self.periodic = nn.Linear(2 * periodic, dim)
 
     def forward(self, tokens: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Embed inputs: ``tokens`` (B, L) int, ``values`` (B, L) float → (B, L, D)."""
         pre = self.weight(tokens) * values.unsqueeze(-1)
         if self.shift is not None:
             pre = pre + self.shift(tokens)
-        return F.gelu(pre) + self.bias(tokens)
+        out = F.gelu(pre) + self.bias(tokens)
+        if self.periodic is not None:
+            angle = 2 * torch.pi * self.frequency(tokens) * values.unsqueeze(-1)
+            out = out + F.relu(self.periodic(torch.cat([angle.sin(), angle.cos()], dim=-1)))
+        return out
 
     def request(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embed requested kinds ``tokens`` (B,) → (B, 1, D): ``w_x`` only, no value or bias."""

@@ -32,6 +32,7 @@ class NetworkConfig:
     isolated_requests: bool = False  # inputs never attend to requests (train.requests > 1)
     embedding_shift: bool = False  # learned bend positions in the value embedding
     causal_inputs: bool = False  # input i attends to inputs 1..i only (needs isolated_requests)
+    periodic_features: int = 0  # periodic value features per kind (0 = none)
 
     def to_dict(self) -> dict:
         """Every field by name, JSON-ready (``NetworkConfig(**c.to_dict()) == c``)."""
@@ -92,7 +93,9 @@ class DensityNetwork(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.embed = TokenEmbedding(c.n_kinds, c.dim, shift=c.embedding_shift)
+        self.embed = TokenEmbedding(
+            c.n_kinds, c.dim, shift=c.embedding_shift, periodic=c.periodic_features
+        )
         self.encoder = Encoder(c.dim, c.n_heads, c.ff_dim, c.n_layers, c.dropout)
         self.head = DiffusionHead(c.dim, c.head_width, c.head_layers, c.steps)
         self.schedule = SigmoidSchedule(c.steps, c.beta_start, c.beta_end)

@@ -1,4 +1,4 @@
-"""Streaming, resumable ``predict`` of a Parquet file (see :func:`stardiff.predict.predict`).
+"""Streaming, resumable ``predict`` of a table file (see :func:`stardiff.predict.predict`).
 
 Work folder ``.OUT.predict/`` beside the output: ``state.json`` (what the run computes: input
 file size and time, row count, model weights' hash, every option) and one Parquet part per
@@ -14,8 +14,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stardata.tables import read_rows, table_format
 from stardiff.errors import PredictError
 from stardiff.predict.windows import (
     check_numeric,
@@ -35,7 +37,7 @@ def _part(work: Path, k: int) -> Path:
     return work / f"part-{k:06d}.parquet"
 
 
-def _state(model, path: Path, pf, request, keep, chunk_rows, opts) -> dict:
+def _state(model, path: Path, n_rows: int, request, keep, chunk_rows, opts) -> dict:
     from stardata.io import sha256_file
 
     st = path.stat()
@@ -47,7 +49,7 @@ def _state(model, path: Path, pf, request, keep, chunk_rows, opts) -> dict:
             "path": str(path.resolve()),
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
-            "rows": pf.metadata.num_rows,
+            "rows": n_rows,
         },
         "model": {"folder": str(model.folder), "weights_sha256": weights},
         "request": request,
@@ -57,13 +59,19 @@ def _state(model, path: Path, pf, request, keep, chunk_rows, opts) -> dict:
     }
 
 
-def _open(path: Path) -> pq.ParquetFile:
+def _open(path: Path) -> tuple[pq.ParquetFile | pa.Table, pa.Schema, int]:
+    """(source of windows, schema, rows) of a table file: a Parquet file is read one row group
+    at a time; CSV, FITS and VOTable are read whole by the toolkit's one reader."""
     if not path.is_file():
         raise PredictError(f"{path}: no such table")
+    if table_format(path, "table", PredictError) != "parquet":
+        table = read_rows(path, "table", PredictError)
+        return table, table.schema, table.num_rows
     try:
-        return pq.ParquetFile(path)
+        pf = pq.ParquetFile(path)
     except Exception as exc:
         raise PredictError(f"{path}: not a Parquet file ({' '.join(str(exc).split())})") from None
+    return pf, pf.schema_arrow, pf.metadata.num_rows
 
 
 def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, opts, progress):
@@ -72,14 +80,13 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
     from stardata.io import read_json, write_json, write_parquet
     from stardata.locks import FolderLock
 
-    pf = _open(path)
-    names = pf.schema_arrow.names
-    given, keep = plan(model, names, request, keep, str(path), opts["requested_as_inputs"])
-    check_numeric(pf.schema_arrow, given, str(path))
+    source, schema, n_rows = _open(path)
+    given, keep = plan(model, schema.names, request, keep, str(path), opts["requested_as_inputs"])
+    check_numeric(schema, given, str(path))
     fmt = check_output(out, [path], keep, request, opts)
-    if pf.metadata.num_rows == 0:
+    if n_rows == 0:
         raise PredictError(f"{path}: table has no rows")
-    n_windows = -(-pf.metadata.num_rows // chunk_rows)
+    n_windows = -(-n_rows // chunk_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.predict")
     _check_work(work)
@@ -90,7 +97,7 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
     try:
         for stale in out.parent.glob(f".{out.name}.part-*"):  # a killed final write
             stale.unlink()
-        state = _state(model, path, pf, request, keep, chunk_rows, opts)
+        state = _state(model, path, n_rows, request, keep, chunk_rows, opts)
         state_file = work / STATE
         if not state_file.exists() or read_json(state_file) != _jsonable(state):
             for old in work.glob("part-*.parquet"):
@@ -103,11 +110,11 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
         if progress:
             from tqdm.auto import tqdm
 
-            total = pf.metadata.num_rows
+            total = n_rows
             start = min(done * chunk_rows, total)
             bar = tqdm(total=total, initial=start, desc="predict", unit="row")
         try:
-            for k, block in windows(pf, given + keep, chunk_rows, done):
+            for k, block in windows(source, given + keep, chunk_rows, done):
                 result = window(model, block, given, keep, request, k, opts)
                 write_parquet(_part(work, k), result, row_group_size=max(1, result.num_rows))
                 if bar is not None:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from stardata.tables import read_rows
 from stardiff.errors import PredictError
 from stardiff.predict.stream import predict_file
 from stardiff.predict.windows import (
-    as_arrow,
     check_counts,
     check_numeric,
     check_output,
@@ -60,7 +60,9 @@ def predict(
     model : stardiff.DensityModel
     table : path-like, DataFrame, Arrow or astropy table, or mapping
         Rows of given values (physical units, NaN = not given): the crossmatch output or any
-        table with columns of the model's vocabulary. A path is a Parquet file, streamed.
+        table with columns of the model's vocabulary. A path is a Parquet, CSV, FITS or
+        VOTable file (the crossmatch's reader, :func:`stardata.tables.read_rows`), streamed
+        to ``out``: a Parquet file one row group at a time, the others read whole.
         Requested columns present in the table are not given to the model (see
         ``requested_as_inputs``); columns the model does not know are reported once and ignored.
     request : str or sequence of str
@@ -109,13 +111,11 @@ def predict(
     }  # fmt: skip
     if isinstance(table, str | os.PathLike):
         if out is None:
-            raise PredictError("a Parquet file is streamed: give out= for the result")
+            raise PredictError("a table file is streamed: give out= for the result")
         return predict_file(
             model, Path(table), request, Path(out), keep, chunk_rows, opts, progress
         )
-    arrow = as_arrow(table)
-    if arrow.num_rows == 0:
-        raise PredictError("table has no rows")
+    arrow = read_rows(table, "table", PredictError)
     given, keep = plan(
         model, arrow.column_names, request, keep, "table", opts["requested_as_inputs"]
     )

@@ -23,7 +23,6 @@ from stardiff.predict.statistics import draw_statistics, statistics_columns
 __all__ = [
     "CHUNK",
     "KEEP_BY_DEFAULT",
-    "as_arrow",
     "check_counts",
     "check_numeric",
     "check_output",
@@ -203,17 +202,3 @@ def windows(source, columns: list[str], size: int, start: int) -> Iterator[tuple
             pending, have = [rest], rest.num_rows
     if have:
         yield k, pa.concat_tables(pending).combine_chunks()
-
-
-def as_arrow(table) -> pa.Table:
-    if isinstance(table, pa.Table):
-        return table
-    if hasattr(table, "to_arrow"):  # polars
-        return table.to_arrow()
-    if hasattr(table, "iloc"):  # pandas
-        return pa.Table.from_pandas(table, preserve_index=False)
-    if hasattr(table, "colnames"):  # astropy
-        return pa.table({c: np.asarray(table[c]) for c in table.colnames})
-    if isinstance(table, dict):
-        return pa.table({k: np.asarray(v) for k, v in table.items()})
-    raise PredictError(f"table of type {type(table).__name__} not understood")

@@ -6,11 +6,35 @@ rows), a random set of present inputs in random order and the requested targets.
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-__all__ = ["Batch", "BatchBuilder"]
+from stardiff.errors import RecipeError
+
+__all__ = ["Batch", "BatchBuilder", "request_weights"]
+
+
+def request_weights(weights: Mapping[str, float], vocab) -> np.ndarray | None:
+    """``train.request_weights`` (column name or glob → weight) as one weight per column.
+
+    Columns no key names weigh 1; a column several globs name takes the last. ``None`` when
+    every weight is 1 (the draw of the requests is then the uniform one, stream unchanged).
+    A key that names no column of the vocabulary is a one-line ``RecipeError``.
+    """
+    w = np.ones(len(vocab.names))
+    for key, value in weights.items():
+        hit = [j for j, c in enumerate(vocab.names) if fnmatch.fnmatchcase(c, key)]
+        if not hit:
+            raise RecipeError(
+                f"'train.request_weights.{key}' names no column of the table "
+                f"({', '.join(vocab.names[:8])}{', ...' if len(vocab.names) > 8 else ''})"
+            )
+        w[hit] = float(value)
+    return None if np.all(w == 1) else w
 
 
 @dataclass
@@ -59,6 +83,12 @@ class BatchBuilder:
         other present columns, and take the further requests from the columns left over. A
         row can then have up to all but one of its columns as inputs (otherwise at most all
         but ``requests``), and a row with many inputs asks fewer requests.
+    request_weights : Tensor of float, shape (V,), optional
+        Weight of each column in the draw of the requests (weighted sampling without
+        replacement: the largest ``u**(1/w)``); ``None`` = all equal, the stream as it was.
+    all_inputs : float
+        Share of the rows (drawn per row and step) given every available input, up to
+        ``context`` (the label task: a label from the whole spectrum). 0 = the draw as it is.
     few_input_requests : float
         Share of each row's requests (drawn per request) that see only the first ``m`` of the
         row's inputs, ``m`` uniform in ``0..few_inputs[1]`` (at most the row's ``L``);
@@ -79,6 +109,8 @@ class BatchBuilder:
         inputs_first: bool = False,
         few_inputs: tuple[float, int] = (0.0, 5),
         few_input_requests: float = 0.0,
+        request_weights=None,
+        all_inputs: float = 0.0,
     ):
         self.values = values
         self.requestable = requestable.to(values.device)
@@ -90,6 +122,12 @@ class BatchBuilder:
         self.inputs_first = inputs_first and self.requests > 1 and not target_in_context
         self.few_inputs = few_inputs
         self.few_input_requests = few_input_requests if self.requests > 1 else 0.0
+        self.inverse_weights = None
+        if request_weights is not None:
+            w = torch.as_tensor(request_weights, dtype=values.dtype, device=values.device)
+            if not torch.all(w == 1):
+                self.inverse_weights = 1.0 / w
+        self.all_inputs = all_inputs
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -103,6 +141,8 @@ class BatchBuilder:
         present = ~torch.isnan(x)
         # Requested columns: the largest random keys over allowed columns.
         keys = torch.rand(B, V, generator=generator, device=dev)
+        if self.inverse_weights is not None:  # weighted draw without replacement
+            keys = keys.pow(self.inverse_weights)
         keys = keys.masked_fill(~(present & self.requestable), -1.0)
         avail = present.clone()
         if self.requests == 1:
@@ -135,6 +175,9 @@ class BatchBuilder:
             few = torch.rand(B, generator=generator, device=dev) < share
             small = torch.randint(1, most + 1, (B,), generator=generator, device=dev)
             n_in = torch.where(few, small, n_in)
+        if self.all_inputs > 0:  # extra random numbers only then, as few_inputs
+            every = torch.rand(B, generator=generator, device=dev) < self.all_inputs
+            n_in = torch.where(every, n_max, n_in)
         n_in = torch.minimum(n_in, n_max)
         use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]
         tokens = torch.where(use, order + 1, 0)

@@ -88,5 +88,6 @@ def network_for(recipe: Recipe, n_kinds: int) -> DensityNetwork:
             isolated_requests=m.isolated_requests,
             embedding_shift=m.embedding_shift,
             causal_inputs=m.causal_inputs,
+            periodic_features=m.periodic_features,
         )
     )

@@ -84,5 +84,5 @@ def test_read_table_errors(tmp_path):
     with pytest.raises(ValueError, match="no rows"):
         read_table(tmp_path / "e.parquet")
     (tmp_path / "t.txt").write_text("a\n1\n")
-    with pytest.raises(ValueError, match="unsupported table format"):
+    with pytest.raises(ValueError, match="unknown table format"):
         read_table(tmp_path / "t.txt")

@@ -112,3 +112,23 @@ def test_ancestral_last_step_adds_no_noise():
     x = ancestral(net.head, net.schedule, proj, noise)
     assert len(calls) == net.config.steps  # x_T, then one draw per step except the last
     assert torch.isfinite(x).all()
+
+
+def test_periodic_features_resolve_values_and_default_configs_are_unchanged():
+    from stardiff.model.embedding import TokenEmbedding
+
+    plain = TokenEmbedding(5, 16)
+    assert plain.periodic is None and sum(p.numel() for p in plain.parameters()) == 2 * 6 * 16
+    torch.manual_seed(0)
+    emb = TokenEmbedding(5, 16, periodic=8)
+    tokens = torch.tensor([[1, 1, 2]])
+    near = emb(tokens, torch.tensor([[0.30, 0.31, 0.30]]))
+    # the periodic part moves with the value, so two close values of one kind differ more
+    # than the plain embedding alone makes them
+    base = emb.bias(tokens) + torch.nn.functional.gelu(emb.weight(tokens) * 0.3)
+    assert (near[0, 0] - near[0, 1]).norm() > 0
+    assert (near[0, 0] - base[0, 0]).abs().max() > 0  # the periodic term is there
+    assert emb.frequency.weight.shape == (6, 8) and emb.periodic.in_features == 16
+    cfg = NetworkConfig(n_kinds=4, dim=16, n_heads=2, ff_dim=32, periodic_features=4)
+    assert NetworkConfig(**cfg.to_dict()) == cfg
+    assert "periodic_features" in NetworkConfig(n_kinds=4).to_dict()  # saved, default 0

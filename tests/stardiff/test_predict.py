@@ -252,3 +252,31 @@ def test_rows_that_carry_their_own_answers_predict_the_same_on_every_path(star_m
         assert got.select(stats).equals(want.select(stats))
     leaked = predict(star_model, rows, ["teff", "logg"], requested_as_inputs=True, **opts)
     assert not leaked.select(stats).equals(want.select(stats))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".vot"])
+def test_predict_reads_what_the_crossmatch_reads(star_model, tmp_path, suffix):
+    """CSV, FITS and VOTable give the numbers a Parquet file gives (one reader for both)."""
+    from astropy.table import Table
+
+    from stardiff.cli import main
+
+    rows = _rows(100, seed=7).drop("name")
+    rows.write_parquet(tmp_path / "rows.parquet")
+    src = tmp_path / f"rows{suffix}"
+    if suffix == ".csv":
+        rows.write_csv(src)
+    else:
+        Table(rows.to_pandas().to_dict("list")).write(
+            src, format="fits" if suffix == ".fits" else "votable"
+        )
+    args = ["--request", "teff", "-n", "20", "--chunk-rows", "64", "--quiet"]
+    for path, out in ((tmp_path / "rows.parquet", "a.parquet"), (src, "b.parquet")):
+        assert (
+            main(
+                ["predict", str(star_model.folder), str(path), *args, "--out", str(tmp_path / out)]
+            )
+            == 0
+        )
+    a, b = pl.read_parquet(tmp_path / "a.parquet"), pl.read_parquet(tmp_path / "b.parquet")
+    np.testing.assert_allclose(b["teff_median"].to_numpy(), a["teff_median"].to_numpy(), rtol=1e-6)

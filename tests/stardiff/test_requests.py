@@ -189,3 +189,57 @@ def test_inputs_first_needs_several_requests_and_no_target_in_context():
     }
     with pytest.raises(RecipeError, match="'train.target_in_context' = false"):
         recipe_from_dict(raw)
+
+
+def test_request_weights_favour_a_column_and_weights_of_one_change_nothing():
+    from stardata.tokens import Vocabulary
+    from stardiff.train.batches import request_weights
+
+    x, requestable = _masked_table(4000, 10, 0.1, 10)
+    vocab = Vocabulary([f"c{j}" for j in range(10)])
+    assert request_weights({}, vocab) is None and request_weights({"c*": 1.0}, vocab) is None
+    w = request_weights({"c*": 0.5, "c3": 20.0}, vocab)
+    assert w[3] == 20.0 and w[0] == 0.5  # the later key wins for c3
+    rows = torch.arange(4000)
+
+    def draw(weights):
+        b = BatchBuilder(x, requestable, 10, requests=3, request_weights=weights)
+        return b(rows, torch.Generator().manual_seed(1))
+
+    plain, ones = draw(None), draw(np.ones(10))
+    torch.testing.assert_close(plain.request, ones.request)  # the same stream
+    heavy = draw(w)
+    asked = (heavy.request == 4).any(dim=1).float().mean()  # token 4 = column c3
+    present = (~torch.isnan(x[:, 3])).float().mean()
+    assert asked > 0.97 * present  # c3 is asked of nearly every row that has it
+    assert (plain.request == 4).any(dim=1).float().mean() < 0.4
+    with pytest.raises(RecipeError, match=r"'train.request_weights.teff' names no column"):
+        request_weights({"teff": 2.0}, vocab)
+
+
+def test_all_inputs_rows_take_every_available_input():
+    x, requestable = _masked_table(2000, 12, 0.2, 12)
+    b = BatchBuilder(x, requestable, 64, subset_power=3.0, requests=2, all_inputs=0.5)
+    batch = b(torch.arange(2000), torch.Generator().manual_seed(0))
+    n_in = (batch.tokens > 0).sum(dim=1)
+    available = (~torch.isnan(x)).sum(dim=1) - (batch.request > 0).sum(dim=1)
+    full = (n_in == available).float().mean()
+    assert 0.45 < full < 0.6  # the share, plus the few power-law rows that draw all anyway
+    plain = BatchBuilder(x, requestable, 64, subset_power=3.0, requests=2)
+    n0 = (plain(torch.arange(2000), torch.Generator().manual_seed(0)).tokens > 0).sum(dim=1)
+    assert (n0 == available).float().mean() < 0.1
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"all_inputs": 1.5}, "'train.all_inputs' must be a finite number in \\[0, 1\\]"),
+        ({"request_weights": {"y": 0.0}}, "'train.request_weights.y' must be a finite number"),
+        ({"request_weights": {"y": float("inf")}}, "'train.request_weights.y' must be a finite"),
+        ({"request_weights": {"y": float("nan")}}, "'train.request_weights.y' must be a finite"),
+    ],
+)
+def test_bad_allocation_keys_are_one_line_errors(tmp_path, train, message):
+    raw = {"data": {"table": "t.parquet"}, "train": train}
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(raw, base_dir=str(tmp_path))

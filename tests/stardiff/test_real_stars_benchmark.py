@@ -1,0 +1,70 @@
+"""benchmarks.real_stars runs end to end on a tiny table of its format; refusals are one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from benchmarks import real_stars as rs
+
+
+def _table(path, n=360, seed=0):
+    rng = np.random.default_rng(seed)
+    teff = rng.uniform(4000, 6500, n)
+    logg = np.where(teff < 5200, rng.uniform(1, 3.5, n), rng.uniform(3.8, 4.6, n))
+    cols = {
+        f"xp{i:02d}": np.sin(i / 9 + teff / 2000) + 0.01 * rng.normal(size=n) for i in range(57)
+    }
+    cols |= {"bprp": 7000 / teff - 0.4, "g": rng.uniform(9, 15, n), "jh": 0.5 - logg / 20}
+    cols |= {"jk": rng.normal(0.6, 0.1, n), "teff": teff, "logg": logg}
+    cols |= {"fe_h": rng.normal(-0.2, 0.3, n), "alpha_m": rng.normal(0.1, 0.1, n)}
+    cols["split"] = np.where(np.arange(n) % 6 == 0, "test", "train")
+    pl.DataFrame(cols).with_columns(pl.col("fe_h").fill_nan(None)).write_parquet(path)
+    return path
+
+
+def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
+    table = _table(tmp_path / "stars.parquet")
+    record = tmp_path / "r.jsonl"
+    args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16"]
+    args += ["--threads", "1", "--record", str(record), "--quiet", "--figures", str(tmp_path)]
+    args += ['train.request_weights={"teff": 4.0}', "train.all_inputs=0.25"]
+    args += ["model.periodic_features=4"]
+    try:
+        import zuko  # noqa: F401
+
+        args += ["--flow-minutes", "0.01"]
+    except ImportError:
+        args += ["--no-flow"]
+    assert rs.main(args) == 0
+    rec = json.loads(record.read_text())
+    assert rec["overrides"]["train"] == {"request_weights": {"teff": 4.0}, "all_inputs": 0.25}
+    assert rec["overrides"]["model"] == {"periodic_features": 4}
+    fams = set(rec["results"])
+    assert {f"{c} | non-labels" for c in rs.LABELS} <= fams
+    assert {"logg | teff", "random 1-5 inputs", "random 32-64 inputs"} <= fams
+    for r in rec["results"]["teff | non-labels"].values():
+        assert set(rs.SCORES) <= set(r) and r["n"] == 12
+    assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
+    assert rec["model"]["epochs"] == 1
+    assert (tmp_path / "real_stars_kiel.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--minutes", "nan"], "--minutes must be a positive number"),
+        (["--tasks", "0"], "--tasks must be positive"),
+        (["model.nope=3"], "expected data.KEY=VALUE"),
+        (["data.table=x.parquet"], "expected data.KEY=VALUE"),
+        (["--table", "missing.parquet"], "no table at missing.parquet"),
+    ],
+)
+def test_refusals_are_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        rs.main(args)
+    text = str(e.value)
+    assert message in text and "\n" not in text
