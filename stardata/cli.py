@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import fields
 
+from stardata.cliargs import OneLineParser, parse
 from stardata.errors import USER_ERRORS
 
 __all__ = ["main"]
@@ -54,10 +55,14 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(OneLineParser):
+    with_command = False  # "stardata: error: ...", as every other error of the command
+
+
 def _parser() -> argparse.ArgumentParser:
     from stardata.sources.xp import XP_DATA_STRUCTURES
 
-    p = argparse.ArgumentParser(prog="stardata", description=_DESCRIPTION)
+    p = _Parser(prog="stardata", description=_DESCRIPTION)
     p.add_argument("--version", action="version", version=f"stardata {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _crossmatch_parser(sub) -> None:
     """``stardata crossmatch``: the options of :func:`stardata.crossmatch.crossmatch`."""
+    from stardata.crossmatch.run import MAX_PM, RADIUS
+    from stardata.numbers import number_arg
     from stardata.sources.xp import XP_DATA_STRUCTURES
 
     x = sub.add_parser(
@@ -159,7 +166,13 @@ def _crossmatch_parser(sub) -> None:
         help="epoch of the positions: a Julian year (e.g. 2000.0) or a column of them "
         "(default 2016.0, Gaia DR3's)",
     )
-    key.add_argument("--radius", type=float, default=1.0, metavar="ARCSEC", help="default 1.0")
+    key.add_argument(
+        "--radius",
+        type=number_arg(RADIUS),
+        default=1.0,
+        metavar="ARCSEC",
+        help="match radius, above 0 and below 180 deg (default 1.0)",
+    )
     key.add_argument(
         "--reference",
         metavar="PATH|URL",
@@ -168,10 +181,10 @@ def _crossmatch_parser(sub) -> None:
     )
     key.add_argument(
         "--max-pm",
-        type=float,
+        type=number_arg(MAX_PM),
         default=11.0,
         metavar="ARCSEC/YR",
-        help="largest proper motion an archive or HATS match looks for (default 11.0)",
+        help="largest proper motion an archive or HATS match looks for, 0 to 100 (default 11.0)",
     )
     what = x.add_argument_group("what to write")
     what.add_argument(
@@ -372,7 +385,9 @@ def _run(args) -> int:
 
 def main(argv=None) -> int:
     """Run the ``stardata`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = parse(_parser(), argv)
+    if isinstance(args, int):  # a bad flag (one line) or --help
+        return args
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ __all__ = [
     "InputFileError",
     "LockedError",
     "OfflineMissing",
+    "OutputError",
     "RemoteError",
     "TableError",
     "VerifyError",
@@ -53,6 +54,11 @@ class CatalogError(TableError):
     """A user's catalogue cannot be crossmatched; the message names the file or column."""
 
 
+class OutputError(ValueError):
+    """An output path the toolkit refuses (:mod:`stardata.outpaths`): it names the path and why
+    (an input, something the toolkit did not write, an unknown format)."""
+
+
 class RemoteError(RuntimeError):
     """A remote service failed (after retries, or with a non-transient error)."""
 
@@ -74,4 +80,12 @@ SOURCE_ERRORS = (RemoteError, ArchiveError, IncompleteDownload, InputFileError)
 
 #: Everything the ``stardata`` command reports as one line. ``OSError``: a missing, unreadable
 #: or unwritable path, or a full disk; it names the path.
-USER_ERRORS = (BuildError, LockedError, HatsMissing, TableError, OSError, *SOURCE_ERRORS)
+USER_ERRORS = (
+    BuildError,
+    LockedError,
+    HatsMissing,
+    TableError,
+    OutputError,
+    OSError,
+    *SOURCE_ERRORS,
+)

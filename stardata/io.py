@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,11 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "CsvRowWriter",
     "LazyWriter",
     "ParquetRowWriter",
     "atomic_path",
     "content_digest",
     "file_digests",
+    "finite_json",
     "h5_dataset",
     "h5_file",
     "read_json",
@@ -118,13 +121,30 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def finite_json(obj):
+    """``obj`` with every non-finite float (NaN, ±inf; NumPy's too) replaced by None: what
+    JSON can hold (``json.dumps(..., allow_nan=False)`` then never fails)."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.ndarray):
+        return finite_json(obj.tolist())
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj, *, sort_keys: bool = True) -> Path:
     """Write ``obj`` as indented JSON (stable bytes), atomically.
 
     Keys are sorted unless ``sort_keys=False`` (files meant to be read top-down keep the
-    order of ``obj``).
+    order of ``obj``). JSON has no NaN or infinity: a non-finite float is written as ``null``,
+    so every file this writes is valid JSON for any reader.
     """
-    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=True)
+    text = json.dumps(
+        finite_json(obj), indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=False
+    )
     text += "\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -153,13 +173,25 @@ class ParquetRowWriter:
     schema : pyarrow.Schema
         Every written table is cast to it (same column order); schema metadata is dropped.
     row_group_size : int
+    metadata : dict, optional
+        Key-value metadata of the file (e.g. :data:`stardata.outpaths.MARK`); nothing else of
+        the tables' schema metadata is kept.
     """
 
-    def __init__(self, path, schema: pa.Schema, *, row_group_size: int = DEFAULT_ROW_GROUP):
+    def __init__(
+        self,
+        path,
+        schema: pa.Schema,
+        *,
+        row_group_size: int = DEFAULT_ROW_GROUP,
+        metadata: dict | None = None,
+    ):
         if row_group_size < 1:
             raise ValueError(f"row_group_size must be positive, got {row_group_size}")
         self.path = Path(path)
         self.schema = schema.remove_metadata()
+        if metadata:
+            self.schema = self.schema.with_metadata(metadata)
         self.row_group_size = int(row_group_size)
         self.rows = 0
         self._pending: list[pa.Table] = []
@@ -169,8 +201,12 @@ class ParquetRowWriter:
 
     def __enter__(self) -> ParquetRowWriter:
         self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.schema, **PARQUET_OPTIONS)
+        tmp = self._ctx.__enter__()  # an OSError here (no such folder) leaves nothing behind
+        try:
+            self._writer = pq.ParquetWriter(tmp, self.schema, **PARQUET_OPTIONS)
+        except BaseException as exc:  # the temporary goes; the real error is raised
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def write(self, table: pa.Table) -> None:
@@ -194,34 +230,109 @@ class ParquetRowWriter:
         self._pending_rows = tail.num_rows
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        def finish():
+            try:
+                if exc_type is None and self._pending_rows:
+                    self._flush(self._pending_rows)
+                if exc_type is None and self.rows == 0:
+                    # an empty file still needs its schema
+                    self._writer.write_table(self.schema.empty_table())
+            finally:
+                self._writer.close()
+
+        return _close_then_rename(finish, self._ctx, exc_type, exc, tb)
+
+
+class CsvRowWriter:
+    """Stream tables into one CSV file (a header line, then the rows), written atomically.
+
+    The CSV twin of :class:`ParquetRowWriter`: use as a context manager; the file appears at
+    ``path`` only when the block exits cleanly. Columns must be flat (numbers, text, booleans).
+    """
+
+    def __init__(self, path, schema: pa.Schema):
+        self.path, self.schema = Path(path), schema.remove_metadata()
+        self.rows = 0
+        self._ctx = None
+        self._writer = None
+
+    def __enter__(self) -> CsvRowWriter:
+        import pyarrow.csv as pacsv
+
+        nested = [f.name for f in self.schema if pa.types.is_nested(f.type)]
+        if nested:
+            raise ValueError(f"{self.path.name}: column {nested[0]!r} cannot be written as CSV")
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
         try:
-            if exc_type is None and self._pending_rows:
-                self._flush(self._pending_rows)
-            if exc_type is None and self.rows == 0:
-                # an empty file still needs its schema
-                self._writer.write_table(self.schema.empty_table())
-        finally:
-            self._writer.close()
-        return bool(self._ctx.__exit__(exc_type, exc, tb))
+            self._writer = pacsv.CSVWriter(tmp, self.schema)
+        except BaseException as exc:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (a table with the writer's column names)."""
+        self._writer.write_table(table.select(self.schema.names).cast(self.schema))
+        self.rows += table.num_rows
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return _close_then_rename(self._writer.close, self._ctx, exc_type, exc, tb)
+
+
+def _close_then_rename(close, ctx, exc_type, exc, tb) -> bool:
+    """Close a writer, then finish its :func:`atomic_path` (rename, or remove on an error).
+
+    An error while closing (a full disk) counts as the block's error: nothing is renamed.
+    """
+    try:
+        close()
+    except BaseException as err:
+        if exc_type is not None:  # the block's own error is the one to report
+            return bool(ctx.__exit__(exc_type, exc, tb))
+        ctx.__exit__(type(err), err, err.__traceback__)
+        raise
+    return bool(ctx.__exit__(exc_type, exc, tb))
 
 
 class LazyWriter:
-    """A :class:`ParquetRowWriter` whose schema is that of the first table written.
+    """A table writer whose schema is that of the first table written.
 
     Use as a context manager; on an exception nothing is left at ``path``.
+
+    Parameters
+    ----------
+    path : Path
+    row_group_size : int
+        Parquet row-group size.
+    fmt : {"parquet", "csv"}
+        The file format (:func:`stardata.outpaths.output_format` picks it from the name).
+    metadata : dict, optional
+        Parquet key-value metadata (CSV has none).
     """
 
-    def __init__(self, path: Path, row_group_size: int):
+    def __init__(self, path: Path, row_group_size: int, fmt: str = "parquet", metadata=None):
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"{Path(path).name}: cannot write format {fmt!r}")
         self.path, self.row_group_size = path, row_group_size
-        self._w: ParquetRowWriter | None = None
+        self.fmt, self.metadata = fmt, metadata
+        self._w: ParquetRowWriter | CsvRowWriter | None = None
 
     def __enter__(self) -> LazyWriter:
         return self
 
     def write(self, table: pa.Table) -> None:
         if self._w is None:
-            self._w = ParquetRowWriter(self.path, table.schema, row_group_size=self.row_group_size)
-            self._w.__enter__()
+            if self.fmt == "csv":
+                w = CsvRowWriter(self.path, table.schema)
+            else:
+                w = ParquetRowWriter(
+                    self.path,
+                    table.schema,
+                    row_group_size=self.row_group_size,
+                    metadata=self.metadata,
+                )
+            self._w = w.__enter__()  # kept only once it is open: __exit__ closes what opened
         self._w.write(table)
 
     @property
@@ -325,7 +436,7 @@ def recover_folder(final: str | os.PathLike) -> Path:
 
     final = Path(final)
     old = _old(final)
-    if old.exists():
+    if old.is_dir() and not old.is_symlink():  # only ever a folder this module moved aside
         if final.exists():
             shutil.rmtree(old)
         else:
@@ -343,6 +454,8 @@ def replace_folder(new: str | os.PathLike, final: str | os.PathLike) -> Path:
     import shutil
 
     new, final = Path(new), Path(final)
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file where a folder belongs", str(final))
     recover_folder(final)
     old = _old(final)
     if final.exists():

@@ -26,13 +26,16 @@ class FolderLock:
         The folder to own (created if missing).
     what : str
         What the lock is for, shown to a second writer ("stardiff fit", "stardata build").
+    name : str
+        The lock file's name in ``folder`` (default ``.lock``; :mod:`stardata.outpaths` locks
+        one output ``NAME`` of a folder with ``.NAME.lock``).
     """
 
     NAME = ".lock"
 
-    def __init__(self, folder: str | os.PathLike, what: str = "a run"):
+    def __init__(self, folder: str | os.PathLike, what: str = "a run", name: str = NAME):
         self.folder = Path(folder)
-        self.path = self.folder / self.NAME
+        self.path = self.folder / name
         self.what = what
         self._fd: int | None = None
 
@@ -48,7 +51,7 @@ class FolderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                raise LockedError(f"{self.folder} is in use: {self._owner()}") from None
+                raise LockedError(f"{self._held()} is in use: {self._owner()}") from None
             # the file may have been unlinked by its last owner between our open and flock
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
@@ -67,6 +70,13 @@ class FolderLock:
         os.write(fd, (json.dumps(info) + "\n").encode())
         self._fd = fd
         return self
+
+    def _held(self) -> Path:
+        """What the lock guards: the folder, or the output ``NAME`` of ``.NAME.lock``."""
+        name = self.path.name
+        if name != self.NAME and name.startswith(".") and name.endswith(".lock"):
+            return self.folder / name[1 : -len(".lock")]
+        return self.folder
 
     def _owner(self) -> str:
         try:

@@ -8,30 +8,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from stardata.numbers import COUNT, PROCESSES, SEED, Range, number_arg
+from stardata.outpaths import check_table_file, claim
+from stardiff.errors import GivenValueError
+from stardiff.predict import CHUNK
+from stardiff.recipe import MINUTES, RANGES
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stardiff", description=__doc__.splitlines()[0])
+    from stardata.cliargs import OneLineParser
+
+    p = OneLineParser(prog="stardiff", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"stardiff {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="train a model from a TOML recipe")
     f.add_argument("recipe", help="recipe file (TOML)")
     f.add_argument("--out", help="model folder (default: the recipe's train.out)")
-    f.add_argument("--epochs", type=int, help="override train.epochs")
+    f.add_argument("--epochs", type=_arg("train.epochs"), help="override train.epochs")
     f.add_argument(
         "--minutes",
-        type=float,
+        type=number_arg(Range(0.0, MINUTES.hi, lo_open=True)),
         help="train for this many minutes, the LR schedule fitted to them (train.time_budget)",
     )
     f.add_argument("--device", help="cpu, cuda or cuda:N (override train.device)")
-    f.add_argument("--seed", type=int, help="override train.seed")
+    f.add_argument("--seed", type=number_arg(SEED), help="override train.seed")
     f.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
     f.add_argument("--overwrite", action="store_true", help="replace a non-empty model folder")
     f.add_argument("--no-figures", action="store_true", help="skip the density figures")
@@ -48,12 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a Parquet, CSV, FITS or VOTable file of given rows (vocabulary columns used)",
     )
     s.add_argument("--request", nargs="+", required=True, metavar="COL")
-    s.add_argument("-n", type=int, default=1000, help="samples per given row (default 1000)")
+    s.add_argument("-n", type=number_arg(COUNT), default=1000, help="samples per given row")
     s.add_argument("--joint", action="store_true", help="chain the requests (joint samples)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=number_arg(SEED), default=0)
     _sampler_args(s)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--out", help="write samples to this Parquet file (default: print a summary)")
+    s.add_argument(
+        "--out",
+        help="write samples to this .parquet or .csv file (default: print a summary)",
+    )
 
     e = sub.add_parser("evaluate", help="score a model on a table: metrics.json and figures")
     e.add_argument("model", help="model folder")
@@ -62,10 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="folder for metrics.json and the figures")
     e.add_argument("--recipe", help="take the [evaluate] settings from this recipe instead")
     e.add_argument("--columns", nargs="+", metavar="COL", help="score only these columns")
-    e.add_argument("--rows", type=int, help="override evaluate.rows")
-    e.add_argument("--samples", type=int, help="override evaluate.samples_per_row")
-    e.add_argument("--tasks", type=int, help="override evaluate.tasks")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--rows", type=_arg("evaluate.rows"), help="override evaluate.rows")
+    e.add_argument(
+        "--samples", type=_arg("evaluate.samples_per_row"), help="override evaluate.samples_per_row"
+    )
+    e.add_argument("--tasks", type=_arg("evaluate.tasks"), help="override evaluate.tasks")
+    e.add_argument("--seed", type=number_arg(SEED), default=0)
     e.add_argument("--device", default="cpu")
     e.add_argument("--no-figures", action="store_true", help="write metrics.json only")
     _sampler_args(e)
@@ -79,8 +92,14 @@ def _parser() -> argparse.ArgumentParser:
         "(then the output is a HATS catalogue, computed partition by partition on Dask)",
     )
     r.add_argument("--request", nargs="+", required=True, metavar="COL")
-    r.add_argument("-n", type=int, default=200, help="draws per row (default 200)")
-    r.add_argument("--quantiles", nargs="*", type=float, default=[0.16, 0.5, 0.84], metavar="Q")
+    r.add_argument("-n", type=number_arg(COUNT), default=200, help="draws per row (default 200)")
+    r.add_argument(
+        "--quantiles",
+        nargs="*",
+        type=number_arg(Range(0.0, 1.0)),
+        default=[0.16, 0.5, 0.84],
+        metavar="Q",
+    )
     r.add_argument("--samples", action="store_true", help="also write the draws")
     r.add_argument("--keep", nargs="*", metavar="COL", help="input columns to copy through")
     r.add_argument(
@@ -89,26 +108,52 @@ def _parser() -> argparse.ArgumentParser:
         help="also give the model the requested columns the table has (teff given teff: a "
         "self-consistency check, not a prediction)",
     )
-    r.add_argument("--chunk-rows", type=int, default=4096, help="rows per window (default 4096)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--chunk-rows", type=number_arg(CHUNK), default=4096, help="rows per window (default 4096)"
+    )
+    r.add_argument("--seed", type=number_arg(SEED), default=0)
     r.add_argument(
         "--device",
         help="torch device (default cpu; for a HATS catalogue, each worker's GPU if any)",
     )
-    r.add_argument("--out", required=True, help="output Parquet file (HATS folder for HATS input)")
+    r.add_argument(
+        "--out",
+        required=True,
+        help="output .parquet or .csv file (a HATS folder for HATS input)",
+    )
     r.add_argument(
         "--scheduler",
         metavar="ADDR",
         help="HATS input: a Dask scheduler address, or 'synchronous' (default: a LocalCluster)",
     )
-    r.add_argument("--workers", type=int, default=1, help="HATS input: LocalCluster processes")
-    r.add_argument("--threads", type=int, default=1, help="HATS input: threads per worker")
+    r.add_argument(
+        "--workers",
+        type=number_arg(PROCESSES),
+        default=1,
+        help="HATS input: LocalCluster processes",
+    )
+    r.add_argument(
+        "--threads", type=number_arg(PROCESSES), default=1, help="HATS input: threads per worker"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     _sampler_args(r)
 
     i = sub.add_parser("info", help="describe a model folder")
     i.add_argument("model", help="model folder")
     return p
+
+
+def _version() -> str:
+    import stardiff
+
+    return stardiff.__version__
+
+
+def _arg(key: str):
+    """The ``argparse`` type of a flag that overrides the recipe key ``key``: its range."""
+    from stardiff.recipe import RANGES
+
+    return number_arg(RANGES[key])
 
 
 def _parse_given(items: list[str]) -> dict[str, float]:
@@ -178,13 +223,26 @@ def _describe_fit(model) -> None:
 def _cmd_sample(a) -> int:
     from stardiff.infer import load
 
-    model = load(a.model, a.device)
     multi = a.table is not None
+    fmt = None
+    if a.out:  # refused before any work: an input, a file not ours, a format unknown
+        columns = ["row"] * multi + list(a.request)
+        inputs = [a.table] if multi else []
+        fmt = check_table_file(a.out, option="--out", inputs=inputs, columns=columns)
+    model = load(a.model, a.device)
     given = _given_table(model, a.table) if multi else _parse_given(a.given)
+    try:
+        return _sample_and_write(model, given, a, multi, fmt)
+    except GivenValueError as e:  # rows of the --table file: name it
+        raise (e.shifted(0, a.table) if multi else e) from None
+
+
+def _sample_and_write(model, given, a, multi: bool, fmt: str | None) -> int:
+    """Write the draws to ``--out`` (in ``fmt``), or print each column's summary."""
     kw = dict(seed=a.seed, sampler=a.sampler, steps=a.steps)
     if a.out:
-        out = _out_file(a.out)
-        n = _write_samples(model, given, a, multi, out, kw)
+        with claim(a.out, "stardiff sample") as out:  # one writer; killed runs' leftovers go
+            n = _write_samples(model, given, a, multi, out, kw, fmt)
         print(f"wrote {n} samples to {out}")
         return 0
     if a.joint:
@@ -197,27 +255,15 @@ def _cmd_sample(a) -> int:
     return 0
 
 
-def _out_file(path: str) -> Path:
-    """An output file path that can be written, or a one-line error naming ``--out``."""
-    out = Path(path)
-    if out.is_dir():
-        raise IsADirectoryError(
-            f"--out {out} is a folder; give a file name such as {out}/s.parquet"
-        )
-    parent = out.parent if str(out.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {out}: cannot write in {parent} (permission denied)")
-    return out
-
-
-def _write_samples(model, given, a, multi: bool, out: Path, kw) -> int:
-    """Stream samples to a Parquet file; joint draws chunk by chunk (bounded memory)."""
+def _write_samples(model, given, a, multi: bool, out: Path, kw, fmt: str) -> int:
+    """Stream samples to a file of ``fmt``; joint draws chunk by chunk (bounded memory)."""
     import pyarrow as pa
 
     from stardata.io import LazyWriter
+    from stardata.outpaths import mark
 
     n = 0
-    with LazyWriter(out, row_group_size=65536) as w:
+    with LazyWriter(out, 65536, fmt, mark("stardiff sample")) as w:
         if a.joint:
             for rows, draws, chunk in model.iter_joint(given, a.request, a.n, **kw):
                 nd = draws.stop - draws.start
@@ -311,7 +357,9 @@ def _sampler_args(p) -> None:
         help=f"ancestral (all T steps) or few-step ddim / dpm2 (default {DEFAULT_SAMPLER})",
     )
     p.add_argument(
-        "--steps", type=int, help=f"steps of a few-step sampler (default {DEFAULT_STEPS})"
+        "--steps",
+        type=number_arg(Range(1, RANGES["model.steps"].hi, integer=True)),
+        help=f"steps of a few-step sampler (default {DEFAULT_STEPS})",
     )
 
 
@@ -344,18 +392,20 @@ def _cmd_evaluate(a) -> int:
         )
     p = res["pooled"]
     if p.get("n"):
+        f = lambda k: "n/a" if p.get(k) is None else f"{p[k]:.3f}"  # noqa: E731 (null in JSON)
         print(
-            f"{res['split']} rows: CRPS/std {p['crps_norm']:.3f}, PIT KS {p['pit_ks']:.3f}, "
-            f"coverage 68% {p['cover68']:.3f}, 95% {p['cover95']:.3f}"
+            f"{res['split']} rows: CRPS/std {f('crps_norm')}, PIT KS {f('pit_ks')}, "
+            f"coverage 68% {f('cover68')}, 95% {f('cover95')}"
         )
     print(f"wrote metrics.json and {len(res.get('figures', []))} figure(s) to {a.out}")
     return 0
 
 
 def _cmd_info(a) -> int:
+    from stardata.io import finite_json
     from stardiff.infer import describe
 
-    print(json.dumps(describe(a.model), indent=2))
+    print(json.dumps(finite_json(describe(a.model)), indent=2, allow_nan=False))
     return 0
 
 
@@ -363,9 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stardiff`` command; returns the exit status."""
     import warnings
 
+    from stardata.cliargs import parse
     from stardiff.errors import USER_ERRORS, user_message
 
-    args = _parser().parse_args(argv)
+    args = parse(_parser(), argv)
+    if isinstance(args, int):  # a bad flag (one line, exit 2), --help or --version
+        return args
     handler = {
         "fit": _cmd_fit,
         "sample": _cmd_sample,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stardiff.persist import save_figure
+
 __all__ = [
     "conditional_figures",
     "density_panel",
@@ -86,7 +88,7 @@ def unconditional_figure(model, data: np.ndarray, path: str | Path, n: int = 400
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Unconditional densities: model vs data", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return Path(path)
 
@@ -138,7 +140,7 @@ def conditional_figures(
         axes.flat[0].legend(fontsize=8)
         fig.tight_layout()
         path = Path(out_dir) / f"conditional_{k}_{panel.request}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths

@@ -16,11 +16,76 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stardata.numbers import SEED, Range, check_number
 from stardiff.errors import RecipeError
 
-__all__ = ["Recipe", "RecipeError", "load_recipe", "recipe_from_dict", "override"]
+__all__ = [
+    "MINUTES",
+    "RANGES",
+    "Recipe",
+    "RecipeError",
+    "load_recipe",
+    "numeric_keys",
+    "override",
+    "recipe_from_dict",
+]
 
 REQUIRED = object()
+BIG = 10**9  # a count beyond any real use: larger is a typo, refused
+MINUTES = Range(0.0, 1e6)  # train.time_budget and --minutes (0 = train for train.epochs)
+
+
+def _int(lo: int, hi: int = BIG) -> Range:
+    return Range(lo, hi, integer=True)
+
+
+#: Where every number of a recipe means something; NaN is never one, infinity only where a
+#: range says so (``train.grad_clip = inf``: no clipping). ``docs/recipes.md`` lists them.
+RANGES = {
+    "data.test_rows": _int(0),
+    "data.validation_fraction": Range(0.0, 1.0, hi_open=True),
+    "data.split_seed": SEED,
+    "model.dim": _int(1, 65536),
+    "model.n_heads": _int(1, 1024),
+    "model.ff_dim": _int(1, 1 << 20),
+    "model.n_layers": _int(1, 1024),
+    "model.dropout": Range(0.0, 1.0, hi_open=True),
+    "model.head_width": _int(1, 65536),
+    "model.head_layers": _int(1, 1024),
+    "model.steps": _int(1, 100_000),
+    "model.beta_start": Range(0.0, 1.0, lo_open=True, hi_open=True),
+    "model.beta_end": Range(0.0, 1.0, lo_open=True, hi_open=True),
+    "model.periodic_features": _int(0, 1024),
+    "model.summary_width": _int(0, 65536),
+    "train.epochs": _int(1),
+    "train.batch_size": _int(1, 1 << 24),
+    "train.lr": Range(0.0, 10.0, lo_open=True),
+    "train.weight_decay": Range(0.0, 100.0),
+    "train.lr_min": Range(0.0, 10.0),
+    "train.cycle_epochs": _int(1),
+    "train.grad_clip": Range(0.0, math.inf, lo_open=True),
+    "train.context": _int(0, 1 << 20),
+    "train.length_buckets": _int(1, 1 << 16),
+    "train.noise_draws": _int(1, 1024),
+    "train.seed": SEED,
+    "train.checkpoint_every": _int(1),
+    "train.threads": _int(0, 4096),
+    "train.time_budget": MINUTES,
+    "train.warmup": Range(0.0, 1.0, hi_open=True),
+    "train.ema": Range(0.0, 1.0, hi_open=True),
+    "train.subset_power": Range(0.0, 100.0, lo_open=True),
+    "train.requests": _int(1, 1 << 16),
+    "train.few_inputs": Range(0.0, 1.0),
+    "train.few_inputs_max": _int(1, 1 << 16),
+    "train.few_input_requests": Range(0.0, 1.0),
+    "train.step_power": Range(0.0, 100.0, lo_open=True),
+    "train.all_inputs": Range(0.0, 1.0),
+    "evaluate.samples": _int(1, 10**7),
+    "evaluate.rows_per_panel": _int(1, 10**7),
+    "evaluate.rows": _int(1, 10**7),
+    "evaluate.samples_per_row": _int(1, 10**6),
+    "evaluate.tasks": _int(0, 10**7),
+}
 
 
 @dataclass(frozen=True)
@@ -114,11 +179,10 @@ class EvaluateSection:
     joint: list[str] = field(default_factory=list)  # chained columns of the Fig. 6 density
 
     def __post_init__(self) -> None:
-        for key in ("rows", "samples_per_row"):
-            if getattr(self, key) <= 0:
-                raise RecipeError(f"'evaluate.{key}' must be positive, got {getattr(self, key)}")
-        if self.tasks < 0:
-            raise RecipeError(f"'evaluate.tasks' must be >= 0, got {self.tasks}")
+        for key in ("rows", "samples_per_row", "tasks"):  # also what evaluate's flags set
+            check_number(
+                getattr(self, key), f"'evaluate.{key}'", RANGES[f"evaluate.{key}"], RecipeError
+            )
         if len(self.joint) == 1 or len(set(self.joint)) != len(self.joint):
             raise RecipeError("'evaluate.joint' must name 0 or at least 2 distinct columns")
         names = [s.name for s in self.subsets]
@@ -169,8 +233,13 @@ class Recipe:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def out_dir(self) -> Path:
-        """The model folder: ``train.out``, or ``runs/<name>`` when that is empty."""
-        return Path(self.train.out or f"runs/{self.name}")
+        """The model folder: ``train.out``, or ``runs/<name>`` when that is empty.
+
+        A relative path is relative to the recipe's folder, as ``data.table`` is (so a recipe
+        writes to the same place from any working directory).
+        """
+        p = Path(self.train.out or f"runs/{self.name}").expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
 
     def to_dict(self) -> dict:
         """Every section and key, JSON-ready, as recorded in a model's ``config.json``.
@@ -268,51 +337,28 @@ def _convert(tp, value, where: str, key: str):
 
 
 def _check_semantics(r: Recipe, where: str) -> None:
-    positive = {
-        "model.dim": r.model.dim,
-        "model.n_heads": r.model.n_heads,
-        "model.ff_dim": r.model.ff_dim,
-        "model.n_layers": r.model.n_layers,
-        "model.head_width": r.model.head_width,
-        "model.head_layers": r.model.head_layers,
-        "model.steps": r.model.steps,
-        "train.epochs": r.train.epochs,
-        "train.batch_size": r.train.batch_size,
-        "train.lr": r.train.lr,
-        "train.cycle_epochs": r.train.cycle_epochs,
-        "train.checkpoint_every": r.train.checkpoint_every,
-        "train.length_buckets": r.train.length_buckets,
-        "train.noise_draws": r.train.noise_draws,
-        "train.requests": r.train.requests,
-        "evaluate.samples": r.evaluate.samples,
-    }
-    for key, v in positive.items():
-        if not v > 0:  # NaN too
-            raise RecipeError(f"{where}: '{key}' must be positive, got {v}")
-    _check_ranges(r, where)
+    _check_numbers(r, where)
     if r.model.dim % r.model.n_heads:
         raise RecipeError(f"{where}: 'model.dim' ({r.model.dim}) must divide by 'model.n_heads'")
-    if not 0 <= r.model.dropout < 1:
-        raise RecipeError(f"{where}: 'model.dropout' must be in [0, 1), got {r.model.dropout}")
-    if not 0 <= r.data.validation_fraction < 1:
-        raise RecipeError(f"{where}: 'data.validation_fraction' must be in [0, 1)")
-    _check_budget_keys(r.train, where)
-    _check_requests(r, where)
-    if r.model.summary_width < 0:
-        raise RecipeError(
-            f"{where}: 'model.summary_width' must be >= 0, got {r.model.summary_width}"
-        )
     if r.model.summary_width and r.model.causal_inputs:
         raise RecipeError(
             f"{where}: 'model.summary_width' (a token that sees every input) cannot go with "
             "'model.causal_inputs'"
         )
-    if r.model.periodic_features < 0:
+    if not r.train.lr_min <= r.train.lr:
+        raise RecipeError(f"{where}: 'train.lr_min' must be in [0, train.lr], got {r.train.lr_min}")
+    if not r.model.beta_start < r.model.beta_end:
         raise RecipeError(
-            f"{where}: 'model.periodic_features' must be >= 0, got {r.model.periodic_features}"
+            f"{where}: 'model.beta_start' must be in (0, beta_end), got {r.model.beta_start}"
         )
-    if r.train.context < 0:
-        raise RecipeError(f"{where}: 'train.context' must be >= 0, got {r.train.context}")
+    if r.train.warmup and not r.train.time_budget:
+        raise RecipeError(f"{where}: 'train.warmup' needs 'train.time_budget' (minutes)")
+    _check_requests(r, where)
+    for col, w in r.train.request_weights.items():
+        if not 0 < w < math.inf:
+            raise RecipeError(
+                f"{where}: 'train.request_weights.{col}' must be a finite number > 0, got {w}"
+            )
     from stardiff.transforms import TRANSFORMS
 
     for col, kind in r.transforms.items():
@@ -323,68 +369,31 @@ def _check_semantics(r: Recipe, where: str) -> None:
     for i, panel in enumerate(r.evaluate.conditional):
         for col, bins in panel.given.items():
             for b in bins:
-                if len(b) != 2 or not b[0] < b[1]:
+                if len(b) != 2 or not b[0] < b[1] or not all(map(math.isfinite, b)):
                     raise RecipeError(
-                        f"{where}: 'evaluate.conditional[{i}].given.{col}' bins must be [low, high]"
+                        f"{where}: 'evaluate.conditional[{i}].given.{col}' bins must be "
+                        "[low, high], finite, low < high"
                     )
 
 
-def _check_ranges(r: Recipe, where: str) -> None:
-    """Every number a recipe holds, in the range where it means something."""
-    t, m, d = r.train, r.model, r.data
-    rules = [
-        ("train.lr", t.lr, math.isfinite(t.lr), "a finite number > 0"),
-        ("train.lr_min", t.lr_min, 0 <= t.lr_min <= t.lr, "in [0, train.lr]"),
-        ("train.weight_decay", t.weight_decay, 0 <= t.weight_decay < math.inf, "finite, >= 0"),
-        ("train.grad_clip", t.grad_clip, t.grad_clip > 0, "> 0 (inf = no clipping)"),
-        ("train.threads", t.threads, t.threads >= 0, ">= 0 (0 = torch's default)"),
-        ("train.seed", t.seed, t.seed >= 0, ">= 0"),
-        ("data.split_seed", d.split_seed, d.split_seed >= 0, ">= 0"),
-        ("data.test_rows", d.test_rows, d.test_rows >= 0, ">= 0"),
-        ("model.beta_start", m.beta_start, 0 < m.beta_start < m.beta_end, "in (0, beta_end)"),
-        ("model.beta_end", m.beta_end, 0 < m.beta_end < 1, "in (beta_start, 1)"),
-        (
-            "evaluate.rows_per_panel",
-            r.evaluate.rows_per_panel,
-            r.evaluate.rows_per_panel > 0,
-            "> 0",
-        ),
-    ]
-    for key, value, ok, want in rules:
-        if not ok:
-            raise RecipeError(f"{where}: '{key}' must be {want}, got {value}")
+def numeric_keys() -> list[str]:
+    """Every number key of a recipe (``section.key``), from the sections' type hints."""
+    keys = []
+    for section in ("data", "model", "train", "evaluate"):
+        cls = typing.get_type_hints(Recipe)[section]
+        hints = typing.get_type_hints(cls)
+        keys += [
+            f"{section}.{f.name}" for f in dataclasses.fields(cls) if hints[f.name] in (int, float)
+        ]
+    return keys
 
 
-def _check_budget_keys(t: TrainSection, where: str) -> None:
-    if t.time_budget < 0:
-        raise RecipeError(f"{where}: 'train.time_budget' must be >= 0 minutes, got {t.time_budget}")
-    if not 0 <= t.warmup < 1:
-        raise RecipeError(f"{where}: 'train.warmup' must be in [0, 1), got {t.warmup}")
-    if t.warmup and not t.time_budget:
-        raise RecipeError(f"{where}: 'train.warmup' needs 'train.time_budget' (minutes)")
-    if not 0 <= t.ema < 1:
-        raise RecipeError(f"{where}: 'train.ema' must be in [0, 1), got {t.ema}")
-    if t.subset_power <= 0:
-        raise RecipeError(f"{where}: 'train.subset_power' must be positive, got {t.subset_power}")
-    if t.step_power <= 0:
-        raise RecipeError(f"{where}: 'train.step_power' must be positive, got {t.step_power}")
-    if not 0 <= t.few_inputs <= 1:
-        raise RecipeError(f"{where}: 'train.few_inputs' must be in [0, 1], got {t.few_inputs}")
-    if not 0 <= t.few_input_requests <= 1:
-        raise RecipeError(
-            f"{where}: 'train.few_input_requests' must be in [0, 1], got {t.few_input_requests}"
-        )
-    if t.few_inputs_max < 1:
-        raise RecipeError(
-            f"{where}: 'train.few_inputs_max' must be at least 1, got {t.few_inputs_max}"
-        )
-    if not 0 <= t.all_inputs <= 1:
-        raise RecipeError(f"{where}: 'train.all_inputs' must be in [0, 1], got {t.all_inputs}")
-    for col, w in t.request_weights.items():
-        if not (0 < w < math.inf):
-            raise RecipeError(
-                f"{where}: 'train.request_weights.{col}' must be a finite number > 0, got {w}"
-            )
+def _check_numbers(r: Recipe, where: str) -> None:
+    """Every number a recipe holds, in the range where it means something (:data:`RANGES`)."""
+    for key in numeric_keys():
+        section, name = key.split(".")
+        value = getattr(getattr(r, section), name)
+        check_number(value, f"{where}: '{key}'", RANGES[key], RecipeError)
 
 
 def _check_requests(r: Recipe, where: str) -> None:

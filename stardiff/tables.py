@@ -14,7 +14,7 @@ import numpy as np
 
 from stardata.tables import read_rows
 from stardata.tables import table_columns as stardata_table_columns
-from stardiff.errors import InputTypeError
+from stardiff.errors import InputTypeError, warn_infinite
 
 __all__ = ["Table", "read_table", "table_columns", "split_rows"]
 
@@ -43,7 +43,9 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
         Columns to keep, in this order; default every numeric column. A text column whose
         cells are all numbers counts as numeric; one that mixes numbers with other cells
         (``?``, ``n/a``) is an error naming the column, a bad cell and its row, never
-        dropped; a column of text only is ignored and listed in ``Table.ignored``.
+        dropped; a column of text only, or of integers beyond 2**53 (identifiers), is ignored
+        and listed in ``Table.ignored`` (named in ``columns``: an error naming it). An
+        infinite cell is missing, with a warning naming its column and first row.
     split_column : str
         Name of a column of ``train``/``validation``/``test`` labels to return as ``split``.
     """
@@ -70,7 +72,8 @@ def read_table(path: str | Path, columns: list[str] | None = None, split_column:
         if x is None:
             ignored[name] = why
         else:
-            numeric[name] = x
+            warn_infinite(x, name, path.name)  # missing, said once with its first row
+            numeric[name] = np.where(np.isinf(x), np.nan, x)
     names = list(numeric)
     if not names:
         raise ValueError(f"{path.name}: no numeric column ({', '.join(tbl.column_names)})")
@@ -115,7 +118,9 @@ def _numeric_column(file: str, name: str, col) -> tuple[np.ndarray | None, str]:
     import pyarrow.compute as pc
 
     t = col.type
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
+    if pa.types.is_integer(t):
+        return _integer_column(file, name, col)
+    if pa.types.is_floating(t):
         return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), ""
     if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
         return None, f"not numeric ({t})"
@@ -138,6 +143,24 @@ def _numeric_column(file: str, name: str, col) -> tuple[np.ndarray | None, str]:
     out = lookup[np.where(np.asarray(enc.is_null()), 0, idx)]
     out[np.asarray(enc.is_null())] = np.nan
     return out, ""
+
+
+#: The largest integer a float64 holds exactly: larger ones (identifiers such as Gaia's
+#: ``source_id``) are not quantities a model can learn.
+EXACT_INT = 2**53
+
+
+def _integer_column(file: str, name: str, col) -> tuple[np.ndarray | None, str]:
+    """An integer column as float64, or ``(None, why)`` if it holds integers beyond 2**53."""
+    x = col.to_numpy(zero_copy_only=False)  # nulls: float NaN
+    with np.errstate(invalid="ignore"):
+        big = np.flatnonzero(np.abs(x.astype(np.float64)) >= EXACT_INT)
+    if big.size:
+        return None, (
+            f"not a quantity (integers beyond 2**53 such as {int(x[big[0]])} in row {big[0]}: "
+            "an identifier?)"
+        )
+    return x.astype(np.float64), ""
 
 
 def _read_h5(path: Path, columns, split_column):

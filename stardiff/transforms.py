@@ -16,8 +16,10 @@ import numpy as np
 from scipy.special import ndtri
 
 from stardata.tokens import Vocabulary
+from stardiff.errors import GivenValueError, warn_infinite
 
 MAD_TO_SIGMA = 1.4826
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 TRANSFORMS = ("identity", "log", "asinh", "quantile")
 
 __all__ = ["ColumnTransform", "Standardizer", "Preprocessor", "TRANSFORMS"]
@@ -170,22 +172,39 @@ class Preprocessor:
         return cls(vocab, transforms, Standardizer.fit(g, vocab.names))
 
     def encode(self, values: np.ndarray, *, where: str = "input") -> np.ndarray:
-        """Physical (N, V) → standardized float32, non-finite (missing) → NaN."""
+        """Physical (N, V) → standardized float32, non-finite (missing) → NaN.
+
+        An infinite value is missing, with a warning naming its column and first row. A value
+        the model cannot take is a :class:`stardiff.errors.GivenValueError` naming the column
+        and the rows: a log column's value <= 0, or one so far out that it is not a float32
+        once standardized.
+        """
         values = np.asarray(values, dtype=np.float64)
-        n_inf = int(np.isinf(values).sum())
-        if n_inf:
-            warnings.warn(
-                f"{where}: {n_inf} infinite value(s) treated as missing",
-                RuntimeWarning,
-                stacklevel=2,
-            )
         out = np.empty(values.shape, dtype=np.float64)
         for j, (name, t) in enumerate(zip(self.vocab.names, self.transforms, strict=True)):
-            col = np.where(np.isfinite(values[:, j]), values[:, j], np.nan)
-            if t.kind == "log" and np.any(col <= 0):
-                raise ValueError(f"{where}: column {name!r} uses a log transform; got values <= 0")
+            x = values[:, j]
+            warn_infinite(x, name, where)
+            col = np.where(np.isfinite(x), x, np.nan)
+            with np.errstate(invalid="ignore"):
+                if t.kind == "log" and np.any(col <= 0):
+                    rows = np.flatnonzero(col <= 0)
+                    raise GivenValueError(
+                        where, name, rows, f"{col[rows[0]]:g} <= 0 in a log-transformed column"
+                    )
             out[:, j] = t.forward(col)
-        return self.std.forward(out).astype(np.float32)
+        z = self.std.forward(out)
+        with np.errstate(invalid="ignore"):
+            huge = np.abs(z) > FLOAT32_MAX
+        if huge.any():
+            i, j = np.argwhere(huge)[0]
+            raise GivenValueError(
+                where,
+                self.vocab.names[j],
+                np.flatnonzero(huge[:, j]),
+                f"{values[i, j]:g} lies {abs(z[i, j]):.3g} robust σ from the training data, "
+                "beyond any number the model can take",
+            )
+        return z.astype(np.float32)
 
     def decode(self, z: np.ndarray, column: int) -> np.ndarray:
         """Standardized samples of vocabulary column index ``column`` → physical units."""

@@ -65,8 +65,8 @@ def positions(
     Raises
     ------
     CatalogError
-        A missing or non-numeric column, |dec| > 90 or an infinite value (naming ``owner``, the
-        column and one row).
+        A missing or non-numeric column, |dec| > 90, a right ascension outside -360..720 or an
+        infinite value (naming ``owner``, the column and one row).
     """
     a = floats(table, ra, "right ascension", owner)
     d = floats(table, dec, "declination", owner)
@@ -74,6 +74,13 @@ def positions(
         bad = np.flatnonzero(np.isinf(v))
         if bad.size:
             raise CatalogError(f"{owner} column {name!r}: row {bad[0]} is infinite")
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero((a < -360) | (a > 720))
+    if bad.size:
+        raise CatalogError(
+            f"{owner} column {ra!r}: row {bad[0]} has right ascension {a[bad[0]]:g}, not an "
+            "angle in degrees"
+        )
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(np.abs(d) > 90)
     if bad.size:

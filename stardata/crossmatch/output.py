@@ -11,11 +11,12 @@ import pyarrow as pa
 
 from stardata.errors import CatalogError
 
-__all__ = ["write_or_return"]
+__all__ = ["check_out", "own_entry", "write_or_return"]
 
 OUTPUT = "crossmatch.parquet"
 TOKENS = "tokens.h5"
 HATS = "crossmatch_hats"
+MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 
 
@@ -68,37 +69,77 @@ def _blocks(table, match, derived, s, src, cache, options, progress):
             bar.close()
 
 
-def _stale(out: Path) -> None:
-    """Remove temporary folders of this output left by killed runs (their process is gone)."""
-    for p in out.parent.glob(f".{out.name}.part-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:
-            pass
+def _is_own_manifest(path: Path) -> dict | None:
+    """The crossmatch manifest at ``path`` if this module wrote it, else None."""
+    import json
+
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(manifest, dict) and manifest.get("kind") == "crossmatch"
+    return manifest if ok and isinstance(manifest.get("outputs"), dict) else None
+
+
+def own_entry(out: Path):
+    """Whether an entry of the folder ``out`` is a crossmatch's own: ``manifest.json`` of a
+    crossmatch and the outputs it lists. Anything else makes ``out`` a folder that is refused."""
+    manifest = _is_own_manifest(Path(out) / MANIFEST)
+    names = {MANIFEST, *manifest["outputs"]} if manifest else set()
+    return lambda p: p.name in names
+
+
+def check_out(out: Path, inputs) -> None:
+    """Refuse an ``out`` that is a file, an input, or a folder holding anything not a
+    crossmatch's own (:mod:`stardata.outpaths`); call it before the work and under the lock."""
+    from stardata.outpaths import check_folder
+
+    check_folder(out, own_entry=own_entry(out), what="stardata crossmatch", inputs=inputs)
 
 
 def write_or_return(
-    table, match, info, *, out, derived, vocab, cache, s, src, options, catalog, progress, hats=None
+    table,
+    match,
+    info,
+    *,
+    out,
+    derived,
+    vocab,
+    cache,
+    s,
+    src,
+    options,
+    catalog,
+    progress,
+    hats=None,
+    inputs=(),
 ):
     """Write ``out/{crossmatch.parquet, tokens.h5, manifest.json}`` (or return the table).
 
-    ``hats=(ra, dec)`` also writes ``crossmatch_hats/``, partitioned on those columns.
+    ``hats=(ra, dec)`` also writes ``crossmatch_hats/``, partitioned on those columns. ``out``
+    follows :mod:`stardata.outpaths`: it is written under its lock, built beside and swapped
+    in, and refused if it is a file, one of ``inputs`` or a folder holding anything else.
     """
     blocks = _blocks(table, match, derived, s, src, cache, options, progress)
     if out is None:
         import polars as pl
 
         return pl.from_arrow(pa.concat_tables(list(blocks)))
-    from stardata.io import LazyWriter, recover_folder, replace_folder, temp_sibling
+    from stardata.outpaths import claim
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    recover_folder(out)
-    _stale(out)
+    with claim(out, "stardata crossmatch", folder=True):
+        check_out(out, inputs)
+        _write_folder(
+            blocks, out, table, match, info, derived, vocab, s, src, options, catalog, hats
+        )
+    return out
+
+
+def _write_folder(blocks, out, table, match, info, derived, vocab, s, src, options, catalog, hats):
+    """Build the output folder beside ``out``, then swap it in (one writer: the caller's lock)."""
+    from stardata.io import LazyWriter, replace_folder, temp_sibling
+
     tmp = temp_sibling(out)
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         with LazyWriter(tmp / OUTPUT, s.row_group_size) as writer:
@@ -123,11 +164,10 @@ def write_or_return(
         manifest = _manifest(tmp, table, match, info, derived, vocab, s, src, options, catalog)
         from stardata.io import write_json
 
-        write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / MANIFEST, manifest)
         replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def _write_tokens(parquet: Path, path: Path, vocab, n_rows: int) -> None:

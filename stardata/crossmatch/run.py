@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from stardata.crossmatch import catalog as cat
 from stardata.errors import CatalogError
+from stardata.numbers import Range, check_number
 
 __all__ = ["MATCH_COLUMNS", "crossmatch"]
 
@@ -83,15 +84,37 @@ def _reference(reference) -> dict[str, np.ndarray]:
     for name in ASTROMETRY:
         if name in table.column_names:
             out[name] = cat.floats(table, name, name, owner=owner)
-    if "ref_epoch" in out:
-        e = out["ref_epoch"]
-        bad = np.flatnonzero(~np.isfinite(e) | (e < 1000) | (e > 3000))
-        if bad.size:
-            raise CatalogError(
-                f"{owner} column 'ref_epoch': row {bad[0]} has epoch {e[bad[0]]}, expected a "
-                "Julian year such as 2016.0"
-            )
+    for name, (lo, hi, missing_ok, unit) in REFERENCE_VALUES.items():
+        if name in out:
+            _check_reference_column(out[name], name, lo, hi, missing_ok, unit, owner)
     return out
+
+
+#: The values a Gaia reference row may hold: column → (low, high, whether null is allowed: an
+#: unknown motion is no motion, but a row without a position or epoch is broken, unit).
+REFERENCE_VALUES = {
+    "ra": (0.0, 360.0, False, "deg"),
+    "dec": (-90.0, 90.0, False, "deg"),
+    "ref_epoch": (1000.0, 3000.0, False, "Julian yr"),
+    "pmra": (-1e5, 1e5, True, "mas/yr"),
+    "pmdec": (-1e5, 1e5, True, "mas/yr"),
+    "parallax": (-1e4, 1e4, True, "mas"),
+    "radial_velocity": (-3e5, 3e5, True, "km/s"),
+}
+
+
+def _check_reference_column(v, name, lo, hi, missing_ok, unit, owner) -> None:
+    """One line naming the reference, the column and the first row with an impossible value."""
+    with np.errstate(invalid="ignore"):
+        bad = ~((v >= lo) & (v <= hi)) & ~(missing_ok & np.isnan(v))
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        k = rows[0]
+        what = "no value" if np.isnan(v[k]) else f"{v[k]:g} {unit}"
+        raise CatalogError(
+            f"{owner} column {name!r}: row {k} has {what}, expected {lo:g} to {hi:g} {unit} "
+            f"({rows.size} row(s) in all)"
+        )
 
 
 def _match(table, mode, key, dec_col, epoch, radius, reference, cache, src, s, max_pm, progress):
@@ -196,6 +219,24 @@ def _vocabulary(vocabulary):
     return Vocabulary(list(vocabulary))
 
 
+#: Where the numbers of :func:`crossmatch` mean something.
+RADIUS = Range(0.0, 180 * 3600.0, lo_open=True, hi_open=True)  # arcsec: above 0, below 180°
+MAX_PM = Range(0.0, 100.0)  # arcsec/yr: the fastest star (Barnard's) moves 10.4″/yr
+
+
+def _check_numbers(radius, max_pm) -> tuple[float, float]:
+    """``radius`` and ``max_pm`` checked, one line naming each (epochs: :func:`cat.epochs`)."""
+    return (
+        check_number(radius, "radius [arcsec]", RADIUS, CatalogError),
+        check_number(max_pm, "max_pm [arcsec/yr]", MAX_PM, CatalogError),
+    )
+
+
+def _input_paths(*given) -> list:
+    """The local paths among the inputs (URLs and tables in memory are not paths)."""
+    return [g for g in given if isinstance(g, str | os.PathLike) and "://" not in os.fspath(g)]
+
+
 def crossmatch(
     catalog,
     *,
@@ -233,7 +274,7 @@ def crossmatch(
         Epoch of the positions [Julian yr], or the name of a per-row epoch column
         (default 2016.0, Gaia DR3's own).
     radius : float
-        Match radius [arcsec].
+        Match radius [arcsec], above 0 and below 180° (648,000″).
     reference : table, path, HATS catalogue or URL, optional
         Gaia rows to match positions against (``source_id``, ``ra``, ``dec``, optional
         ``pmra``, ``pmdec`` [mas/yr], ``parallax`` [mas], ``radial_velocity`` [km/s] and
@@ -247,7 +288,9 @@ def crossmatch(
         Add the derived columns (the archive joins of the build), or the match columns only.
     out : path-like, optional
         Folder for ``crossmatch.parquet``, ``manifest.json`` (and ``tokens.h5``); replaced
-        only once complete. Without it the table is returned.
+        only once complete, and only if it is empty or an earlier crossmatch's (a folder
+        holding anything else, a file, or an input is refused: :mod:`stardata.outpaths`).
+        Without it the table is returned.
     vocabulary : Vocabulary, sequence of str or model folder, optional
         Also write ``tokens.h5`` with these columns (absent ones are padding).
     cache_dir : path-like
@@ -262,7 +305,8 @@ def crossmatch(
         Compute ``logebv`` from Combined19 (needs the map).
     max_pm : float
         Largest motion [arcsec/yr] an archive or HATS positional match looks for (the search
-        radius around the reference's stored positions is ``radius + max_pm · |Δt|``).
+        radius around the reference's stored positions is ``radius + max_pm · |Δt|``); 0 to
+        100.
     formats : sequence of str
         ``"parquet"`` (always) and optionally ``"hats"``: with ``out``, the table also as a
         HATS collection with a margin, ``out/crossmatch_hats/``, partitioned on the
@@ -282,18 +326,20 @@ def crossmatch(
         A bad catalogue, reference or argument, in one line.
     """
     import stardata
+    from stardata.crossmatch.output import check_out, write_or_return
 
-    if radius <= 0:
-        raise CatalogError(f"radius must be positive, got {radius}")
+    radius, max_pm = _check_numbers(radius, max_pm)
     if columns not in ("derived", "match"):
         raise CatalogError(f"columns must be 'derived' or 'match', not {columns!r}")
+    inputs = _input_paths(catalog, reference, vocabulary, cache_dir)
+    if out is not None:
+        check_out(Path(out), inputs)  # before any work; again under the output's lock
     s, src = settings or stardata.Settings(), sources or stardata.Sources()
     vocab = _vocabulary(vocabulary)
     table = cat.read_catalog(catalog)
     mode, key, dec_col = _mode(table, source_id, ra, dec)
     cache = Path(cache_dir)
     hats = _hats_positions(formats, out, mode, table, key, dec_col)
-    from stardata.crossmatch.output import write_or_return
 
     with _archive_notices(progress):
         m, info = _match(
@@ -320,4 +366,5 @@ def crossmatch(
             catalog=catalog,
             hats=hats,
             progress=progress,
+            inputs=inputs,
         )

@@ -35,6 +35,7 @@ from stardata.io import (
     write_json,
 )
 from stardata.locks import FolderLock
+from stardata.outpaths import check_folder
 from stardata.release import pipeline
 from stardata.release.context import Context
 from stardata.release.inputs import missing_offline
@@ -132,6 +133,9 @@ def build(
         With a one-line message; nothing is written to ``OUT/<release>``.
     stardata.errors.LockedError
         Another build holds ``data_dir`` or ``out_dir`` (the message names it and its pid).
+    stardata.errors.OutputError
+        ``OUT/<release>`` is a file, or a folder holding anything but an earlier release's
+        outputs (named): it is never replaced (:mod:`stardata.outpaths`).
     """
     if release not in RELEASES:
         raise BuildError(f"unknown release {release!r}; available: {', '.join(RELEASES)}")
@@ -143,6 +147,7 @@ def build(
     with _locked(data_dir, out_dir):
         ctx = Context(release, data_dir, s, src, offline=offline, progress=progress)
         _clean_up_after_kills(ctx, final)
+        check_folder(final, own_entry=_own_entry(final), what="stardata build", option="release")
         if offline:
             missing = missing_offline(ctx)
             if missing:
@@ -186,6 +191,19 @@ def _clean_up_after_kills(ctx: Context, final: Path) -> None:
         folders += [p for p in cache.iterdir() if p.is_dir()]
     for folder in folders:
         remove_partials(folder)
+
+
+def _own_entry(folder: Path):
+    """Whether an entry of a release folder is the build's own: ``manifest.json`` of a release
+    and the outputs it lists. A folder holding anything else is never replaced."""
+    try:
+        manifest = read_json(Path(folder) / "manifest.json")
+    except (OSError, ValueError):
+        manifest = None
+    ok = isinstance(manifest, dict) and "release" in manifest
+    outputs = manifest.get("outputs") if ok else None
+    names = {"manifest.json", *outputs} if isinstance(outputs, dict) else set()
+    return lambda p: p.name in names
 
 
 def _formats(formats: Sequence[str]) -> tuple[str, ...]:

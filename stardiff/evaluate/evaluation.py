@@ -58,7 +58,8 @@ def evaluate(
     table : path
         Parquet, CSV or ``tokens.h5`` table with (some of) the model's columns.
     out_dir : path
-        Output folder (created).
+        Output folder (created): empty, or an earlier evaluation's; a folder holding anything
+        else, a file, or the table itself is refused (:mod:`stardata.outpaths`).
     split : {"test", "validation", "train", "all"}
         Rows to score. The training split is reproduced from the model's recipe (its
         ``data.split_column`` labels or ``data.test_rows`` permutation); a table without
@@ -84,8 +85,10 @@ def evaluate(
     dict
         The content of ``metrics.json`` (non-finite values as ``None``).
     """
+    from stardata.numbers import SEED, check_number
     from stardiff.infer import DensityModel, load
 
+    seed = check_number(seed, "seed", SEED)
     if not isinstance(model, DensityModel):
         model = load(model, device)
     saved = model.sampler, model.steps
@@ -121,20 +124,58 @@ def _out_of_range_summary():
         )
 
 
-def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures):
-    from stardiff.evaluate.figures import write_figures
+#: ``metrics.json``'s ``format``: how a rerun knows the folder is an evaluation's.
+FORMAT = "stardiff-evaluation"
+#: The figures an evaluation draws (glob patterns), recognised also by their PNG tag.
+FIGURES = ("unconditional.png", "conditional_*.png", "subsets.png", "pit.png", "joint.png")
 
+
+def own_entry(path: Path) -> bool:
+    """Whether an entry of an evaluation folder is ``stardiff evaluate``'s own."""
+    import json
+
+    from stardiff.persist import is_own_figure
+
+    if path.name == "metrics.json":
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        older = {"split", "row_split", "pooled", "columns"}  # written before the format key
+        return isinstance(found, dict) and (found.get("format") == FORMAT or older <= set(found))
+    return any(fnmatch.fnmatchcase(path.name, f) for f in FIGURES) and is_own_figure(path)
+
+
+def check_out(out: Path, table) -> None:
+    """Refuse an ``out_dir`` that is a file, the table, or holds files evaluate did not write."""
+    from stardiff.persist import check_out_folder
+
+    check_out_folder(out, "out", own=own_entry, what="stardiff evaluate", inputs=[table])
+
+
+def _evaluate(model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures):
     rec = _recipe(model, recipe)
     ev = _settings(rec.evaluate if rec else EvaluateSection(), rows, samples, tasks)
     cols = _columns(model, columns or model.requestable, "columns")
     _check_section(model, ev)
-    data = load_eval_data(model, table, split, rec)
-    from stardiff.persist import check_out_folder
-
     out = Path(out_dir)
-    check_out_folder(out)
+    check_out(out, table)
+    data = load_eval_data(model, table, split, rec)
+    from stardata.outpaths import claim
+
+    with claim(out, "stardiff evaluate"):  # one writer; the folder checked again under it
+        check_out(out, table)
+        return _write_evaluation(model, table, data, out, cols, ev, rec, seed, figures)
+
+
+def _write_evaluation(model, table, data, out, cols, ev, rec, seed, figures) -> dict:
+    from stardata.io import remove_partials
+    from stardiff.evaluate.figures import write_figures
+
+    remove_partials(out)  # what killed runs left
     rng = np.random.default_rng(seed)
     res = {
+        "format": FORMAT,
         "model": str(model.folder) if model.folder else None,
         "table": str(table),
         "split": data.split,
@@ -231,6 +272,17 @@ def _given(model, matrix: np.ndarray) -> dict[str, np.ndarray]:
     return {c: matrix[:, j] for j, c in enumerate(model.columns)}
 
 
+def _sample(model, data: EvalData, picked, given: np.ndarray, request: str, n: int, seed: int):
+    """Draws given rows ``picked`` of ``data``; an error names those rows as the table does."""
+    from stardiff.errors import GivenValueError
+
+    try:
+        return model.sample(_given(model, given), request, n, seed=seed)
+    except GivenValueError as e:
+        index = np.arange(len(data.values)) if data.index is None else data.index
+        raise e.mapped([int(index[picked[r]]) for r in e.rows], data.name) from None
+
+
 # ---------------------------------------------------------------------------- metrics
 def _score(s: np.ndarray, truth: np.ndarray, std: float, seed: int) -> tuple[dict, np.ndarray]:
     m = M.summarize_column(s, truth, std, rng=seed)
@@ -250,7 +302,7 @@ def column_metrics(model, data: EvalData, cols, ev, rng, seed: int):
             continue
         given = data.values[pick].copy()
         given[:, j] = np.nan
-        s = model.sample(_given(model, given), c, ev.samples_per_row, seed=seed + 1 + k)
+        s = _sample(model, data, pick, given, c, ev.samples_per_row, seed + 1 + k)
         out[c], pits[c] = _score(s, data.values[pick, j], data.train_std[j], seed + k)
     return out, pits
 
@@ -290,8 +342,8 @@ def task_metrics(model, data: EvalData, cols, ev, rng, seed: int, context: int |
     draws = np.empty((rows.size, S))
     for j in np.unique(req):
         sel = req == j
-        draws[sel] = model.sample(
-            _given(model, given[sel]), data.columns[j], S, seed=seed + 1000 + int(j)
+        draws[sel] = _sample(
+            model, data, rows[sel], given[sel], data.columns[j], S, seed + 1000 + int(j)
         )
     std = data.train_std[req]
     pit = M.pit(draws, truth, rng=seed)
@@ -365,7 +417,7 @@ def subset_metrics(model, data: EvalData, ev, rng, seed: int) -> dict:
             continue
         given = np.full((pick.size, len(data.columns)), np.nan)
         given[:, use] = data.values[np.ix_(pick, use)]
-        s = model.sample(_given(model, given), sub.request, ev.samples_per_row, seed=seed + 500 + k)
+        s = _sample(model, data, pick, given, sub.request, ev.samples_per_row, seed + 500 + k)
         truth = data.values[pick, j]
         m, _ = _score(s, truth, data.train_std[j], seed + k)
         med = np.median(s, axis=1)

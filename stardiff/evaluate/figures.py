@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from stardiff.figures import conditional_figures, density_panel, plain_text, pyplot, value_range
+from stardiff.persist import save_figure
 
 __all__ = [
     "write_figures",
@@ -57,7 +58,7 @@ def _grid(n: int, ncol: int, w: float, h: float):
 def _save(plt, fig, path: Path, title: str) -> Path:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 

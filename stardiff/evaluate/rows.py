@@ -33,6 +33,7 @@ class EvalData:
     split: str  # the rows actually used: a split name or "all"
     table_columns: list[str]  # every column of the file (but a split column)
     rows: dict = field(default_factory=dict)  # how the rows were split ("by") and counts
+    index: np.ndarray | None = None  # each row's number in the table (errors name it)
 
 
 def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) -> EvalData:
@@ -62,6 +63,7 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
         if c in idx:
             values[:, j] = t.values[:, idx[c]]
     n = values.shape[0]
+    z = model.pre.encode(values, where=path.name)  # impossible values: named, absolute rows
     parts, by = _parts(model, values, t.split, d)
     if parts is None or split == "all":
         sel, used = np.arange(n), "all"
@@ -78,12 +80,43 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
     rows = {"by": by, "table": n, "scored": int(sel.size)}
     if parts is not None:
         rows.update({k: int(p.size) for k, p in zip(SPLITS[:3], parts, strict=True)})
+    if by == "content" and used == "test":
+        rows["near_training"] = _near_training(model, z[sel], path.name)
     std_rows = parts[0] if parts is not None and parts[0].size else np.arange(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         std = np.nanstd(values[std_rows], axis=0)
     std = np.where(np.isfinite(std) & (std > 0), std, np.nan)
-    return EvalData(path.name, tuple(model.columns), values[sel], std, used, names, rows)
+    return EvalData(path.name, tuple(model.columns), values[sel], std, used, names, rows, sel)
+
+
+def _near_training(model, z: np.ndarray, name: str) -> int | None:
+    """How many test rows are near-duplicates of training or validation rows; warn if many.
+
+    Exact copies are found by their hashes and never scored; a copy written with fewer
+    digits (a ``%.6g`` CSV, float32) has other hashes, so its rows are found by
+    :func:`stardiff.persist.near_hashes` instead. Returns None for a model that records no
+    near keys (trained by an older stardiff).
+    """
+    from stardiff.persist import load_row_hashes, near_hashes
+
+    known = load_row_hashes(model.folder)
+    if not known or "near" not in known or z.shape[0] == 0:
+        return None
+    near = int(np.isin(near_hashes(z), known["near"]).any(axis=1).sum())
+    if near and near >= NEAR_SHARE * z.shape[0]:
+        warnings.warn(
+            f"{name}: {near:,} of {z.shape[0]:,} test rows are near-duplicates of the model's "
+            "training or validation rows (equal up to rounding: a copy written with fewer "
+            "digits?); they are scored as test rows, and the scores flatter the model",
+            stacklevel=4,
+        )
+    return near
+
+
+#: The share of near-duplicate test rows above which ``evaluate`` warns (a few rows close to a
+#: training row by chance are no copy).
+NEAR_SHARE = 0.01
 
 
 def _parts(model, values: np.ndarray, labels, d) -> tuple[tuple | None, str]:

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stardata.numbers import COUNT, SEED, Range, check_number
 from stardiff import persist
 from stardiff._version import __version__
-from stardiff.errors import ModelFileError
+from stardiff.errors import GivenValueError, ModelFileError
 from stardiff.infer.guards import check_finite, warn_out_of_range
 from stardiff.infer.inputs import encode_inputs, given_matrix
 from stardiff.model import (
@@ -160,6 +161,7 @@ class DensityModel:
                 "was it edited by hand?"
             ) from None
         persist.load_weights(folder / persist.WEIGHTS, net)
+        persist.check_pair(folder)  # the config the weights were saved with, not another
         meta = {k: cfg[k] for k in ("recipe", "training") if k in cfg}
         model = cls(net, pre, requestable, meta).to(dev)
         model.folder = folder
@@ -241,11 +243,14 @@ class DensityModel:
     def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
         """(sampler, steps, eta), or the model's defaults → (method, K, eta)."""
         sampler, steps = sampler or self.sampler, steps if steps is not None else self.steps
+        eta = check_number(eta, "eta", ETA)
         return resolve_sampler(self.network.config.steps, sampler, steps, eta)
 
     @staticmethod
     def _seed(seed: int | None) -> int:
-        return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        if seed is None:
+            return int(np.random.SeedSequence().entropy % 2**63)
+        return check_number(seed, "seed", SEED)
 
     # ------------------------------------------------------------------ public API
     def sample(
@@ -280,7 +285,8 @@ class DensityModel:
         steps : int, optional
             Network evaluations of a few-step sampler (default ``DEFAULT_STEPS`` = 20).
         eta : float
-            Noise of the DDIM sampler (0 = deterministic).
+            Noise of the DDIM sampler, 0 to 1 (0 = deterministic, 1 = as much as the
+            ancestral chain).
 
         Returns
         -------
@@ -289,16 +295,15 @@ class DensityModel:
             units; a dict keyed by column when ``request`` is a list.
         """
         names, single = self._request_list(request)
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        n = _count(n, "n")
         phys, one_row = self.given_matrix(given)
-        z = self._encode_given(phys)
+        z, far = self._encode_given(phys)
         seed, how = self._seed(seed), self._how(sampler, steps, eta)
         out = {}
         for name in names:
             j = self._column(name)
             s = self.pre.decode(self._sample_z(z, j, n, seed, how), j)
-            check_finite(s, name)
+            check_finite(s, name, far, self.columns)
             out[name] = s[0] if one_row else s
         return out[names[0]] if single else out
 
@@ -324,6 +329,7 @@ class DensityModel:
             column belongs to the same joint sample.
         """
         names, _ = self._request_list(list(request))
+        n = _count(n, "n")
         phys, one_row = self.given_matrix(given)
         R = phys.shape[0]
         out = {c: np.empty((R, n)) for c in names}
@@ -353,24 +359,33 @@ class DensityModel:
         from stardiff.infer.joint import joint_chunks
 
         names, _ = self._request_list(list(request))
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        n = _count(n, "n")
         phys, _ = self.given_matrix(given)
-        z = self._encode_given(phys)
+        z, far = self._encode_given(phys)
         seed, how = self._seed(seed), self._how(sampler, steps, 0.0)
         cols = [self._column(c) for c in names]
         for rows, draws, zs in joint_chunks(self, z, cols, n, seed, how):
             chunk = {}
             for k, (name, j) in enumerate(zip(names, cols, strict=True)):
                 chunk[name] = self.pre.decode(zs[..., k], j)
-                check_finite(chunk[name], name)
+                try:
+                    check_finite(
+                        chunk[name], name, None if far is None else far[rows], self.columns
+                    )
+                except GivenValueError as e:
+                    raise e.shifted(rows.start) from None  # rows of the call, not the chunk
             yield rows, draws, chunk
 
-    def _encode_given(self, phys: np.ndarray) -> np.ndarray:
-        """Standardize given rows, warning about values outside the training range."""
+    def _encode_given(self, phys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Standardized given rows, and which rows hold a value outside the training range.
+
+        Such values warn (:func:`warn_out_of_range`); values the model cannot take at all (a
+        log column's value <= 0, one beyond float32 once standardized) are an error naming the
+        column and the row (:class:`stardiff.errors.GivenValueError`).
+        """
         ranges = self.meta.get("training", {}).get("ranges", {})
-        warn_out_of_range(phys, self.columns, ranges)
-        return self.pre.encode(phys, where="given")
+        far = warn_out_of_range(phys, self.columns, ranges)
+        return self.pre.encode(phys, where="given"), far
 
     def quantiles(
         self,
@@ -422,6 +437,17 @@ class DensityModel:
     def n_parameters(self) -> int:
         """The number of the network's trainable weights (what ``stardiff fit`` prints)."""
         return self.network.n_parameters()
+
+
+#: The DDIM sampler's noise: 0 (deterministic) to 1 (the ancestral chain's).
+ETA = Range(0.0, 1.0)
+
+
+def _count(n, name: str) -> int:
+    """A number of draws: an integer >= 1 (a float such as 5.0 too), or a one-line error."""
+    if isinstance(n, float | np.floating) and float(n).is_integer():
+        n = int(n)
+    return check_number(n, name, COUNT)
 
 
 def load(folder: str | Path, device: str = "cpu") -> DensityModel:

@@ -20,16 +20,26 @@ def history_summary(folder: str | Path) -> dict:
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    val = [float(r["val_loss"]) for r in rows]
-    best = min(range(len(rows)), key=lambda i: val[i] if val[i] == val[i] else float("inf"))
+    val = [_loss(r["val_loss"]) for r in rows]
+    scored = [i for i, v in enumerate(val) if v is not None]
+    best = min(scored, key=lambda i: val[i]) if scored else None
     return {
         "epochs": int(rows[-1]["epoch"]),
         "final_train_loss": float(rows[-1]["train_loss"]),
-        "final_val_loss": val[-1],
-        "best_val_loss": val[best],
-        "best_epoch": int(rows[best]["epoch"]),
+        "final_val_loss": val[-1],  # None: no validation rows (JSON null, never NaN)
+        "best_val_loss": None if best is None else val[best],
+        "best_epoch": None if best is None else int(rows[best]["epoch"]),
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),
     }
+
+
+def _loss(text: str) -> float | None:
+    """A loss cell of ``metrics.csv``: empty or NaN (no validation) is None."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and abs(v) != float("inf") else None
 
 
 def describe(folder: str | Path) -> dict:
@@ -47,23 +57,26 @@ def describe(folder: str | Path) -> dict:
         non-identity transforms, training settings with a summary of the loss history, and
         the recipe the model was trained from.
     """
+    from stardata.io import finite_json
     from stardiff.infer.density import load
 
     model = load(folder)
     cfg = model.config()
     training = model.meta.get("training", {})
-    return {
-        "model": str(folder),
-        "stardiff_version": cfg["stardiff_version"],
-        "n_parameters": model.n_parameters(),
-        "network": cfg["network"],
-        "vocabulary": list(model.columns),
-        "requestable": model.requestable,
-        "transforms": {
-            c: t.kind
-            for c, t in zip(model.columns, model.pre.transforms, strict=True)
-            if t.kind != "identity"
-        },
-        "training": {**training, "history": history_summary(model.folder)},
-        "recipe": model.meta.get("recipe", {}),
-    }
+    return finite_json(
+        {
+            "model": str(folder),
+            "stardiff_version": cfg["stardiff_version"],
+            "n_parameters": model.n_parameters(),
+            "network": cfg["network"],
+            "vocabulary": list(model.columns),
+            "requestable": model.requestable,
+            "transforms": {
+                c: t.kind
+                for c, t in zip(model.columns, model.pre.transforms, strict=True)
+                if t.kind != "identity"
+            },
+            "training": {**training, "history": history_summary(model.folder)},
+            "recipe": model.meta.get("recipe", {}),
+        }
+    )  # JSON has no NaN: a missing loss is null

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from stardiff.errors import OutOfRangeWarning
+from stardiff.errors import NonFiniteSamples, OutOfRangeWarning
 
 __all__ = ["column_ranges", "warn_out_of_range", "check_finite"]
 
@@ -35,7 +35,9 @@ def column_ranges(values: np.ndarray, names) -> dict[str, list[float]]:
     return out
 
 
-def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "given") -> None:
+def warn_out_of_range(
+    given: np.ndarray, names, ranges: dict, where: str = "given"
+) -> np.ndarray | None:
     """Warn (:class:`OutOfRangeWarning`) for each column with given values outside its range.
 
     Parameters
@@ -46,7 +48,17 @@ def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "give
         The V column names.
     ranges : dict
         Output of :func:`column_ranges` (columns without a range are not checked).
+
+    Returns
+    -------
+    ndarray of int, shape (R,), or None
+        Per row, the column lying farthest outside its range (in robust σ), -1 for none
+        (None: the model records no ranges).
     """
+    if not ranges:
+        return None
+    worst = np.full(given.shape[0], -1)
+    worst_sigma = np.zeros(given.shape[0])
     for j, name in enumerate(names):
         if name not in ranges:
             continue
@@ -57,6 +69,10 @@ def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "give
         far = np.where(np.isfinite(x), far, 0.0)
         if not far.any():
             continue
+        with np.errstate(invalid="ignore", over="ignore"):
+            in_sigma = far / sigma if sigma > 0 else far
+        farther = (far > 0) & (in_sigma > worst_sigma)
+        worst[farther], worst_sigma[farther] = j, in_sigma[farther]
         k = int(np.argmax(far))
         n_out = int((far > 0).sum())
         scale = f" ({far[k] / sigma:.3g} robust σ)" if sigma > 0 else ""
@@ -67,17 +83,26 @@ def warn_out_of_range(given: np.ndarray, names, ranges: dict, where: str = "give
             OutOfRangeWarning,
             stacklevel=3,
         )
+    return worst
 
 
-def check_finite(samples: np.ndarray, column: str) -> None:
-    """Raise ``FloatingPointError`` if any sample of ``column`` (rows, n) is not finite."""
+def check_finite(samples: np.ndarray, column: str, far=None, names=()) -> None:
+    """Raise :class:`NonFiniteSamples` if any sample of ``column`` (rows, n) is not finite.
+
+    ``far`` (:func:`warn_out_of_range`: per given row, the column farthest outside the
+    training range, or -1) says why, and which column the error names: a given value so far
+    outside overflows the model; with none there, the model itself produced them.
+    """
     bad = ~np.isfinite(samples)
     if not bad.any():
         return
     s = np.atleast_2d(samples)
     rows = np.flatnonzero((~np.isfinite(s)).any(axis=-1))
-    raise FloatingPointError(
-        f"{int(bad.sum())} of {bad.size} samples of {column} are not finite (given row(s) "
-        f"{', '.join(map(str, rows[:5]))}{' …' if rows.size > 5 else ''}); given values far "
-        "outside the training range overflow the model"
-    )
+    what = f"{int(bad.sum())} of {bad.size} samples of {column} are not finite"
+    j = -1 if far is None else int(np.asarray(far)[rows[0]])
+    if j >= 0:
+        rows = rows[np.asarray(far)[rows] == j]
+        why = f"{what}: a given value this far outside the training range overflows the model"
+        raise NonFiniteSamples("given", names[j], rows, why)
+    why = f"{what} although every given value lies within the training range; the model "
+    raise NonFiniteSamples("given", column, rows, why + "itself produced them (damaged weights?)")

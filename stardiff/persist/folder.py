@@ -22,7 +22,18 @@ import torch
 
 from stardata.io import recover_folder, remove_partials
 from stardata.locks import FolderLock
-from stardiff.persist.files import CHECKPOINT, CONFIG, ROWS, WEIGHTS
+from stardata.outpaths import check_folder
+from stardiff.persist.files import (
+    CHECKPOINT,
+    CONFIG,
+    METRIC_FIELDS,
+    METRICS,
+    PAIR_KEY,
+    ROWS,
+    WEIGHTS,
+    is_own_figure,
+    safetensors_metadata,
+)
 
 __all__ = [
     "OWN_NAMES",
@@ -33,20 +44,6 @@ __all__ = [
     "training_folder",
 ]
 
-#: Names (glob patterns) of everything ``stardiff fit`` writes into a model folder.
-OWN_NAMES = (
-    CONFIG,
-    WEIGHTS,
-    ROWS,
-    "metrics.csv",
-    CHECKPOINT,
-    f".{CHECKPOINT}.old",  # the previous checkpoint during a swap
-    "unconditional.png",  # stardiff.figures.training_figures
-    "conditional_*.png",
-    FolderLock.NAME,
-    ".*.part-*",  # temporary siblings of atomic writes
-)
-
 
 def _is_model_config(path: Path) -> bool:
     try:
@@ -55,13 +52,63 @@ def _is_model_config(path: Path) -> bool:
         return False
 
 
-def is_own(path: Path) -> bool:
-    """Whether stardiff wrote ``path`` (a ``config.json`` must also be a stardiff config)."""
-    if not any(fnmatch.fnmatchcase(path.name, pat) for pat in OWN_NAMES):
+def _is_metrics(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n") == ",".join(METRIC_FIELDS)
+    except (OSError, UnicodeDecodeError):
         return False
-    if path.name == CONFIG:
-        return _is_model_config(path)
-    return True
+
+
+def _is_checkpoint(path: Path) -> bool:
+    names = {p.name for p in path.iterdir()} if path.is_dir() and not path.is_symlink() else None
+    return (
+        bool(names)
+        and names <= {"state.json", "state.safetensors"}
+        and (safetensors_metadata(path / "state.safetensors") is not None)
+    )
+
+
+def _is_lock(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return not text or "pid" in json.loads(text)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _is_weights(path: Path) -> bool:
+    meta = safetensors_metadata(path)
+    return meta is not None and (PAIR_KEY in meta or _is_model_config(path.with_name(CONFIG)))
+
+
+def _is_rows(path: Path) -> bool:
+    return (safetensors_metadata(path) or {}).get("format") == "stardiff-row-hashes"
+
+
+#: Everything ``stardiff fit`` writes into a model folder: a name (glob pattern) and how its
+#: content shows that stardiff wrote it. A name alone is not enough: a user's ``metrics.csv``
+#: or ``config.json`` in the folder is theirs, never replaced.
+OWN_NAMES = {
+    CONFIG: _is_model_config,
+    WEIGHTS: _is_weights,
+    ROWS: _is_rows,
+    METRICS: _is_metrics,
+    CHECKPOINT: _is_checkpoint,
+    f".{CHECKPOINT}.old": _is_checkpoint,  # the previous checkpoint during a swap
+    "unconditional.png": is_own_figure,  # stardiff.figures.training_figures
+    "conditional_*.png": is_own_figure,
+    FolderLock.NAME: _is_lock,
+    ".*.part-*": lambda p: True,  # temporary siblings of atomic writes
+}
+
+
+def is_own(path: Path) -> bool:
+    """Whether stardiff wrote ``path``: a name it writes, holding what it writes there."""
+    for pattern, content in OWN_NAMES.items():
+        if fnmatch.fnmatchcase(path.name, pattern):
+            return content(path)
+    return False
 
 
 def foreign_entries(folder: Path) -> list[str]:
@@ -69,10 +116,16 @@ def foreign_entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not is_own(p))
 
 
-def check_out_folder(out: Path, option: str = "--out") -> None:
-    """One-line errors for an output folder that is a file or cannot be created."""
-    if out.exists() and not out.is_dir():
+def check_out_folder(out: Path, option: str = "--out", *, inputs=(), own=None, what="") -> None:
+    """One-line errors for an output folder that is a file, an input or cannot be created.
+
+    With ``own`` (whether an entry is the writer's), a folder holding anything else is
+    refused too, naming what is there (:func:`stardata.outpaths.check_folder`).
+    """
+    if (out.exists() or out.is_symlink()) and not out.is_dir():  # a link to a folder is fine
         raise NotADirectoryError(f"{option} {out} is a file, not a folder")
+    if own is not None:
+        check_folder(out, own_entry=own, what=what, option=option, inputs=inputs)
     out.mkdir(parents=True, exist_ok=True)  # an OSError names the path it could not create
 
 
@@ -93,11 +146,19 @@ def prepare_model_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).is_dir():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from in {out}")
+        named = lambda n: any(fnmatch.fnmatchcase(n, k) for k in OWN_NAMES)  # noqa: E731
+        clash = [n for n in foreign_entries(out) if named(n)]
+        if clash:  # a name stardiff writes, holding something else: never replaced
+            raise FileExistsError(
+                f"--resume: {out / clash[0]} was not written by stardiff and would be replaced; "
+                "move it away"
+            )
         return
     entries = [p for p in sorted(out.iterdir()) if p.name != FolderLock.NAME]
     foreign = foreign_entries(out)
     # a folder with no model, no checkpoint and nothing foreign holds only what a failed
-    # first run left (row hashes, metrics): a fresh fit replaces it without --overwrite
+    # first run left (row hashes, metrics, both recognised by their content): a fresh fit
+    # replaces it without --overwrite
     if foreign:
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise FileExistsError(

@@ -11,8 +11,10 @@ from stardiff.errors import PredictError
 from stardiff.predict.sky import DEFAULT_QUANTILES, predict_catalog
 from stardiff.predict.statistics import draw_statistics, statistics_columns
 from stardiff.predict.table import predict
+from stardiff.predict.windows import CHUNK
 
 __all__ = [
+    "CHUNK",
     "DEFAULT_QUANTILES",
     "PredictError",
     "draw_statistics",

@@ -25,8 +25,12 @@ import numpy as np
 from stardata.hats import is_hats, main_catalog, open_hats, require_hats
 from stardata.io import read_json, sha256_file, write_json
 from stardata.locks import FolderLock
+from stardata.numbers import PROCESSES, check_number
+from stardata.outpaths import input_overlap
+from stardiff.errors import PredictError
+from stardiff.model import ROW_BLOCK
 from stardiff.predict.statistics import draw_statistics, statistics_columns
-from stardiff.predict.windows import KEEP_BY_DEFAULT, input_columns
+from stardiff.predict.windows import KEEP_BY_DEFAULT, check_counts, input_columns
 
 __all__ = ["DEFAULT_QUANTILES", "predict_catalog"]
 
@@ -260,8 +264,12 @@ def predict_catalog(
         raise KeyError(
             f"unknown request column(s) {unknown}; the model knows {list(model.columns)}"
         )
-    if not n > 0:
-        raise ValueError(f"n must be positive, got {n}")
+    n, seed, _ = check_counts(n, seed, ROW_BLOCK)
+    workers = check_number(workers, "workers", PROCESSES, PredictError)
+    threads = check_number(threads, "threads", PROCESSES, PredictError)
+    hit = input_overlap(out, [catalog])
+    if hit is not None:
+        raise PredictError(f"out {out} overlaps the input catalogue {hit}; write it elsewhere")
     if not all(0 < q < 1 for q in quantiles):
         raise ValueError(f"quantiles must lie in (0, 1), got {list(quantiles)}")
     if "://" not in os.fspath(catalog) and not is_hats(catalog):

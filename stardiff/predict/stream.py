@@ -19,7 +19,14 @@ import pyarrow.parquet as pq
 
 from stardata.tables import read_rows, table_format
 from stardiff.errors import PredictError
-from stardiff.predict.windows import check_numeric, plan, window, windows
+from stardiff.predict.windows import (
+    check_numeric,
+    check_output,
+    plan,
+    table_writer,
+    window,
+    windows,
+)
 
 __all__ = ["STATE", "predict_file"]
 
@@ -70,17 +77,19 @@ def _open(path: Path) -> tuple[pq.ParquetFile | pa.Table, pa.Schema, int]:
 def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, opts, progress):
     """Stream ``path`` through :func:`stardiff.predict.windows.window` into ``out``; resumable."""
     from stardata.errors import LockedError
-    from stardata.io import atomic_path, read_json, write_json, write_parquet
+    from stardata.io import read_json, write_json, write_parquet
     from stardata.locks import FolderLock
 
     source, schema, n_rows = _open(path)
     given, keep = plan(model, schema.names, request, keep, str(path), opts["requested_as_inputs"])
     check_numeric(schema, given, str(path))
+    fmt = check_output(out, [path], keep, request, opts)
     if n_rows == 0:
         raise PredictError(f"{path}: table has no rows")
     n_windows = -(-n_rows // chunk_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.predict")
+    _check_work(work)
     try:
         lock = FolderLock(work, "stardiff predict").acquire()
     except LockedError as exc:
@@ -113,22 +122,27 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
         finally:
             if bar is not None:
                 bar.close()
-        _concatenate(work, n_windows, out, atomic_path)
+        _concatenate(work, n_windows, out, fmt, chunk_rows)
     finally:
         lock.release()
     shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def _concatenate(work: Path, n_windows: int, out: Path, atomic_path) -> None:
-    """The parts, in order, as one Parquet file (one row group a part), renamed into place."""
-    from stardata.io import PARQUET_OPTIONS
+def _check_work(work: Path) -> None:
+    """The work folder holds only a run's own files (it is removed at the end), or is refused."""
+    from stardata.outpaths import check_folder
 
+    own = lambda p: p.name == STATE or p.name.startswith("part-")  # noqa: E731
+    check_folder(work, own_entry=own, what="stardiff predict", option="work folder")
+
+
+def _concatenate(work: Path, n_windows: int, out: Path, fmt: str, chunk_rows: int) -> None:
+    """The parts, in order, as one file of ``fmt`` (one row group a part), renamed into place."""
     first = pq.read_schema(_part(work, 0)).remove_metadata()
-    with atomic_path(out) as tmp:
-        with pq.ParquetWriter(tmp, first, **PARQUET_OPTIONS) as writer:
-            for k in range(n_windows):
-                writer.write_table(pq.read_table(_part(work, k)).cast(first))
+    with table_writer(out, fmt, first, chunk_rows) as writer:
+        for k in range(n_windows):
+            writer.write(pq.read_table(_part(work, k)).cast(first))
 
 
 def _jsonable(state: dict) -> dict:

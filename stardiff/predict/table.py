@@ -22,9 +22,16 @@ import pyarrow as pa
 
 from stardata.tables import read_rows
 from stardiff.errors import PredictError
-from stardiff.model import ROW_BLOCK
 from stardiff.predict.stream import predict_file
-from stardiff.predict.windows import check_numeric, plan, window, windows
+from stardiff.predict.windows import (
+    check_counts,
+    check_numeric,
+    check_output,
+    plan,
+    table_writer,
+    window,
+    windows,
+)
 
 __all__ = ["predict"]
 
@@ -92,18 +99,15 @@ def predict(
     """
     request = [request] if isinstance(request, str) else list(request)
     model._request_list(request)  # unknown or non-requestable names: one-line error
-    if n < 1:
-        raise PredictError(f"n must be at least 1, got {n}")
-    if chunk_rows < ROW_BLOCK or chunk_rows % ROW_BLOCK:
-        raise PredictError(
-            f"chunk_rows must be a positive multiple of {ROW_BLOCK}, got {chunk_rows}"
-        )
+    n, seed, chunk_rows = check_counts(n, seed, chunk_rows)
     qs = np.asarray(quantiles, dtype=np.float64)
     if qs.size and (not np.all((qs >= 0) & (qs <= 1))):
         raise PredictError(f"quantiles must lie in [0, 1], got {list(quantiles)}")
     opts = {
         "n": int(n), "quantiles": qs, "samples": bool(samples), "seed": int(seed),
         "sampler": sampler, "steps": steps, "requested_as_inputs": bool(requested_as_inputs),
+        "chunk_rows": chunk_rows,
+        "where": os.fspath(table) if isinstance(table, str | os.PathLike) else "table",
     }  # fmt: skip
     if isinstance(table, str | os.PathLike):
         if out is None:
@@ -116,15 +120,16 @@ def predict(
         model, arrow.column_names, request, keep, "table", opts["requested_as_inputs"]
     )
     check_numeric(arrow.schema, given, "table")
+    fmt = None if out is None else check_output(out, [], keep, request, opts)
     parts = [
         window(model, block, given, keep, request, k, opts)
         for k, block in windows(arrow, given + keep, chunk_rows, 0)
     ]
     result = pa.concat_tables(parts)
     if out is not None:
-        from stardata.io import write_parquet
-
-        return write_parquet(out, result)
+        with table_writer(out, fmt, result.schema, 65536) as w:
+            w.write(result)
+        return Path(out)
     import polars as pl
 
     return pl.from_arrow(result)

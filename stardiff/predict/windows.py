@@ -15,14 +15,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stardiff.errors import PredictError
-from stardiff.predict.statistics import draw_statistics
+from stardata.numbers import COUNT, SEED, Range, check_number
+from stardiff.errors import GivenValueError, PredictError, warn_infinite
+from stardiff.model import ROW_BLOCK
+from stardiff.predict.statistics import draw_statistics, statistics_columns
 
 __all__ = [
+    "CHUNK",
     "KEEP_BY_DEFAULT",
+    "check_counts",
     "check_numeric",
+    "check_output",
     "input_columns",
     "plan",
+    "table_writer",
     "window",
     "windows",
 ]
@@ -70,6 +76,50 @@ def plan(model, names: list[str], request: list[str], keep, where: str, requeste
     return given, list(keep)
 
 
+#: Rows per window of a prediction (a multiple of ``ROW_BLOCK``, checked apart).
+CHUNK = Range(ROW_BLOCK, 2**40, integer=True)
+
+
+def check_counts(n, seed, chunk_rows) -> tuple[int, int, int]:
+    """``n``, ``seed`` and ``chunk_rows`` checked where they enter (one line naming each)."""
+    n = check_number(n, "n", COUNT, PredictError)
+    seed = check_number(seed, "seed", SEED, PredictError)
+    chunk_rows = check_number(chunk_rows, "chunk_rows", CHUNK, PredictError)
+    if chunk_rows % ROW_BLOCK:
+        raise PredictError(
+            f"chunk_rows must be a positive multiple of {ROW_BLOCK}, got {chunk_rows}"
+        )
+    return n, seed, chunk_rows
+
+
+def check_output(out, inputs, keep, request, opts: dict) -> str:
+    """The format of the output file ``out`` (by its name), or a one-line refusal.
+
+    :func:`stardata.outpaths.check_table_file`: never an input, never a file the toolkit did not
+    write (a CSV file counts as its own when its header is exactly the columns written here).
+    """
+    from stardata.outpaths import check_table_file
+
+    columns = [*keep, "no_input", *statistics_columns(request, opts["quantiles"])]
+    columns += [f"{c}_samples" for c in request] if opts["samples"] else []
+    fmt = check_table_file(out, option="out", inputs=inputs, columns=columns)
+    if fmt == "csv" and opts["samples"]:
+        raise PredictError(f"out {out}: the draws (samples=True) need a .parquet file, not CSV")
+    return fmt
+
+
+def table_writer(out, fmt: str, schema: pa.Schema, row_group_size: int):
+    """The writer of a prediction file (atomic): CSV, or Parquet marked as stardiff's."""
+    from stardata.io import CsvRowWriter, ParquetRowWriter
+    from stardata.outpaths import mark
+
+    if fmt == "csv":
+        return CsvRowWriter(out, schema)
+    return ParquetRowWriter(
+        out, schema, row_group_size=row_group_size, metadata=mark("stardiff predict")
+    )
+
+
 def check_numeric(schema: pa.Schema, given: list[str], where: str) -> None:
     for c in given:
         t = schema.field(c).type
@@ -78,14 +128,24 @@ def check_numeric(schema: pa.Schema, given: list[str], where: str) -> None:
 
 
 def window(model, block: pa.Table, given, keep, request, k: int, opts: dict) -> pa.Table:
-    """Statistics of every requested density for one window of rows."""
+    """Statistics of every requested density for one window of rows.
+
+    Errors and warnings name rows of the whole table (window ``k`` starts at row
+    ``k · opts["chunk_rows"]``) and ``opts["where"]``, never rows of the window.
+    """
     n, seed, qs = opts["n"], opts["seed"], opts["quantiles"]
-    values = {c: block[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in given}
+    offset, where = k * opts.get("chunk_rows", 0), opts.get("where", "table")
+    values = {c: _given_column(block[c], c, where, offset) for c in given}
     rows = block.num_rows
+    if not values:  # nothing given: every row asks the unconditional density, row by row
+        values = {model.columns[0]: np.full(rows, np.nan)}
     seed_k = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-    draws = model.sample(
-        values, request, n, seed=seed_k, sampler=opts["sampler"], steps=opts["steps"]
-    )
+    try:
+        draws = model.sample(
+            values, request, n, seed=seed_k, sampler=opts["sampler"], steps=opts["steps"]
+        )
+    except GivenValueError as e:
+        raise e.shifted(offset, where) from None
     out = {c: block[c] for c in keep}
     present = np.zeros(rows, dtype=bool)
     for v in values.values():
@@ -100,6 +160,14 @@ def window(model, block: pa.Table, given, keep, request, k: int, opts: dict) -> 
     return pa.table(out)
 
 
+def _given_column(col: pa.ChunkedArray, name: str, where: str, offset: int) -> np.ndarray:
+    """A given column as float64: null = NaN; infinite = NaN, said once with its row."""
+    x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+    warn_infinite(x, name, where, offset)
+    x[np.isinf(x)] = np.nan
+    return x
+
+
 def windows(source, columns: list[str], size: int, start: int) -> Iterator[tuple[int, pa.Table]]:
     """Windows ``start, start+1, ...`` of ``size`` rows, read one row group at a time.
 
@@ -107,6 +175,8 @@ def windows(source, columns: list[str], size: int, start: int) -> Iterator[tuple
     before a slow sampler would hold most of the file), so memory is one row group plus one
     window.
     """
+    # a window needs its rows even when no column is read (nothing given, nothing kept)
+    columns = list(columns) or source.schema.names[:1]
     if isinstance(source, pa.Table):
         for k in range(start, -(-source.num_rows // size)):
             yield k, source.slice(k * size, size).select(columns)

@@ -16,27 +16,30 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 
+from stardata.numbers import check_number
 from stardiff import persist
 from stardiff.devices import resolve_device
+from stardiff.errors import ModelFileError, RecipeError
 from stardiff.infer import DensityModel
 from stardiff.persist import training_folder
-from stardiff.recipe import Recipe, load_recipe, override
+from stardiff.recipe import MINUTES, Recipe, load_recipe, override
 from stardiff.train.batches import BatchBuilder, request_weights
 from stardiff.train.budget import TimeBudget
 from stardiff.train.distributed import World, init_world, rank_slice
 from stardiff.train.ema import WeightAverage
 from stardiff.train.prepared import Prepared, network_for, prepare
+from stardiff.train.resume import apply_changes, check_rows, recipe_changes, rows_digest
 from stardiff.train.step import accumulate_gradients, noise_and_steps
 
 __all__ = ["METRICS", "METRIC_FIELDS", "TrainingRun", "fit"]
 
-METRICS = "metrics.csv"
-METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "rows_per_s"]
+METRICS, METRIC_FIELDS = persist.METRICS, persist.METRIC_FIELDS
 
 
 class TrainingRun:
@@ -88,6 +91,7 @@ class TrainingRun:
         self.avg = WeightAverage(self.net, t.ema) if t.ema else None
         self.val = self._fixed_validation(ok)
         self.epoch, self.history = 0, []
+        self.changes: list[dict] = []  # recipe changes at resumes (stardiff.train.resume)
 
     def _fixed_validation(self, ok):
         rows = torch.as_tensor(self.prep.val_rows, device=self.device)
@@ -151,9 +155,10 @@ class TrainingRun:
         return mean
 
     @torch.no_grad()
-    def validate(self) -> float:
+    def validate(self) -> float | None:
+        """The validation loss, or None without validation rows."""
         if self.val is None:
-            return float("nan")
+            return None
         net = self.avg.module if self.avg else self.net  # score what the model folder holds
         net.eval()
         batch, t, noise = self.val
@@ -183,6 +188,7 @@ class TrainingRun:
                 "validation_rows": int(self.prep.val_rows.size),
                 "test_rows": int(self.prep.test_rows.size),
                 "ranges": self.prep.ranges or {},
+                **({"changes": self.changes} if self.changes else {}),
             },
         }
         if self.budget:
@@ -198,6 +204,13 @@ class TrainingRun:
         return rng
 
     def checkpoint(self) -> None:
+        """Write the model folder's pair, then the checkpoint, then ``metrics.csv``.
+
+        The pair is always a config with its own weights (:func:`stardiff.persist.check_pair`).
+        The checkpoint holds everything a resume needs, the weight average too, never the
+        model folder's weights: a kill after the pair and before the checkpoint resumes from
+        the previous checkpoint and trains the same epoch again, to the same weights.
+        """
         if not self.world.main:
             self.world.barrier()
             return
@@ -211,31 +224,73 @@ class TrainingRun:
                 "epoch": self.epoch,
                 "history": self.history,
                 "scheduler": self.sched.state_dict(),
+                "recipe": self.prep.recipe.to_dict(),
+                "rows": rows_digest(self.prep.hashes),
+                "changes": self.changes,
                 **({"budget": self.budget.state_dict()} if self.budget else {}),
                 **({"ema_updates": self.avg.updates} if self.avg else {}),
             },
+            ema=self.avg.module if self.avg else None,
         )
         _write_metrics(self.out / METRICS, self.history)
         self.world.barrier()
 
     def restore(self) -> None:
-        model, optim, rng, info = persist.load_training_state(self.out)
-        self.net.load_state_dict(model)
-        self.opt.load_state_dict(optim)
-        self.sched.load_state_dict(info["scheduler"])
-        self.gen.set_state(rng["data"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        """Continue the checkpoint: its states, and the recipe's changes since (or a refusal)."""
+        st = persist.load_training_state(self.out)
+        info = st.info
+        before = info.get("recipe") or _config_recipe(self.out)
+        self.changes = list(info.get("changes", []))
+        if before is not None:
+            self.changes += recipe_changes(before, self.prep.recipe.to_dict(), info["epoch"])
+        check_rows(info.get("rows"), rows_digest(self.prep.hashes), self.prep.recipe)
+        _load_checkpoint_weights(self.net, st.model, self.out)
+        try:
+            self.opt.load_state_dict(st.optimizer)
+            self.sched.load_state_dict(info["scheduler"])
+            self.gen.set_state(st.rng["data"])
+            torch.set_rng_state(st.rng["torch"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise ModelFileError(
+                f"{self.out / persist.CHECKPOINT}: not a checkpoint of this recipe's run "
+                f"({' '.join(str(e).split())[:160]})"
+            ) from None
+        if "cuda" in st.rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(st.rng["cuda"], self.device)
         self.epoch, self.history = info["epoch"], info["history"]
+        apply_changes(self.opt, self.sched, self.prep.recipe, self.changes)
         if self.budget and "budget" in info:
             self.budget.load_state_dict(info["budget"])
-        if self.avg:  # the model folder, written with the checkpoint, holds the average
-            persist.load_weights(self.out / persist.WEIGHTS, self.avg.module)
+        if self.avg:
+            if st.ema is not None:
+                _load_checkpoint_weights(self.avg.module, st.ema, self.out)
+            else:  # a checkpoint of an older stardiff: the model folder holds the average
+                persist.load_weights(self.out / persist.WEIGHTS, self.avg.module)
             self.avg.updates = int(info.get("ema_updates", 0))
 
 
+def _config_recipe(out: Path) -> dict | None:
+    """The recipe in the model folder's ``config.json`` (checkpoints of older stardiff)."""
+    try:
+        return persist.read_json(out / persist.CONFIG).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _load_checkpoint_weights(module: torch.nn.Module, state: dict, out: Path) -> None:
+    """Load checkpoint weights; another shape is a one-line error, not a torch traceback."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), "")
+        raise ModelFileError(
+            f"{out / persist.CHECKPOINT}: its weights do not fit the recipe's [model] "
+            f"({first or 'other parameters'}); a changed model cannot resume"
+        ) from None
+
+
 def _write_metrics(path: Path, history: list[dict]) -> None:
+    """``metrics.csv``: one row an epoch; an empty ``val_loss`` when there is no validation."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
     w.writeheader()
@@ -263,12 +318,14 @@ def fit(
     recipe : Recipe or path
         A recipe object or a TOML file.
     out, epochs, device, seed
-        Override the recipe's ``train.out``, ``train.epochs``, ``train.device``, ``train.seed``.
+        Override the recipe's ``train.out`` (a relative ``out`` is relative to the working
+        directory, as a command-line path), ``train.epochs``, ``train.device``, ``train.seed``.
     minutes : float, optional
         Override ``train.time_budget``: train for this many minutes, the learning-rate
         schedule fitted to them (``epochs`` is then ignored).
     resume : bool
-        Continue from ``out/checkpoint`` exactly where it stopped.
+        Continue from ``out/checkpoint`` exactly where it stopped. Recipe keys that changed
+        since are refused or recorded (:mod:`stardiff.train.resume`).
     overwrite : bool
         Remove stardiff's own files from a non-empty ``out`` first (otherwise that is an
         error); a folder holding anything else is refused (see :mod:`stardiff.persist.folder`).
@@ -284,12 +341,12 @@ def fit(
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    if minutes is not None and not minutes > 0:  # NaN too
-        raise ValueError(f"--minutes must be a positive number of minutes, got {minutes}")
+    if minutes is not None:
+        minutes = check_number(minutes, "--minutes", MINUTES, RecipeError)
     recipe = override(
         recipe,
         "train",
-        out=None if out is None else str(out),
+        out=None if out is None else os.path.abspath(out),  # a flag: relative to the cwd
         epochs=epochs,
         time_budget=None if minutes is None else float(minutes),
         device=device,
@@ -309,11 +366,11 @@ def fit(
 
 def _fit(prep, out_dir, dev, world, resume, progress, figures) -> DensityModel:
     recipe = prep.recipe
-    if world.main:
-        persist.save_row_hashes(out_dir, **prep.hashes)
     run = TrainingRun(prep, out_dir, dev, world)
     if resume:
-        run.restore()
+        run.restore()  # refused before anything is written
+    if world.main:
+        persist.save_row_hashes(out_dir, **prep.hashes)
     if progress:
         print(
             f"{recipe.name}: {run.net.n_parameters():,} parameters, "
@@ -354,13 +411,14 @@ def _loop(run: TrainingRun, epochs: int, progress: bool) -> None:
                 {
                     "epoch": run.epoch,
                     "train_loss": round(train_loss, 6),
-                    "val_loss": round(val_loss, 6),
+                    "val_loss": None if val_loss is None else round(val_loss, 6),
                     "lr": run.opt.param_groups[0]["lr"],
                     "seconds": round(dt, 3),
                     "rows_per_s": round(run.rows_done / dt, 1),
                 }
             )
-            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}", epoch=run.epoch)
+            val = "-" if val_loss is None else f"{val_loss:.4f}"
+            bar.set_postfix(loss=f"{train_loss:.4f}", val=val, epoch=run.epoch)
             bar.update(min(total, round(budget.spent())) - bar.n if budget else 1)
             end = run.finished(epochs)  # once: the budget must not run out in between
             if run.epoch % run.t.checkpoint_every == 0 or end:

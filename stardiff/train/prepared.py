@@ -15,7 +15,7 @@ import numpy as np
 from stardata.tokens import Vocabulary
 from stardiff.infer import column_ranges
 from stardiff.model import DensityNetwork, NetworkConfig
-from stardiff.persist import row_hashes
+from stardiff.persist import near_hashes, row_hashes
 from stardiff.recipe import Recipe
 from stardiff.tables import read_table, split_rows
 from stardiff.transforms import Preprocessor
@@ -61,7 +61,11 @@ def prepare(recipe: Recipe) -> Prepared:
     pre = Preprocessor.fit(table.values[train], vocab, recipe.transforms)
     z = pre.encode(table.values, where=recipe.table_path().name)
     ranges = column_ranges(table.values[train], table.names)
-    hashes = {"train": row_hashes(table.values[train]), "validation": row_hashes(table.values[val])}
+    hashes = {
+        "train": row_hashes(table.values[train]),
+        "validation": row_hashes(table.values[val]),
+        "near": near_hashes(z[np.concatenate([train, val])]).ravel(),  # rounded copies too
+    }
     return Prepared(recipe, pre, requestable, z, train, val, test, ranges, hashes)
 
 

@@ -191,6 +191,27 @@ def test_leftovers_of_killed_runs_are_removed_and_nothing_else(env, reference, t
     assert all(p.read_text() == "left over" for p in mine)
 
 
+def test_a_release_folder_holding_a_users_file_is_never_replaced(env, reference, tmp_path, capsys):
+    """OUT/dr17 with anything but an earlier release's outputs: one line naming it, untouched."""
+    from stardata.errors import OutputError
+
+    _copy_build(reference, tmp_path)
+    final = tmp_path / "out" / "dr17"
+    (final / "thesis_notes.txt").write_text("mine")
+    before = sorted(p.name for p in final.iterdir())
+    with pytest.raises(OutputError, match=r"holds files stardata build did not write \(thesis"):
+        _build(env, tmp_path, offline=True)
+    assert sorted(p.name for p in final.iterdir()) == before
+    (final / "thesis_notes.txt").unlink()
+    assert _same_bytes(reference, _build(env, tmp_path, offline=True))  # its own: rebuilt
+    shutil.rmtree(final)
+    final.write_text("a file where the release goes")
+    argv = ["build", "--offline", "--data-dir", str(tmp_path / "data"), "--out"]
+    assert main([*argv, str(tmp_path / "out"), "--quiet"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert final.read_text() == "a file where the release goes"
+
+
 # -- caches are verified before reuse ----------------------------------------------------------
 def test_damaged_stage_files_are_recomputed_not_reused(env, reference, tmp_path):
     _copy_build(reference, tmp_path)

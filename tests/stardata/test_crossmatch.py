@@ -218,7 +218,7 @@ def test_every_input_type_gives_the_same_match(sky, tmp_path):
         ({"source_id": [5.0, 6.0]}, {}, "floats lose digits"),
         ({"source_id": [5, -6]}, {}, "row 1 has negative id -6"),
         ({"ra": [1.0], "dec": [1.0]}, {"epoch": 16.0}, "epoch 16.0 is not a Julian year"),
-        ({"ra": [1.0], "dec": [1.0]}, {"radius": 0}, "radius must be positive"),
+        ({"ra": [1.0], "dec": [1.0]}, {"radius": 0}, r"radius \[arcsec\] must be a finite"),
         ({"ra": [1.0], "dec": [1.0], "bprp": [1.0]}, {}, "bprp clash with columns"),
         ({"ra": [], "dec": []}, {}, "no rows"),
     ],

@@ -122,7 +122,10 @@ def test_the_command_passes_the_build_options(archive, tmp_path, capsys):
     "extra, message",
     [
         (["--ra", "ra", "--dec", "DE"], "catalogue has no right ascension column 'ra'"),
-        (["--radius", "0"], "radius must be positive, got 0.0"),
+        (["--radius", "0"], r"argument --radius: must be a finite number in \(0, 648000\)"),
+        (["--radius", "nan"], r"argument --radius: must be a finite number .*got 'nan'"),
+        (["--radius", "648000"], r"argument --radius: must be .*got '648000'"),
+        (["--max-pm", "inf"], r"argument --max-pm: must be a finite number in \[0, 100\]"),
         (["--epoch", "16"], "epoch 16.0 is not a Julian year"),
         (["--epoch", "when"], "catalogue has no epoch column 'when'"),
         (["--reference", "nope.parquet"], "nope.parquet: no such reference file"),

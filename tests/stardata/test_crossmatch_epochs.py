@@ -169,7 +169,8 @@ def test_a_reference_at_another_epoch_is_moved_from_its_own(field):
         ({"source_id": [5, -6]}, "reference table column 'source_id': row 1 has negative id -6"),
         ({"source_id": [5.0, 6.0]}, "reference table column 'source_id' is double; .*floats"),
         ({"source_id": [5, 5]}, "reference table column 'source_id': 1 id\\(s\\) appear"),
-        ({"source_id": [5, 6], "ref_epoch": [2016.0, np.nan]}, "'ref_epoch': row 1 has epoch"),
+        ({"source_id": [5, 6], "ref_epoch": [2016.0, np.nan]}, "'ref_epoch': row 1 has no value"),
+        ({"source_id": [5, 6], "ref_epoch": [2016.0, 16.0]}, "'ref_epoch': row 1 has 16 Julian"),
         ({"source_id": [5, 6], "pmra": ["a", "b"]}, "reference table column 'pmra' .*not numeric"),
     ],
 )

@@ -11,8 +11,9 @@ ROOT = Path(stardata.__file__).parent
 #: Lowest first: a module may import only modules before it (``sources`` and ``testing`` are
 #: packages; ``testing`` serves the tests and benchmarks and no library module imports it).
 ORDER = [
-    "errors", "moved", "_compat", "locks", "io", "tables", "hats", "columns", "split", "tokens",
-    "cuts", "sources", "derive", "release", "crossmatch", "cli", "testing",
+    "errors", "numbers", "cliargs", "moved", "_compat", "locks", "io", "outpaths", "tables",
+    "hats", "columns", "split", "tokens", "cuts", "sources", "derive", "release", "crossmatch",
+    "cli", "testing",
 ]  # fmt: skip
 CORE = {"release"}  # the build core: settings, context, stage cache, inputs, outputs, pipeline
 

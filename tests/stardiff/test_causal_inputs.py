@@ -96,7 +96,7 @@ def test_few_input_requests_see_the_first_zero_to_most_inputs():
         (
             {"isolated_requests": True, "causal_inputs": True},
             {"requests": 4, "few_input_requests": 1.5},
-            "'train.few_input_requests' must be in \\[0, 1\\], got 1.5",
+            r"'train.few_input_requests' must be a finite number in \[0, 1\], got 1.5",
         ),
     ],
 )

@@ -137,7 +137,8 @@ def test_sample_given_table_joint_and_info(trained, capsys):
             ["sample", "{out}", "--request", "y", "--sampler", "ancestral", "--steps", "5"],
             "ancestral sampler runs all",
         ),
-        (["sample", "{out}", "--request", "y", "--steps", "0"], "steps must be in 1.."),
+        (["sample", "{out}", "--request", "y", "--steps", "0"], "argument --steps: must be"),
+        (["sample", "{out}", "--request", "y", "--steps", "5000"], "steps must be in 1.."),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(trained, capsys, argv, message):

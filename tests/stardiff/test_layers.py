@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "transforms": {"errors"},
     "recipe": {"errors", "transforms"},
     "tables": {"errors"},
-    "figures": {"tables"},
+    "figures": {"persist", "tables"},
     "model": set(),  # torch and itself only
     "datasets": {"metrics"},
     "persist": {"errors"},
@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
               "transforms"},
     "evaluate": {"datasets", "errors", "figures", "infer", "metrics", "persist", "recipe",
                  "tables"},
-    "cli": {"errors", "evaluate", "infer", "model", "predict", "tables", "train"},
+    "cli": {"errors", "evaluate", "infer", "model", "predict", "recipe", "tables", "train"},
     "__main__": {"cli"},
 }  # fmt: skip
 ROOMS = {"model", "train", "infer", "predict", "evaluate", "persist", "datasets"}

@@ -211,7 +211,7 @@ def test_a_truncated_checkpoint_is_one_line(work, tmp_path, capsys):
         (["sample", "{out}", "--request", "y", "--device", "tpu"], "--device: unknown device"),
         (["sample", "{out}", "--request", "y", "--out", "{tmp}"], "is a folder"),
         (["fit", "{tmp}/r.toml", "--out", "{tmp}/notes.md"], "is a file, not a folder"),
-        (["fit", "{tmp}/t.toml"], "'train.threads' must be >= 0"),
+        (["fit", "{tmp}/t.toml"], "'train.threads' must be an integer in [0, 4096]"),
         (
             ["evaluate", "{out}", "--table", "{tmp}/table.parquet", "--out", "{tmp}/notes.md"],
             "notes.md is a file, not a folder",
@@ -234,9 +234,9 @@ def test_bad_options_are_one_line_and_exit_2(work, capsys, argv, message):
 
 
 def test_an_unwritable_out_is_one_line(work, tmp_path, capsys, monkeypatch):
-    import stardiff.cli
+    import stardata.outpaths
 
-    monkeypatch.setattr(stardiff.cli.os, "access", lambda *a: False)  # root may write anywhere
+    monkeypatch.setattr(stardata.outpaths.os, "access", lambda *a: False)  # root writes anywhere
     f = tmp_path / "s.parquet"
     assert main(["sample", str(work[1]), "--request", "y", "-n", "5", "--out", str(f)]) == 2
     assert f"--out {f}: cannot write in {tmp_path} (permission denied)" in _err(capsys)
@@ -363,6 +363,7 @@ def test_evaluate_never_scores_training_rows_as_test_rows(work, tmp_path, capsys
     res = _eval(model, tmp / "table.parquet", tmp_path / "e0", capsys)
     assert res["row_split"] == {
         "by": "content", "table": 300, "scored": 60, "train": 216, "validation": 24, "test": 60,
+        "near_training": 0,
     }  # fmt: skip
     shuffled = full.sample(fraction=1.0, shuffle=True, seed=5)
     shuffled.write_parquet(tmp_path / "shuffled.parquet")

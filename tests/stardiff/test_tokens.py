@@ -89,7 +89,7 @@ def test_log_transform_rejects_non_positive_values():
     with pytest.raises(ValueError, match="column 'a'.*log"):
         ColumnTransform.fit("log", np.array([1.0, 0.0, 2.0]), column="a")
     pre = Preprocessor.fit(np.array([[1.0], [2.0], [3.0]]), Vocabulary(["a"]), {"a": "log"})
-    with pytest.raises(ValueError, match="'a' uses a log transform"):
+    with pytest.raises(ValueError, match=r"column 'a', row\(s\) 0: -1 <= 0 in a log-transformed"):
         pre.encode(np.array([[-1.0]]))
 
 

@@ -1,6 +1,8 @@
 """Recipe keys of the fidelity ablations: train.ema, subset_power, few_inputs, step_power and
 model.embedding_shift."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -71,10 +73,10 @@ def test_few_inputs_zero_keeps_the_stream_and_bad_values_are_refused(tmp_path):
     )
     _assert_same_batch(a, b)
     for train, msg in (
-        ({"few_inputs": 1.5}, "'train.few_inputs' must be in \\[0, 1\\], got 1.5"),
-        ({"few_inputs": 0.1, "few_inputs_max": 0}, "'train.few_inputs_max' must be at least 1"),
+        ({"few_inputs": 1.5}, "'train.few_inputs' must be a finite number in [0, 1], got 1.5"),
+        ({"few_inputs": 0.1, "few_inputs_max": 0}, "'train.few_inputs_max' must be an integer"),
     ):
-        with pytest.raises(RecipeError, match=msg):
+        with pytest.raises(RecipeError, match=re.escape(msg)):
             make_recipe(tmp_path, bimodal_table(50), train=train)
 
 
@@ -159,5 +161,5 @@ def test_step_power_one_keeps_the_uniform_stream_and_power_two_favours_low_noise
 def test_step_power_must_be_positive(tmp_path):
     from stardiff.recipe import RecipeError
 
-    with pytest.raises(RecipeError, match="'train.step_power' must be positive"):
+    with pytest.raises(RecipeError, match=re.escape("'train.step_power' must be a finite number")):
         make_recipe(tmp_path, bimodal_table(50), train={"step_power": 0.0})

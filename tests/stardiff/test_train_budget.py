@@ -1,6 +1,7 @@
 """train.time_budget / --minutes: stop at the budget, the LR schedule fitted to it."""
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -120,21 +121,21 @@ def test_cli_minutes_flag(tmp_path, capsys):
     for bad in ("0", "-1", "nan"):
         assert main(["fit", str(path), "--minutes", bad, "--overwrite", "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and "--minutes must be a positive" in err
+        assert err.count("\n") == 0 and "argument --minutes: must be a finite number" in err
 
 
 @pytest.mark.parametrize(
     "train, message",
     [
-        ({"time_budget": -1.0}, "'train.time_budget' must be >= 0"),
+        ({"time_budget": -1.0}, "'train.time_budget' must be a finite number in [0, 1e+06]"),
         ({"warmup": 0.1}, "'train.warmup' needs 'train.time_budget'"),
-        ({"time_budget": 1.0, "warmup": 1.0}, r"'train.warmup' must be in \[0, 1\)"),
-        ({"ema": 1.0}, r"'train.ema' must be in \[0, 1\)"),
-        ({"subset_power": 0.0}, "'train.subset_power' must be positive"),
+        ({"time_budget": 1.0, "warmup": 1.0}, "'train.warmup' must be a finite number in [0, 1)"),
+        ({"ema": 1.0}, "'train.ema' must be a finite number in [0, 1)"),
+        ({"subset_power": 0.0}, "'train.subset_power' must be a finite number in (0, 100]"),
     ],
 )
 def test_bad_budget_keys_are_one_line_errors(tmp_path, train, message):
-    with pytest.raises(RecipeError, match=message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
         make_recipe(tmp_path, bimodal_table(50), train=train)
 
 
