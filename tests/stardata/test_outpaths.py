@@ -8,7 +8,6 @@ changed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ from stardata.crossmatch import crossmatch
 from stardata.errors import CatalogError, LockedError, OutputError
 from stardata.outpaths import check_folder, check_table_file, claim, is_own_table, mark
 from tests.stardata.crossmatch_fixtures import catalogue, gaia_table
+from tests.trees import tree
 
 PROPERTY = settings(
     max_examples=15,
@@ -33,20 +33,6 @@ PROPERTY = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-
-
-def tree(folder: Path) -> dict[str, str]:
-    """Every path under ``folder`` with its content hash (folders: "dir"; links: their target)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).as_posix()
-        if p.is_symlink():
-            out[rel] = f"link:{os.readlink(p)}"
-        elif p.is_dir():
-            out[rel] = "dir"
-        else:
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,35 @@ TINY_MODEL = {
 }
 
 
+#: A tiny model's recipe, for the command-line tests (format with name, out, epochs, extra,
+#: samples; ``extra`` goes at the end of ``[train]``).
+TINY_RECIPE = """
+name = "{name}"
+[data]
+table = "table.parquet"
+test_rows = 60
+[model]
+dim = 16
+n_heads = 2
+ff_dim = 32
+n_layers = 1
+dropout = 0.0
+head_width = 16
+head_layers = 2
+steps = 20
+[train]
+epochs = {epochs}
+batch_size = 64
+context = 2
+checkpoint_every = 1
+threads = 1
+out = "{out}"
+{extra}
+[evaluate]
+samples = {samples}
+"""
+
+
 def bimodal_table(n: int = 4000, seed: int = 0) -> pl.DataFrame:
     """y = ±x + noise: given x, y is bimodal at ±x; z is an unrelated column."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,6 @@ changed. The issue's own examples follow each class as plain tests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stardiff.cli import main
-from tests.stardiff.conftest import bimodal_table
+from tests.stardiff.conftest import TINY_RECIPE, bimodal_table
+from tests.trees import tree
 
 ROOT = Path(__file__).resolve().parents[2]
 PROPERTY = settings(
@@ -33,31 +33,7 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-RECIPE = """
-name = "rel"
-[data]
-table = "table.parquet"
-test_rows = 60
-[model]
-dim = 16
-n_heads = 2
-ff_dim = 32
-n_layers = 1
-dropout = 0.0
-head_width = 16
-head_layers = 2
-steps = 20
-[train]
-epochs = {epochs}
-batch_size = 64
-context = 2
-checkpoint_every = 1
-threads = 1
-out = "{out}"
-{extra}
-[evaluate]
-samples = 100
-"""
+RECIPE = TINY_RECIPE.replace("{name}", "rel").replace("{samples}", "100")
 
 
 def _recipe(folder: Path, out: str, *, epochs: int = 2, name: str = "r.toml", extra="") -> Path:
@@ -73,20 +49,6 @@ def work(tmp_path_factory):
     (tmp / "notes.md").write_text("my notes\n")
     assert main(["fit", str(_recipe(tmp, "model")), "--quiet", "--no-figures"]) == 0
     return tmp, tmp / "model"
-
-
-def tree(folder: Path) -> dict[str, str]:
-    """Every path under ``folder`` with its content hash (folders: "dir"; links: their target)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).as_posix()
-        if p.is_symlink():
-            out[rel] = f"link:{os.readlink(p)}"
-        elif p.is_dir():
-            out[rel] = "dir"
-        else:
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def one_line_error(capsys, command: str) -> str:

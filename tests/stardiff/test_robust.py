@@ -16,34 +16,11 @@ from safetensors.torch import load_file
 
 from stardata.locks import FolderLock
 from stardiff.cli import main
-from tests.stardiff.conftest import bimodal_table
+from tests.stardiff.conftest import TINY_RECIPE, bimodal_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
-RECIPE = """
-name = "robust"
-[data]
-table = "table.parquet"
-test_rows = 60
-[model]
-dim = 16
-n_heads = 2
-ff_dim = 32
-n_layers = 1
-dropout = 0.0
-head_width = 16
-head_layers = 2
-steps = 20
-[train]
-epochs = {epochs}
-batch_size = 64
-context = 2
-checkpoint_every = 1
-threads = 1
-out = "{out}"
-[evaluate]
-samples = 200
-"""
+RECIPE = TINY_RECIPE.replace("{name}", "robust").replace("{samples}", "200").replace("{extra}", "")
 
 
 def _recipe(folder: Path, out: Path, epochs: int = 2, name: str = "r.toml") -> Path:
