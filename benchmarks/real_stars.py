@@ -53,13 +53,34 @@ SCORES = ("scatter", "bias", "crps", "pit_ks", "cover68", "draws_per_s")
 _OWN = ("out", "threads", "device", "seed", "time_budget", "epochs", "checkpoint_every")
 
 
+#: the build's label names (recipes) → this table's; [alpha/M] takes [M/H]'s settings
+RENAMED = {"m_h": ("fe_h", "alpha_m")}
+
+
 def recipe_sections(path: Path) -> tuple[dict, dict, dict]:
-    """The ``[model]``, ``[train]`` and ``[transforms]`` keys of a recipe, as used here."""
+    """The ``[model]``, ``[train]`` and ``[transforms]`` keys of a recipe, as used here.
+
+    Keys that name columns (``train.request_weights``, ``[transforms]``) are carried over to
+    this table's names (:data:`RENAMED`); those naming a column it does not have are dropped.
+    """
     import tomllib
 
     raw = tomllib.loads(Path(path).read_text())
     train = {k: v for k, v in raw.get("train", {}).items() if k not in _OWN}
-    return dict(raw.get("model", {})), train, dict(raw.get("transforms", {}))
+    if "request_weights" in train:
+        train["request_weights"] = _renamed(train["request_weights"])
+    return dict(raw.get("model", {})), train, _renamed(raw.get("transforms", {}))
+
+
+def _renamed(by_column: dict) -> dict:
+    import fnmatch
+
+    out = {}
+    for key, value in by_column.items():
+        for name in RENAMED.get(key, (key,)):
+            if any(fnmatch.fnmatchcase(c, name) for c in COLUMNS):
+                out[name] = value
+    return out
 
 
 def read_table(path: Path, rows: int | None = None):

@@ -68,3 +68,15 @@ def test_refusals_are_one_line(args, message, capsys):
         rs.main(args)
     text = str(e.value)
     assert message in text and "\n" not in text
+
+
+def test_a_recipes_label_keys_carry_over_to_this_tables_names(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        "[model]\ndim = 16\n[train]\nepochs = 3\nthreads = 2\n"
+        'request_weights = { teff = 32, m_h = 8, "bp*" = 0.5 }\n[transforms]\nlogg = "asinh"\n'
+    )
+    model, train, transforms = rs.recipe_sections(recipe)
+    assert model == {"dim": 16} and "threads" not in train and "epochs" not in train
+    assert train["request_weights"] == {"teff": 32, "fe_h": 8, "alpha_m": 8}
+    assert transforms == {"logg": "asinh"}
