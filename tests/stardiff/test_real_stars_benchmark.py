@@ -74,7 +74,7 @@ def test_a_recipes_label_keys_carry_over_to_this_tables_names(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(
         "[model]\ndim = 16\n[train]\nepochs = 3\nthreads = 2\n"
-        'request_weights = { teff = 32, m_h = 8, "bp*" = 0.5 }\n[transforms]\nlogg = "asinh"\n'
+        'request_weights = { teff = 32, m_h = 8, "rp*" = 0.5 }\n[transforms]\nlogg = "asinh"\n'
     )
     model, train, transforms = rs.recipe_sections(recipe)
     assert model == {"dim": 16} and "threads" not in train and "epochs" not in train
