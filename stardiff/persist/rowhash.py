@@ -44,11 +44,13 @@ def row_hashes(values: np.ndarray) -> np.ndarray:
     return h
 
 
-#: Locality-sensitive hashing of standardized rows: tables, projections per table, bin width
-#: [robust σ] and the seed of the projections. Rows closer than about 1e-3 σ (rounding to six
-#: digits) share a key in one of the tables with probability > 0.999; rows 0.1 σ apart, about
-#: 1e-3 (a warning counts near rows, it never sets them aside).
-NEAR_TABLES, NEAR_PROJECTIONS, NEAR_WIDTH = 4, 8, 0.05
+# Locality-sensitive hashing of standardized rows: tables, projections per table, bin width
+# [robust σ] and the seed of the projections. Rows closer than about 1e-3 σ (rounding to six
+# digits) share a key in one of the tables with probability > 0.999; rows 0.1 σ apart, about
+# 1e-3 (a warning counts near rows, it never sets them aside).
+NEAR_TABLES = 4
+"""Number of independent hash tables (columns of :func:`near_hashes`' keys)."""
+NEAR_PROJECTIONS, NEAR_WIDTH = 8, 0.05
 _NEAR_SEED = 0x4E_45_41_52
 
 
