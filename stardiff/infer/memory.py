@@ -42,6 +42,7 @@ __all__ = [
     "head_sample_bytes",
     "condition_row_bytes",
     "input_row_bytes",
+    "scores_materialized",
     "sample_plan",
     "chain_plan",
     "block_tiling",
@@ -76,7 +77,9 @@ def input_row_bytes(n_columns: int, width: int) -> int:
 
 
 @lru_cache(maxsize=64)
-def _scores_materialized(device_type: str, dtype: torch.dtype, heads: int, head_dim: int) -> bool:
+def _scores_materialized(
+    device_type: str, dtype: torch.dtype, heads: int, head_dim: int, square: bool
+) -> bool:
     """Whether scaled-dot-product attention on this device falls back to the kernel that
     writes the full ``heads × S × S`` score matrix (the "math" kernel). The fused kernels
     (flash, memory-efficient) never do. Unknown: assume it does."""
@@ -84,16 +87,18 @@ def _scores_materialized(device_type: str, dtype: torch.dtype, heads: int, head_
         from torch.nn.attention import SDPBackend
 
         q = torch.zeros(1, heads, 2, head_dim, device=device_type, dtype=dtype)
-        mask = torch.ones(1, 1, 1, 2, dtype=torch.bool, device=device_type)
+        mask = torch.ones(1, 1, 2 if square else 1, 2, dtype=torch.bool, device=device_type)
         return int(torch._fused_sdp_choice(q, q, q, mask, 0.0, False)) == int(SDPBackend.MATH)
     except Exception:  # a torch without the query: count the scores
         return True
 
 
 def scores_materialized(config, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the network's attention writes its score matrices on ``device`` in ``dtype``."""
+    """Whether the network's attention writes its score matrices on ``device`` in ``dtype``
+    (asked of torch's kernel choice for the network's heads and mask shape)."""
+    square = bool(config.isolated_requests or config.causal_inputs)
     return _scores_materialized(
-        torch.device(device).type, dtype, config.n_heads, config.dim // config.n_heads
+        torch.device(device).type, dtype, config.n_heads, config.dim // config.n_heads, square
     )
 
 
