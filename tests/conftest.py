@@ -7,6 +7,8 @@
 - A costly fixture is built once: the tests of a module that defines a module-scoped fixture
   run in one worker, and so do the tests that take a costly session fixture (:data:`SHARED`);
   other tests go one by one to whichever worker is free (:class:`SharedFixtureScheduling`).
+- The long work starts first, so that no worker is left alone with it at the end: the tests
+  of :data:`SLOW` and of :data:`SHARED`, then the modules' shared units, then the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ import pytest
 #: Session fixtures too costly to build once per worker: the tests that take one run in one
 #: worker (``bimodal_model`` trains for 60 epochs, ~30 s on one core).
 SHARED = ("bimodal_model",)
+#: Tests that run long by themselves (they compile with inductor, ~60 s without a warm
+#: cache, or start process groups): scheduled first.
+SLOW = (
+    "tests/stardiff/test_gpu_script.py::test_gpu_script_runs_on_cpu_and_prints_a_record",
+    "tests/stardiff/test_train.py::test_compiled_training_matches_eager_on_cpu",
+    "tests/stardiff/test_distributed.py::test_two_ranks_match_one_process_with_double_batch",
+)
 #: Thread pools of OpenMP and of the BLAS libraries numpy and torch may use.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 TESTS = Path(__file__).resolve().parent
@@ -41,6 +50,22 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the long work first (see the module's docstring). Every worker
+    sorts the same way, and the scheduler keeps this order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    modules, shared = _work_units(config.rootpath, TESTS)
+
+    def rank(item: pytest.Item) -> int:
+        function = item.nodeid.split("[", 1)[0]
+        if function in SLOW or function in shared:
+            return 0
+        return 1 if item.nodeid.split("::", 1)[0] in modules else 2
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=lambda x: (rank(x[1]), x[0]))]
 
 
 def _work_units(root: Path, tests: Path) -> tuple[set[str], dict[str, str]]:
@@ -71,13 +96,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None  # another --dist asked for: xdist's own
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # the workers' order (long work first) stands
+
     class SharedFixtureScheduling(LoadScopeScheduling):
         """Load scheduling in which a work unit is a module that defines a module-scoped
         fixture, or the tests that take one :data:`SHARED` fixture, or else one test.
 
         (xdist's ``--dist loadgroup`` would do this with ``xdist_group`` marks, but it names
-        the groups by editing node ids, which pytest 9.2 no longer allows.) Units with more
-        tests go first, so that the costly ones start early.
+        the groups by editing node ids, which pytest 9.2 no longer allows.) Units go in the
+        order the workers collected them: the long work first.
         """
 
         def __init__(self, config, log=None):
