@@ -90,6 +90,7 @@ def _work_units(root: Path, tests: Path) -> tuple[set[str], dict[str, str]]:
     return modules, shared
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With ``-n`` (and the default ``--dist load``): :class:`SharedFixtureScheduling`."""
     if config.getvalue("dist") != "load":
