@@ -3,7 +3,8 @@
 Inputs are rows of *given* values in physical units (a mapping, a pandas/polars
 DataFrame or an Arrow table; missing or NaN = not given). Any number of columns may be
 given, more than the training context included, since the encoder has no positional
-encoding. Work is chunked over rows and draws so memory stays under ``max_memory``.
+encoding. Work is chunked over rows and draws, and the encoder over rows, so that the memory of
+the activations stays under ``max_memory`` (counted in :mod:`stardiff.infer.memory`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from stardiff import persist
 from stardiff._version import __version__
 from stardiff.errors import GivenValueError, ModelFileError
 from stardiff.infer.guards import check_finite, warn_out_of_range
-from stardiff.infer.inputs import encode_inputs, given_matrix
+from stardiff.infer.inputs import encode_inputs, given_matrix, input_width
+from stardiff.infer.memory import ChunkPlan, JointPlan, chain_plan, sample_plan, scores_materialized
 from stardiff.model import (
-    DRAW_BLOCK,
-    ROW_BLOCK,
     BlockNoise,
     DensityNetwork,
     NetworkConfig,
@@ -56,7 +56,9 @@ class DensityModel:
         self.pre = preprocessor
         self.requestable = list(requestable)
         self.meta = dict(meta or {})
-        self.max_memory = 2 * 1024**3  # bytes of activations per chunk of rows × draws
+        # bytes of activations at once (besides the weights, the given rows and the samples
+        # returned): chunks of rows × draws, encoder passes and head tiles are cut to fit
+        self.max_memory = 2 * 1024**3
         self.sampler: str | None = None  # default of sample()'s ``sampler`` (see SAMPLERS)
         self.steps: int | None = None  # default of sample()'s ``steps``
         self.bf16: bool | None = None  # bf16 autocast when sampling; None = on CUDA only
@@ -189,14 +191,41 @@ class DensityModel:
         return given_matrix(given, len(self.columns), self._column)
 
     # ------------------------------------------------------------------ sampling core
-    def _encode_inputs(self, z: np.ndarray):
-        """Standardized (R, V) with NaN → padded tokens/values tensors of the present ones."""
-        return encode_inputs(z, self.device)
+    def _encode_inputs(self, z: np.ndarray, width: int | None = None):
+        """Standardized (R, V) with NaN → padded tokens/values tensors of the present ones
+        (``width`` token positions; by default the most values present in a row)."""
+        return encode_inputs(z, self.device, width)
 
-    def _rows_per_chunk(self, n: int, width: int) -> int:
-        c = self.network.config
-        per_row = 4 * (n * (3 * c.head_width + 8) + width * (c.ff_dim + 4 * c.dim))
-        return max(1, int(self.max_memory // max(per_row, 1)))
+    def _scores(self) -> bool:
+        """Whether this device's attention kernel writes the full score matrices."""
+        dtype = torch.bfloat16 if self._bf16() else torch.float32
+        return scores_materialized(self.network.config, self.device, dtype)
+
+    def _sample_plan(self, n_rows: int, width: int, n: int) -> ChunkPlan:
+        """Chunks, encoder passes and head tiles of 1-D sampling under ``max_memory``."""
+        return sample_plan(
+            self.network.config,
+            n_rows,
+            len(self.columns),
+            width,
+            n,
+            self.max_memory,
+            device=self.device,
+            scores=self._scores(),
+        )
+
+    def _joint_plan(self, n_rows: int, n_requested: int, n: int) -> JointPlan:
+        """Chunks, chains in flight and head tiles of joint sampling under ``max_memory``."""
+        return chain_plan(
+            self.network.config,
+            n_rows,
+            len(self.columns),
+            n_requested,
+            n,
+            self.max_memory,
+            device=self.device,
+            scores=self._scores(),
+        )
 
     @torch.no_grad()
     def _sample_z(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
@@ -209,9 +238,11 @@ class DensityModel:
         with self._autocast():
             return self._sample_chunks(z, column, n, seed, how)
 
+    def _bf16(self) -> bool:
+        return self.device.type == "cuda" if self.bf16 is None else bool(self.bf16)
+
     def _autocast(self):
-        bf16 = self.device.type == "cuda" if self.bf16 is None else self.bf16
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16())
 
     def _condition(self, tokens, values, column: int) -> list[torch.Tensor]:
         """The head's condition projections of rows asking for ``column``, (R, 1, width)."""
@@ -220,25 +251,43 @@ class DensityModel:
         cond = net.head.project_condition(net.condition(tokens, values, req))
         return [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
 
+    def _conditions(
+        self, z: np.ndarray, column: int, encode: int, width: int | None = None
+    ) -> list[torch.Tensor]:
+        """:meth:`_condition` of standardized rows ``z``, encoded ``encode`` rows at a time
+        (each row's condition does not depend on the rows encoded with it)."""
+        R = z.shape[0]
+        pad = () if width is None else (width,)
+        if R <= encode:
+            return self._condition(*self._encode_inputs(z, *pad), column)
+        out = None
+        for a in range(0, R, encode):
+            part = self._condition(*self._encode_inputs(z[a : a + encode], *pad), column)
+            if out is None:
+                out = [p.new_empty((R, *p.shape[1:])) for p in part]
+            for o, p in zip(out, part, strict=True):
+                o[a : a + encode] = p
+        return out
+
     def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
-        net = self.network
-        tokens, values = self._encode_inputs(z)
         R = z.shape[0]
         out = np.empty((R, n), dtype=np.float64)
-        fit_rows = self._rows_per_chunk(n, tokens.shape[1])
-        rows = max(ROW_BLOCK, fit_rows // ROW_BLOCK * ROW_BLOCK)
-        draws = n
-        if fit_rows < ROW_BLOCK:  # even one block of rows is too much: chunk the draws too
-            per_draw = 4 * ROW_BLOCK * (3 * net.config.head_width + 8)
-            draws = max(DRAW_BLOCK, int(self.max_memory // per_draw) // DRAW_BLOCK * DRAW_BLOCK)
-        for r0 in range(0, R, rows):
-            sl = slice(r0, min(R, r0 + rows))
-            cond = self._condition(tokens[sl], values[sl], column)
-            for d0 in range(0, n, draws):
-                ds = slice(d0, min(n, d0 + draws))
-                x = solve(self.network, cond, BlockNoise(seed, column, sl, ds, self.device), how)
-                out[sl, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
+        width = input_width(z)  # every chunk is encoded with the same token positions
+        plan = self._sample_plan(R, width, n)
+        for r0 in range(0, R, plan.rows):
+            rows = slice(r0, min(R, r0 + plan.rows))
+            self._sample_rows(z, rows, column, n, seed, how, plan, width, out)
         return out
+
+    def _sample_rows(self, z, rows: slice, column, n, seed, how, plan: ChunkPlan, width, out):
+        """One chunk of rows: encode them, then draw their samples ``plan.draws`` at a time."""
+        cond = self._conditions(z[rows], column, plan.encode, width)
+        for d0 in range(0, n, plan.draws):
+            ds = slice(d0, min(n, d0 + plan.draws))
+            noise = BlockNoise(seed, column, rows, ds, self.device)
+            x = solve(self.network, cond, noise, how, plan.tile)
+            out[rows, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
+            del x  # before the next chunk of draws
 
     def _how(self, sampler: str | None, steps: int | None, eta: float) -> tuple:
         """(sampler, steps, eta), or the model's defaults → (method, K, eta)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["given_matrix", "encode_inputs"]
+__all__ = ["given_matrix", "encode_inputs", "input_width"]
 
 
 def given_matrix(given, n_columns: int, index: Callable[[str], int]) -> tuple[np.ndarray, bool]:
@@ -42,10 +42,17 @@ def given_matrix(given, n_columns: int, index: Callable[[str], int]) -> tuple[np
     return out, one_row or not data
 
 
-def encode_inputs(z: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standardized (R, V) with NaN → padded tokens (ids 1..V, 0 = padding) and values."""
+def encode_inputs(
+    z: np.ndarray, device: torch.device, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardized (R, V) with NaN → padded tokens (ids 1..V, 0 = padding) and values.
+
+    ``width``: the number of token positions (at least the most values present in a row; by
+    default exactly that), so that rows encoded in parts get the positions they get together.
+    """
     present = ~np.isnan(z)
-    width = max(1, int(present.sum(axis=1).max(initial=0)))
+    if width is None:
+        width = input_width(z)
     order = np.argsort(~present, axis=1, kind="stable")[:, :width]
     used = np.take_along_axis(present, order, axis=1)
     tokens = np.where(used, order + 1, 0)
@@ -53,3 +60,14 @@ def encode_inputs(z: np.ndarray, device: torch.device) -> tuple[torch.Tensor, to
     return torch.as_tensor(tokens, device=device), torch.as_tensor(
         values, dtype=torch.float32, device=device
     )
+
+
+def input_width(z: np.ndarray, block: int = 4096) -> int:
+    """The most values present in a row of ``z`` (at least 1): the encoder's token positions.
+
+    Counted ``block`` rows at a time, so that a large table needs no full-size mask.
+    """
+    most = 0
+    for r0 in range(0, z.shape[0], block):
+        most = max(most, int((~np.isnan(z[r0 : r0 + block])).sum(axis=1).max(initial=0)))
+    return max(1, most)

@@ -2,10 +2,12 @@
 
 A joint draw ``k`` of given row ``r`` draws the first requested column given the row, then
 each next column given the row plus the values already drawn in that chain (the paper's
-Fig. 6). Every (row, draw) pair is one virtual row of the chain, so the work is tiled into
-chunks of whole noise blocks (``ROW_BLOCK`` rows × ``DRAW_BLOCK`` draws) that fit the
-model's ``max_memory``; each column's noise is keyed on (row block, draw block) exactly as
-in 1-D sampling, so the samples do not depend on the tiling.
+Fig. 6). Every (row, draw) pair is one chain, encoded as its own row, so the work is tiled into
+chunks of whole noise blocks (``ROW_BLOCK`` rows × ``DRAW_BLOCK`` draws), and the chains of a
+chunk go through the encoder and the solver a group at a time, all sized to the model's
+``max_memory`` (:func:`stardiff.infer.memory.chain_plan`). Each column's noise is keyed on
+(row block, draw block) exactly as in 1-D sampling, and a group of chains takes its noise from
+those blocks, so the samples do not depend on the tiling.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from stardiff.model import DRAW_BLOCK, ROW_BLOCK, BlockNoise, solve
+from stardiff.infer.inputs import input_width
+from stardiff.infer.memory import block_tiling
+from stardiff.model import ROW_BLOCK, BlockNoise, solve
 
 __all__ = ["joint_plan", "joint_chunks"]
 
@@ -23,13 +27,7 @@ __all__ = ["joint_plan", "joint_chunks"]
 def joint_plan(n_rows: int, n: int, per_chunk: int) -> tuple[int, int]:
     """Rows and draws per chunk: whole noise blocks, at most ``per_chunk`` (row, draw) pairs
     when the blocks allow it (one block of rows × one block of draws at the least)."""
-    block_rows = min(n_rows, ROW_BLOCK)
-    if n_rows * n <= per_chunk:
-        return n_rows, n
-    if block_rows * n <= per_chunk:  # whole rows: their draws stay together
-        return max(ROW_BLOCK, per_chunk // n // ROW_BLOCK * ROW_BLOCK), n
-    draws = per_chunk // block_rows // DRAW_BLOCK * DRAW_BLOCK
-    return ROW_BLOCK, max(DRAW_BLOCK, draws)
+    return block_tiling(n_rows, n, per_chunk)
 
 
 def joint_chunks(
@@ -50,32 +48,58 @@ def joint_chunks(
     how : tuple
         The resolved sampler (see ``DensityModel._how``).
     """
-    R, V = z.shape
+    R = z.shape[0]
     if R == 0:
         return
-    per_chunk = model._rows_per_chunk(1, V)  # one virtual row per (row, draw) pair
-    rows_per, draws_per = joint_plan(R, n, per_chunk)
-    for r0 in range(0, R, rows_per):
-        rows = slice(r0, min(R, r0 + rows_per))
-        for d0 in range(0, n, draws_per):
-            draws = slice(d0, min(n, d0 + draws_per))
+    plan = model._joint_plan(R, len(cols), n)
+    for r0 in range(0, R, plan.rows):
+        rows = slice(r0, min(R, r0 + plan.rows))
+        for d0 in range(0, n, plan.draws):
+            draws = slice(d0, min(n, d0 + plan.draws))
             with torch.no_grad(), model._autocast():  # not around the yield: the caller's code
-                out = _chunk(model, z[rows], cols, rows, draws, seed, how)
+                out = _chunk(model, z[rows], cols, rows, draws, seed, how, plan)
             yield rows, draws, out
 
 
-def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how) -> np.ndarray:
+class _ChainNoise:
+    """The noise of chains ``a..b`` of a chunk (chain ``i`` = row ``i // nd``, draw
+    ``i % nd``), ``(b - a, 1, 1)`` per call: drawn from the generators of the row blocks
+    those chains touch, so every chain gets the noise it gets in the whole chunk."""
+
+    def __init__(self, seed: int, column: int, rows: slice, draws: slice, a: int, b: int, dev):
+        nd = draws.stop - draws.start
+        first, last = rows.start + a // nd, rows.start + (b - 1) // nd
+        lo = first // ROW_BLOCK * ROW_BLOCK
+        hi = min(rows.stop, (last // ROW_BLOCK + 1) * ROW_BLOCK)
+        self.blocks = BlockNoise(seed, column, slice(lo, hi), draws, dev)
+        skip = (lo - rows.start) * nd
+        self.part = slice(a - skip, b - skip)
+
+    def __call__(self) -> torch.Tensor:
+        return self.blocks().reshape(-1, 1, 1)[self.part]
+
+
+def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how, plan) -> np.ndarray:
     dev = model.device
     nr, nd = zr.shape[0], draws.stop - draws.start
-    tokens, values = model._encode_inputs(zr)
-    first = model._condition(tokens, values, cols[0])
-    x = solve(model.network, first, BlockNoise(seed, cols[0], rows, draws, dev), how)
-    chain = np.repeat(zr, nd, axis=0)  # (nr·nd, V): row r's draws are rows r·nd … r·nd+nd-1
-    chain[:, cols[0]] = x.float().cpu().numpy().reshape(-1)
-    for j in cols[1:]:
-        tokens, values = model._encode_inputs(chain)
-        cond = model._condition(tokens, values, j)
-        block = BlockNoise(seed, j, rows, draws, dev)
-        x = solve(model.network, cond, lambda b=block: b().reshape(-1, 1, 1), how)
-        chain[:, j] = x[:, 0].float().cpu().numpy()
-    return chain[:, cols].reshape(nr, nd, len(cols)).astype(np.float64)
+    chains = nr * nd
+    drawn = np.empty((chains, len(cols)))  # chain i = row i // nd, draw i % nd
+    width = None if nr <= plan.encode else input_width(zr)
+    first = model._conditions(zr, cols[0], plan.encode, width)  # one per row, for its draws
+    x = solve(model.network, first, BlockNoise(seed, cols[0], rows, draws, dev), how, plan.tile)
+    drawn[:, 0] = x.float().cpu().numpy().reshape(-1)
+    del first, x
+    for k, j in enumerate(cols[1:], start=1):
+        for a in range(0, chains, plan.encode):
+            b = min(chains, a + plan.encode)
+            chain = zr[np.arange(a, b) // nd]  # the given values ride along every chain
+            chain[:, cols[:k]] = drawn[a:b, :k]
+            tokens, values = model._encode_inputs(chain)
+            del chain
+            cond = model._condition(tokens, values, j)
+            del tokens, values
+            noise = _ChainNoise(seed, j, rows, draws, a, b, dev)
+            x = solve(model.network, cond, noise, how, plan.tile)
+            drawn[a:b, k] = x[:, 0].float().cpu().numpy()
+            del cond, x
+    return drawn.reshape(nr, nd, len(cols))

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_SAMPLER",
     "DEFAULT_STEPS",
     "SAMPLERS",
+    "TILE_BYTES",
     "ancestral",
     "ddim",
     "lambda_indices",
@@ -43,12 +44,49 @@ def _step_tensor(t: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(t, device=device)
 
 
+def _tile(x: torch.Tensor, width: int, max_tile: int | None) -> tuple[int, int]:
+    """(rows, draws) of the tiles the head evaluates an ``(R, n, 1)`` grid of samples in.
+
+    On CPU a tile holds about ``TILE_BYTES`` of activations (so that they stay in cache through
+    the steps), on a GPU the whole grid; ``max_tile`` caps its samples. Whole rows of draws
+    when a row fits, else part of one row (at least one sample).
+    """
+    R, n = x.shape[:2]
+    tile = max(64, TILE_BYTES // (4 * width))
+    if x.device.type != "cpu":  # tiles are for CPU caches; a GPU wants the whole chunk
+        tile = R * n
+    if max_tile is not None:
+        tile = min(tile, max_tile)
+    tile = max(1, tile)
+    return max(1, tile // n), min(n, tile)
+
+
+def _eps(head: DiffusionHead, x: torch.Tensor, t: torch.Tensor, cond, max_tile: int | None):
+    """The head's noise prediction for every sample of ``x`` (R, n, 1), tile by tile (see
+    :func:`_tile`); a sample's prediction does not depend on the other samples."""
+    R, n = x.shape[:2]
+    rows, draws = _tile(x, cond[0].shape[-1], max_tile)
+    if rows >= R and draws >= n:
+        return head(x, t, cond)
+    terms = head.step_terms(t)
+    eps = None
+    for r0 in range(0, R, rows):
+        pre = [s + c[r0 : r0 + rows] for s, c in zip(terms, cond, strict=True)]
+        for d0 in range(0, n, draws):
+            part = head.mlp(x[r0 : r0 + rows, d0 : d0 + draws], pre)
+            if eps is None:
+                eps = x.new_empty(x.shape, dtype=part.dtype)
+            eps[r0 : r0 + rows, d0 : d0 + draws] = part
+    return eps
+
+
 @torch.no_grad()
 def ancestral(
     head: DiffusionHead,
     schedule: SigmoidSchedule,
     cond: list[torch.Tensor],
     noise: Callable[[], torch.Tensor],
+    max_tile: int | None = None,
 ) -> torch.Tensor:
     """DDPM ancestral sampling through all ``T`` steps (no noise at the last step).
 
@@ -59,12 +97,16 @@ def ancestral(
     noise : callable
         Returns a fresh standard-normal ``(R, n, 1)`` tensor at each call
         (see :class:`stardiff.model.noise.BlockNoise`).
+    max_tile : int, optional
+        The most samples one evaluation of the head may hold (a memory bound: it holds about
+        ``2·width`` floats per sample). The head runs in tiles anyway: on CPU of about
+        ``TILE_BYTES`` of activations, on a GPU of all ``R·n`` samples.
     """
     device = schedule.betas.device
     x = noise()
     betas, abar = schedule.betas, schedule.alpha_bar
     for t in reversed(range(schedule.n_steps)):
-        eps = head(x, _step_tensor(t, device), cond).float()
+        eps = _eps(head, x, _step_tensor(t, device), cond, max_tile).float()
         x = (x - betas[t] / (1.0 - abar[t]).sqrt() * eps) / (1.0 - betas[t]).sqrt()
         if t > 0:
             var = betas[t] * (1.0 - abar[t - 1]) / (1.0 - abar[t])
@@ -159,6 +201,7 @@ def multistep(
     noise: Callable[[], torch.Tensor],
     k: int,
     order: int = 2,
+    max_tile: int | None = None,
 ) -> torch.Tensor:
     """Deterministic few-step sampling over ``k`` of the ``T`` training steps.
 
@@ -176,6 +219,8 @@ def multistep(
     k : int
         Number of steps (network evaluations).
     order : {1, 2}
+    max_tile : int, optional
+        The most samples one tile may hold (a memory bound; see :func:`ancestral`).
     """
     if order not in (1, 2):
         raise ValueError(f"solver order must be 1 or 2, got {order}")
@@ -183,11 +228,7 @@ def multistep(
     plan = _plan(head, schedule, steps)
     x = noise()
     R, n = x.shape[:2]
-    tile = max(64, TILE_BYTES // (4 * cond[0].shape[-1]))
-    if x.device.type != "cpu":  # tiles are for CPU caches; a GPU wants the whole chunk
-        tile = R * n
-    rows = max(1, tile // n)
-    draws = min(n, tile)
+    rows, draws = _tile(x, cond[0].shape[-1], max_tile)
     out = torch.empty_like(x)
     for r0 in range(0, R, rows):
         c = [ci[r0 : r0 + rows] for ci in cond]
@@ -205,10 +246,12 @@ def ddim(
     noise: Callable[[], torch.Tensor],
     k: int,
     eta: float = 0.0,
+    max_tile: int | None = None,
 ) -> torch.Tensor:
-    """DDIM sampling over ``k`` of the ``T`` training steps (deterministic for ``eta = 0``)."""
+    """DDIM sampling over ``k`` of the ``T`` training steps (deterministic for ``eta = 0``);
+    ``max_tile`` as in :func:`ancestral`."""
     if eta == 0:
-        return multistep(head, schedule, cond, noise, k, order=1)
+        return multistep(head, schedule, cond, noise, k, order=1, max_tile=max_tile)
     device = schedule.betas.device
     abar = schedule.alpha_bar
     x = noise()
@@ -217,7 +260,7 @@ def ddim(
         t = steps[i]
         a_t = abar[t]
         a_prev = abar[steps[i - 1]] if i > 0 else torch.ones((), device=device)
-        eps = head(x, _step_tensor(t, device), cond).float()
+        eps = _eps(head, x, _step_tensor(t, device), cond, max_tile).float()
         x0 = (x - (1.0 - a_t).sqrt() * eps) / a_t.sqrt()
         sigma = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).clamp(min=0).sqrt()
         x = a_prev.sqrt() * x0 + (1.0 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
@@ -243,11 +286,16 @@ def resolve_sampler(n_steps: int, sampler: str | None, steps: int | None, eta: f
     return method, k, float(eta)
 
 
-def solve(net: DensityNetwork, cond, noise, how: tuple) -> torch.Tensor:
-    """Run the resolved sampler ``how`` on conditions ``cond`` and a noise source: (R, n)."""
+def solve(
+    net: DensityNetwork, cond, noise, how: tuple, max_tile: int | None = None
+) -> torch.Tensor:
+    """Run the resolved sampler ``how`` on conditions ``cond`` and a noise source: (R, n).
+
+    ``max_tile``: the most samples one evaluation of the head may hold (see :func:`ancestral`).
+    """
     method, steps, eta = how
     if method == "ancestral":
-        return ancestral(net.head, net.schedule, cond, noise)
+        return ancestral(net.head, net.schedule, cond, noise, max_tile)
     if method == "ddim":
-        return ddim(net.head, net.schedule, cond, noise, steps, eta)
-    return multistep(net.head, net.schedule, cond, noise, steps, order=2)
+        return ddim(net.head, net.schedule, cond, noise, steps, eta, max_tile)
+    return multistep(net.head, net.schedule, cond, noise, steps, order=2, max_tile=max_tile)

@@ -22,6 +22,10 @@ from tests.stardata.crossmatch_fixtures import (  # noqa: E402
 EPOCH = 2000.0
 MARGIN = 30.0  # arcsec
 N_REF = 3000
+# The deepest HEALPix order write_hats may use: these all-sky tables of 1,500-3,000 rows split
+# into order 0-1 partitions whatever it is, and hats-import's alignment costs ~6 s at the
+# default order 10 (12·4¹⁰ pixels) against ~0.05 s at order 6.
+ORDER = 6
 
 
 def _move(ra, dec, pmra, pmdec, dt):
@@ -53,7 +57,13 @@ def sky(tmp_path_factory):
         }
     )
     ref.write_parquet(tmp / "ref.parquet")
-    path = write_hats(tmp / "ref.parquet", tmp / "gaia", pixel_threshold=150, margin_arcsec=MARGIN)
+    path = write_hats(
+        tmp / "ref.parquet",
+        tmp / "gaia",
+        pixel_threshold=150,
+        margin_arcsec=MARGIN,
+        highest_order=ORDER,
+    )
     import lsdb
 
     parts = lsdb.open_catalog(path).get_healpix_pixels()
@@ -74,7 +84,13 @@ def sky(tmp_path_factory):
     for i, pa, pd_ in movers:
         ref2.loc[i, "pmra"], ref2.loc[i, "pmdec"] = pa, pd_
     pl.from_pandas(ref2).write_parquet(tmp / "ref.parquet")
-    path = write_hats(tmp / "ref.parquet", tmp / "gaia", pixel_threshold=150, margin_arcsec=MARGIN)
+    path = write_hats(
+        tmp / "ref.parquet",
+        tmp / "gaia",
+        pixel_threshold=150,
+        margin_arcsec=MARGIN,
+        highest_order=ORDER,
+    )
     picks = np.r_[[m[0] for m in movers], rng.choice(N_REF, 300, replace=False)]
     picks = np.unique(picks)
     r = ref2.iloc[picks]
@@ -156,7 +172,9 @@ def gaia_ids(tmp_path_factory):
     pl.DataFrame({"source_id": ids, "ra": ra, "dec": dec, "g": rng.normal(15, 1, n)}).write_parquet(
         tmp / "g.parquet"
     )
-    return write_hats(tmp / "g.parquet", tmp / "gaia", pixel_threshold=100), ids
+    return write_hats(
+        tmp / "g.parquet", tmp / "gaia", pixel_threshold=100, highest_order=ORDER
+    ), ids
 
 
 def test_lookup_ids_reads_only_the_partitions_that_hold_them(gaia_ids):

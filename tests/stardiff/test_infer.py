@@ -62,7 +62,8 @@ def test_chunking_over_draws_keeps_samples_identical(api_model):
     full = model.sample({"x": [0.1, 0.2]}, "y", n, seed=2)
     old = model.max_memory
     try:
-        model.max_memory = 1000  # below one block of rows: the draws are chunked too
+        model.max_memory = 100_000  # below one block of rows: the draws are chunked too
+        assert model._sample_plan(2, 1, n).draws == DRAW_BLOCK
         chunked = model.sample({"x": [0.1, 0.2]}, "y", n, seed=2)
     finally:
         model.max_memory = old
@@ -128,16 +129,16 @@ def test_joint_samples_stream_in_bounded_chunks_independent_of_the_bound(api_mod
     whole = model.sample_joint(given, ["x", "y"], 1100, seed=3)
     saved = model.max_memory
     try:
-        per_pair = saved // model._rows_per_chunk(1, 3)  # bytes per (row, draw) of the chain
-        model.max_memory = 20_000 * per_pair
-        per_chunk = model._rows_per_chunk(1, 3)
+        model.max_memory = 16 * 2**20  # a quarter of it holds ~58,000 (row, draw) pairs
+        plan = model._joint_plan(70, 2, 1100)
         chunks = list(model.iter_joint(given, ["x", "y"], 1100, seed=3))
     finally:
         model.max_memory = saved
-    assert len(chunks) > 2
+    assert len(chunks) > 2 and plan.peak <= plan.bound
+    assert plan.encode < 64 * 1024  # the chains of a chunk are encoded a group at a time
     for rows, draws, c in chunks:
         pairs = (rows.stop - rows.start) * (draws.stop - draws.start)
-        assert pairs <= max(per_chunk, 64 * 1024)  # one noise block at the least
+        assert pairs <= plan.rows * plan.draws == 64 * 1024  # one noise block at the least
         for k in ("x", "y"):
             np.testing.assert_allclose(c[k], whole[k][rows, draws], rtol=1e-5, atol=1e-6)
     covered = sum((r.stop - r.start) * (d.stop - d.start) for r, d, _ in chunks)

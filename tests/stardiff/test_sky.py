@@ -16,6 +16,11 @@ from stardiff.predict import sky  # noqa: E402
 
 from .conftest import bimodal_table, make_recipe  # noqa: E402
 
+# The deepest HEALPix order write_hats may use: these 600-row all-sky catalogues split into
+# order-0 partitions whatever it is, and hats-import's alignment costs ~6 s at the default
+# order 10 (12·4¹⁰ pixels) against ~0.05 s at order 6.
+ORDER = 6
+
 
 @pytest.fixture(scope="module")
 def sky_setup(tmp_path_factory):
@@ -40,7 +45,11 @@ def sky_setup(tmp_path_factory):
     )
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp / "rows.parquet")
     cat = write_hats(
-        tmp / "rows.parquet", tmp / "rows", pixel_threshold=150, sort_column="source_id"
+        tmp / "rows.parquet",
+        tmp / "rows",
+        pixel_threshold=150,
+        sort_column="source_id",
+        highest_order=ORDER,
     )
     return model.folder, cat, frame, tmp
 
@@ -215,7 +224,11 @@ def test_a_catalogue_that_carries_its_answers_predicts_as_one_without(sky_setup)
     with_y = frame.assign(y=frame["z"])  # answers within the training range
     pq.write_table(pa.Table.from_pandas(with_y, preserve_index=False), tmp / "with_y.parquet")
     cat_y = write_hats(
-        tmp / "with_y.parquet", tmp / "rows_y", pixel_threshold=150, sort_column="source_id"
+        tmp / "with_y.parquet",
+        tmp / "rows_y",
+        pixel_threshold=150,
+        sort_column="source_id",
+        highest_order=ORDER,
     )
     kw = {"n": 32, "seed": 4, "scheduler": "synchronous", "progress": False}
     want = _read(sky.predict_catalog(model, cat, ["y"], tmp / "p-bare", **kw))
@@ -233,7 +246,11 @@ def test_default_keep_works_on_a_catalogue_without_source_id(sky_setup):
     renamed = frame.rename(columns={"source_id": "gaia_source_id"})
     pq.write_table(pa.Table.from_pandas(renamed, preserve_index=False), tmp / "gaia.parquet")
     cat = write_hats(
-        tmp / "gaia.parquet", tmp / "rows_g", pixel_threshold=150, sort_column="gaia_source_id"
+        tmp / "gaia.parquet",
+        tmp / "rows_g",
+        pixel_threshold=150,
+        sort_column="gaia_source_id",
+        highest_order=ORDER,
     )
     out = sky.predict_catalog(
         load(folder), cat, ["y"], tmp / "p-g", n=16, scheduler="synchronous", progress=False
