@@ -68,14 +68,15 @@ def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how) -> np.nda
     dev = model.device
     nr, nd = zr.shape[0], draws.stop - draws.start
     tokens, values = model._encode_inputs(zr)
-    first = model._condition(tokens, values, cols[0])
-    x = solve(model.network, first, BlockNoise(seed, cols[0], rows, draws, dev), how)
+    student = model._student(how)
+    first = model._condition(tokens, values, cols[0], how)
+    x = solve(model.network, first, BlockNoise(seed, cols[0], rows, draws, dev), how, student)
     chain = np.repeat(zr, nd, axis=0)  # (nr·nd, V): row r's draws are rows r·nd … r·nd+nd-1
     chain[:, cols[0]] = x.float().cpu().numpy().reshape(-1)
     for j in cols[1:]:
         tokens, values = model._encode_inputs(chain)
-        cond = model._condition(tokens, values, j)
+        cond = model._condition(tokens, values, j, how)
         block = BlockNoise(seed, j, rows, draws, dev)
-        x = solve(model.network, cond, lambda b=block: b().reshape(-1, 1, 1), how)
+        x = solve(model.network, cond, lambda b=block: b().reshape(-1, 1, 1), how, student)
         chain[:, j] = x[:, 0].float().cpu().numpy()
     return chain[:, cols].reshape(nr, nd, len(cols)).astype(np.float64)
