@@ -87,6 +87,8 @@ def test_distill_writes_student_and_index_and_learns(trained):
     assert v["after"] < v["before"]  # closer to the teacher than the teacher's own 4 steps
     for name in ("distilled.json", "distilled-4.safetensors"):  # the folder's own files
         assert persist.is_own(folder / name)
+    info = stardiff.describe(folder)["distilled"]  # what `stardiff info` prints
+    assert info["default"] == 4 and info["heads"]["4"]["steps"] == entry["steps"]
 
 
 def test_distilled_sampler_uses_exactly_k_head_evaluations(trained, monkeypatch):
