@@ -129,8 +129,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", type=int, default=500, help="tasks per family")
     p.add_argument("--draws", type=int, default=200, help="draws per task")
-    p.add_argument("--sampler", default="ancestral", help="ancestral, ddim or dpm2")
-    p.add_argument("--steps", type=int, help="solver steps of ddim / dpm2 (default theirs)")
+    p.add_argument(
+        "--sampler", default="ancestral", help="ancestral, ddim, dpm2 or distilled (--model)"
+    )
+    p.add_argument("--steps", type=int, help="steps of ddim / dpm2, or which distilled student (K)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="a name for the record (e.g. the variant)")
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")

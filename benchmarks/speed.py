@@ -2,11 +2,16 @@
 
     python -m benchmarks.speed --config california            # the bundled California recipe
     python -m benchmarks.speed --config paper --device cuda --bf16 --compile
+    python -m benchmarks.speed --config paper --distilled 4,2,1 --sample-rows 16 --sample-draws 200
 
 ``paper`` is the paper's configuration (118 columns, D=192, 24 heads, ff 2048, head
 512 × 5, 120 steps, context 64, batch 1024) on ``synthetic_stars`` with 118 columns;
 ``small`` is a reduced configuration for a quick CPU check of the same code path.
 The keys of the printed record are stable so that results compare across commits.
+``--distilled K,...`` also times ``sampler="distilled"`` with students of ``K`` steps, side by
+side with the others in the same run: each is distilled from the benchmark's own (barely
+trained) network for two batches, which is enough for speed (the student's cost does not
+depend on its weights); what distillation reaches in quality is ``benchmarks.samplers``'.
 """
 
 from __future__ import annotations
@@ -178,6 +183,16 @@ def sample_speed(
     return rows * draws / (time.perf_counter() - t0)
 
 
+def distilled_students(model, ks: list[int], folder: Path) -> None:
+    """Save ``model`` to ``folder`` and distil a student of each ``K`` for two small batches
+    (speed only: the student's cost does not depend on its weights)."""
+    from stardiff.train import distill
+
+    model.save(folder)
+    for k in ks:
+        distill(model, k, batches=2, batch_size=8, draws=2, progress=False)
+
+
 def gemm_rate(device: torch.device, width: int = 512, rows: int = 4096) -> float:
     """Multiply-accumulates per second of a (rows × width) @ (width × width) fp32 matmul:
     the ceiling of the head's work per sampling step at this width."""
@@ -220,6 +235,9 @@ def main(argv=None) -> int:
     p.add_argument("--sample-rows", type=int, default=64)
     p.add_argument("--sample-draws", type=int, default=1000)
     p.add_argument("--fast-steps", type=int, default=20, help="K of the few-step samplers")
+    p.add_argument(
+        "--distilled", default="", help="also time distilled students of these K (e.g. 4,2,1)"
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--buckets", type=int, default=1, help="train.length_buckets")
     p.add_argument(
@@ -235,17 +253,23 @@ def main(argv=None) -> int:
         prep = _synthetic_prepared(CONFIGS[args.config], 20_000, args)
     rows_s, model = train_speed(prep, device, args.steps, args.warmup)
     k = args.fast_steps
-    speeds = {
-        name: sample_speed(
-            model, prep, device, args.sample_rows, args.sample_draws, steps, args.bf16, method
-        )
-        for name, method, steps in (
-            ("ancestral", "ancestral", None),
-            (f"ddim{k}", "ddim", k),
-            (f"dpm2_{k}", "dpm2", k),
-            ("default", None, None),
-        )
-    }
+    runs = [
+        ("ancestral", "ancestral", None),
+        (f"ddim{k}", "ddim", k),
+        (f"dpm2_{k}", "dpm2", k),
+        ("default", None, None),
+    ]
+    ks = [int(x) for x in args.distilled.split(",") if x]
+    runs += [(f"distilled_{d}", "distilled", d) for d in ks]
+    with tempfile.TemporaryDirectory() as tmp:
+        if ks:
+            distilled_students(model, ks, Path(tmp) / "model")
+        speeds = {
+            name: sample_speed(
+                model, prep, device, args.sample_rows, args.sample_draws, steps, args.bf16, method
+            )
+            for name, method, steps in runs
+        }
     record = {
         "benchmark": "speed",
         "config": args.config,

@@ -45,6 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-figures", action="store_true", help="skip the density figures")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    d = sub.add_parser("distill", help="train a few-step student of a model's head")
+    d.add_argument("model", help="model folder (the student is written into it)")
+    d.add_argument(
+        "--steps",
+        type=number_arg(Range(1, RANGES["model.steps"].hi, integer=True)),
+        default=4,
+        help="network evaluations per draw of the student (default 4)",
+    )
+    d.add_argument("--table", help="rows to distil on (default the model's training table)")
+    d.add_argument("--batches", type=number_arg(COUNT), help="optimizer steps (default 1,500)")
+    d.add_argument(
+        "--minutes",
+        type=number_arg(Range(0.0, MINUTES.hi, lo_open=True)),
+        help="distil for this many minutes instead, the LR schedule fitted to them",
+    )
+    d.add_argument("--seed", type=number_arg(SEED), default=0)
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+
     s = sub.add_parser("sample", help="draw samples of requested columns")
     s.add_argument("model", help="model folder")
     g = s.add_mutually_exclusive_group()
@@ -207,6 +225,34 @@ def _cmd_fit(a) -> int:
     return 0
 
 
+def _cmd_distill(a) -> int:
+    from stardiff.train import distill
+
+    model = distill(
+        a.model,
+        a.steps,
+        table=a.table,
+        batches=a.batches,
+        minutes=a.minutes,
+        seed=a.seed,
+        progress=not a.quiet,
+    )
+    k = model.default_student
+    student = model.students[k]
+    rms = _distilled_rms(student)
+    print(f"wrote {model.folder}/distilled-{k}.safetensors: {k} steps at {student.steps}{rms}")
+    print(f"use it with sampler='distilled' (stardiff sample {a.model} --sampler distilled ...)")
+    return 0
+
+
+def _distilled_rms(student) -> str:
+    """``; RMS distance … a -> b`` from a student's training facts, or ''."""
+    v = student.info.get("validation_rms") or {}
+    if v.get("after") is None:
+        return ""
+    return f"; RMS distance to the 20-step teacher's samples {v['before']:.3g} -> {v['after']:.3g}"
+
+
 def _describe_fit(model) -> None:
     """Print where the model and its figures are, and each column's unconditional density."""
     out = model.folder
@@ -354,7 +400,8 @@ def _sampler_args(p) -> None:
     p.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        help=f"ancestral (all T steps) or few-step ddim / dpm2 (default {DEFAULT_SAMPLER})",
+        help=f"ancestral (all T steps), few-step ddim / dpm2 (default {DEFAULT_SAMPLER}) or "
+        "distilled (the student `stardiff distill` saved)",
     )
     p.add_argument(
         "--steps",
@@ -421,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         return args
     handler = {
         "fit": _cmd_fit,
+        "distill": _cmd_distill,
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
         "info": _cmd_info,

@@ -25,6 +25,8 @@ from stardiff.infer.memory import ChunkPlan, JointPlan, chain_plan, sample_plan,
 from stardiff.model import (
     BlockNoise,
     DensityNetwork,
+    DiffusionHead,
+    DistilledHead,
     NetworkConfig,
     resolve_sampler,
     solve,
@@ -63,6 +65,10 @@ class DensityModel:
         self.steps: int | None = None  # default of sample()'s ``steps``
         self.bf16: bool | None = None  # bf16 autocast when sampling; None = on CUDA only
         self.folder: Path | None = None  # where it was saved or loaded from
+        #: Distilled heads by their steps K (``sampler="distilled"``): loaded from the folder
+        #: on first use (:meth:`student`), or put here by :func:`stardiff.train.distill`.
+        self.students: dict[int, DistilledHead] = {}
+        self.default_student: int | None = None  # K of sampler="distilled" without steps
 
     # ------------------------------------------------------------------ properties
     @property
@@ -92,6 +98,8 @@ class DensityModel:
             This model (for chaining).
         """
         self.network.to(device)
+        for student in self.students.values():
+            student.to(device)
         return self
 
     # ------------------------------------------------------------------ persistence
@@ -169,6 +177,45 @@ class DensityModel:
         model.folder = folder
         return model
 
+    def student(self, steps: int | None = None) -> DistilledHead:
+        """The distilled head of ``steps`` network evaluations (None: the default one).
+
+        Made by ``stardiff distill`` (:func:`stardiff.train.distill`) and saved beside the model
+        (``distilled-K.safetensors``, ``distilled.json``); loaded from the model's folder on
+        first use. A model without one (or without one of ``steps``) is a one-line
+        :class:`~stardiff.errors.ModelFileError`.
+
+        Parameters
+        ----------
+        steps : int, optional
+            ``K``; default the last distilled (``default_student``, or the folder's default).
+
+        Returns
+        -------
+        DistilledHead
+        """
+        k = self.default_student if steps is None else int(steps)
+        if k in self.students:
+            return self.students[k]
+        if self.folder is None:
+            raise ModelFileError(
+                "this model has no distilled head (it was never saved: save it, then "
+                "`stardiff distill FOLDER --steps 4`)"
+            )
+        c = self.network.config
+        head = DiffusionHead(c.dim, c.head_width, c.head_layers, c.steps)
+        entry = persist.load_distilled(self.folder, k, head)
+        student = DistilledHead(head, entry["steps"]).eval().to(self.device)
+        student.info = entry
+        self.students[len(student.steps)] = student
+        if k is None:
+            self.default_student = len(student.steps)
+        return student
+
+    def _student(self, how) -> DistilledHead | None:
+        """The distilled head a resolved sampler ``how`` samples with (None: the network's)."""
+        return self.students[how[1]] if how[0] == "distilled" else None
+
     # ------------------------------------------------------------------ inputs
     def _column(self, name: str) -> int:
         return self.pre.vocab.id(name) - 1
@@ -244,25 +291,27 @@ class DensityModel:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16())
 
-    def _condition(self, tokens, values, column: int) -> list[torch.Tensor]:
-        """The head's condition projections of rows asking for ``column``, (R, 1, width)."""
+    def _condition(self, tokens, values, column: int, how=None) -> list[torch.Tensor]:
+        """The head's condition projections of rows asking for ``column``, (R, 1, width);
+        the distilled head's when the resolved sampler ``how`` is ``"distilled"``."""
         net = self.network
+        head = net.head if how is None or how[0] != "distilled" else self._student(how).head
         req = torch.full((tokens.shape[0],), column + 1, device=self.device)
-        cond = net.head.project_condition(net.condition(tokens, values, req))
+        cond = head.project_condition(net.condition(tokens, values, req))
         return [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
 
     def _conditions(
-        self, z: np.ndarray, column: int, encode: int, width: int | None = None
+        self, z: np.ndarray, column: int, encode: int, width: int | None = None, how=None
     ) -> list[torch.Tensor]:
         """:meth:`_condition` of standardized rows ``z``, encoded ``encode`` rows at a time
         (each row's condition does not depend on the rows encoded with it)."""
         R = z.shape[0]
         pad = () if width is None else (width,)
         if R <= encode:
-            return self._condition(*self._encode_inputs(z, *pad), column)
+            return self._condition(*self._encode_inputs(z, *pad), column, how)
         out = None
         for a in range(0, R, encode):
-            part = self._condition(*self._encode_inputs(z[a : a + encode], *pad), column)
+            part = self._condition(*self._encode_inputs(z[a : a + encode], *pad), column, how)
             if out is None:
                 out = [p.new_empty((R, *p.shape[1:])) for p in part]
             for o, p in zip(out, part, strict=True):
@@ -281,11 +330,12 @@ class DensityModel:
 
     def _sample_rows(self, z, rows: slice, column, n, seed, how, plan: ChunkPlan, width, out):
         """One chunk of rows: encode them, then draw their samples ``plan.draws`` at a time."""
-        cond = self._conditions(z[rows], column, plan.encode, width)
+        cond = self._conditions(z[rows], column, plan.encode, width, how)
+        student = self._student(how)
         for d0 in range(0, n, plan.draws):
             ds = slice(d0, min(n, d0 + plan.draws))
             noise = BlockNoise(seed, column, rows, ds, self.device)
-            x = solve(self.network, cond, noise, how, plan.tile)
+            x = solve(self.network, cond, noise, how, plan.tile, student)
             out[rows, ds] = x.double().cpu().numpy()  # the solvers keep x in fp32
             del x  # before the next chunk of draws
 
@@ -293,7 +343,10 @@ class DensityModel:
         """(sampler, steps, eta), or the model's defaults → (method, K, eta)."""
         sampler, steps = sampler or self.sampler, steps if steps is not None else self.steps
         eta = check_number(eta, "eta", ETA)
-        return resolve_sampler(self.network.config.steps, sampler, steps, eta)
+        how = resolve_sampler(self.network.config.steps, sampler, steps, eta)
+        if how[0] == "distilled":  # K is the student's: loaded (or refused) now
+            how = (how[0], len(self.student(how[1]).steps), 0.0)
+        return how
 
     @staticmethod
     def _seed(seed: int | None) -> int:
@@ -326,13 +379,15 @@ class DensityModel:
             Draws per row.
         seed : int, optional
             Seed of the sampler's random numbers; the same seed gives the same samples.
-        sampler : {"ancestral", "ddim", "dpm2"}, optional
+        sampler : {"ancestral", "ddim", "dpm2", "distilled"}, optional
             The full ``T``-step ancestral chain, or a few-step sampler over ``steps`` of
             the training steps: DDIM (``eta`` = 0 deterministic) or the second-order
             DPM-Solver++ ("dpm2", the default: ``DEFAULT_SAMPLER``, or the model's
-            ``sampler`` attribute when set).
+            ``sampler`` attribute when set); or "distilled", the student head that
+            ``stardiff distill`` saved beside the model (K ≤ 4 evaluations, :meth:`student`).
         steps : int, optional
-            Network evaluations of a few-step sampler (default ``DEFAULT_STEPS`` = 20).
+            Network evaluations of a few-step sampler (default ``DEFAULT_STEPS`` = 20); for
+            "distilled", which saved student (default the last distilled).
         eta : float
             Noise of the DDIM sampler, 0 to 1 (0 = deterministic, 1 = as much as the
             ancestral chain).

@@ -54,8 +54,8 @@ def describe(folder: str | Path) -> dict:
     -------
     dict
         Version, parameter count, network configuration, vocabulary, requestable columns,
-        non-identity transforms, training settings with a summary of the loss history, and
-        the recipe the model was trained from.
+        non-identity transforms, training settings with a summary of the loss history, the
+        recipe the model was trained from, and the distilled heads saved beside it.
     """
     from stardata.io import finite_json
     from stardiff.infer.density import load
@@ -78,5 +78,21 @@ def describe(folder: str | Path) -> dict:
             },
             "training": {**training, "history": history_summary(model.folder)},
             "recipe": model.meta.get("recipe", {}),
+            "distilled": _distilled(model.folder),
         }
     )  # JSON has no NaN: a missing loss is null
+
+
+def _distilled(folder: Path) -> dict:
+    """The distilled heads beside the model (``stardiff distill``): K → steps and how trained;
+    ``{}`` without any, ``{"error": ...}`` for a damaged index."""
+    from stardiff import persist
+    from stardiff.errors import ModelFileError
+
+    try:
+        index = persist.read_distilled(folder) or {}
+    except ModelFileError as e:
+        return {"error": str(e)}
+    keep = ("steps", "teacher", "batches", "seconds", "validation_rms")
+    heads = {k: {f: v.get(f) for f in keep} for k, v in index.get("heads", {}).items()}
+    return {"default": index["default"], "heads": heads} if heads else {}

@@ -85,8 +85,10 @@ def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how, plan) -> 
     chains = nr * nd
     drawn = np.empty((chains, len(cols)))  # chain i = row i // nd, draw i % nd
     width = None if nr <= plan.encode else input_width(zr)
-    first = model._conditions(zr, cols[0], plan.encode, width)  # one per row, for its draws
-    x = solve(model.network, first, BlockNoise(seed, cols[0], rows, draws, dev), how, plan.tile)
+    student = model._student(how)
+    first = model._conditions(zr, cols[0], plan.encode, width, how)  # one per row, its draws
+    noise = BlockNoise(seed, cols[0], rows, draws, dev)
+    x = solve(model.network, first, noise, how, plan.tile, student)
     drawn[:, 0] = x.float().cpu().numpy().reshape(-1)
     del first, x
     for k, j in enumerate(cols[1:], start=1):
@@ -96,10 +98,10 @@ def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how, plan) -> 
             chain[:, cols[:k]] = drawn[a:b, :k]
             tokens, values = model._encode_inputs(chain)
             del chain
-            cond = model._condition(tokens, values, j)
+            cond = model._condition(tokens, values, j, how)
             del tokens, values
             noise = _ChainNoise(seed, j, rows, draws, a, b, dev)
-            x = solve(model.network, cond, noise, how, plan.tile)
+            x = solve(model.network, cond, noise, how, plan.tile, student)
             drawn[a:b, k] = x[:, 0].float().cpu().numpy()
             del cond, x
     return drawn.reshape(nr, nd, len(cols))

@@ -4,6 +4,7 @@ Imports only torch and itself: a network and a way to draw from it, nothing abou
 tables or training.
 """
 
+from stardiff.model.head import DiffusionHead, DistilledHead
 from stardiff.model.network import DensityNetwork, NetworkConfig, attention_mask
 from stardiff.model.noise import DRAW_BLOCK, ROW_BLOCK, BlockNoise
 from stardiff.model.samplers import (
@@ -13,9 +14,13 @@ from stardiff.model.samplers import (
     TILE_BYTES,
     ancestral,
     ddim,
+    distilled,
     multistep,
     resolve_sampler,
+    rollout,
     solve,
+    student_steps,
+    teacher_states,
 )
 
 __all__ = [
@@ -27,11 +32,17 @@ __all__ = [
     "TILE_BYTES",
     "BlockNoise",
     "DensityNetwork",
+    "DiffusionHead",
+    "DistilledHead",
     "NetworkConfig",
     "ancestral",
     "attention_mask",
     "ddim",
+    "distilled",
     "multistep",
     "resolve_sampler",
+    "rollout",
     "solve",
+    "student_steps",
+    "teacher_states",
 ]

@@ -77,3 +77,38 @@ class DiffusionHead(nn.Module):
             Output of :meth:`project_condition`, each broadcastable to ``(..., width)``.
         """
         return self.mlp(x, [s + c for s, c in zip(self.step_terms(t), cond, strict=True)])
+
+
+class DistilledHead(nn.Module):
+    """A student of a trained :class:`DiffusionHead` that samples in ``len(steps)`` evaluations.
+
+    The student has the teacher's architecture (and starts from its weights); it is trained
+    (``stardiff distill``, :mod:`stardiff.train.distill`) so that first-order (DDIM) steps at
+    the step indices ``steps`` land on the teacher's deterministic ``dpm2`` trajectory from the
+    same noise. The encoder is the teacher's: only the head changes.
+
+    Parameters
+    ----------
+    head : DiffusionHead
+        The student's head (its own condition projections and step embeddings).
+    steps : sequence of int
+        Step indices from noisy to clean where the head is evaluated
+        (:func:`stardiff.model.samplers.student_steps`).
+    """
+
+    def __init__(self, head: DiffusionHead, steps):
+        super().__init__()
+        steps = [int(t) for t in steps]
+        n = head.step_embed[0].num_embeddings
+        if not steps or sorted(set(steps), reverse=True) != steps or not 0 <= steps[-1] < n:
+            raise ValueError(f"student steps must be distinct indices in 0..{n - 1}, noisy first")
+        self.head = head
+        self.steps = steps
+        self.info: dict = {}  # how it was trained (distilled.json's entry), JSON-ready
+
+    @classmethod
+    def of(cls, teacher: DiffusionHead, steps) -> DistilledHead:
+        """A student starting from a copy of ``teacher``'s weights."""
+        import copy
+
+        return cls(copy.deepcopy(teacher), steps)

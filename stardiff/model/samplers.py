@@ -4,6 +4,9 @@
 its noise); ``"dpm2"``: K-step second-order multistep DPM-Solver++ (deterministic). dpm2
 over 20 steps is the default: on the California protocol its CRPS is within 0.5 % and its
 PIT KS within 0.01 of the ancestral chain, at 5-10× the ancestral speed (docs/model.md).
+``"distilled"``: a student head (:class:`stardiff.model.head.DistilledHead`, trained by
+``stardiff distill``) that lands on the dpm2 trajectory in K ≤ 4 first-order steps
+(:func:`distilled`); :func:`teacher_states` and :func:`rollout` are what its training compares.
 :func:`resolve_sampler` checks a user's (sampler, steps, eta); :func:`solve` runs the choice.
 """
 
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from stardiff.model.head import DiffusionHead
+from stardiff.model.head import DiffusionHead, DistilledHead
 from stardiff.model.schedule import SigmoidSchedule
 
 if TYPE_CHECKING:
@@ -28,14 +31,18 @@ __all__ = [
     "TILE_BYTES",
     "ancestral",
     "ddim",
+    "distilled",
     "lambda_indices",
     "multistep",
     "resolve_sampler",
+    "rollout",
     "solve",
     "step_indices",
+    "student_steps",
+    "teacher_states",
 ]
 
-SAMPLERS = ("ancestral", "ddim", "dpm2")
+SAMPLERS = ("ancestral", "ddim", "dpm2", "distilled")
 DEFAULT_SAMPLER = "dpm2"
 DEFAULT_STEPS = 20  # K of the few-step samplers when not given
 
@@ -225,8 +232,19 @@ def multistep(
     if order not in (1, 2):
         raise ValueError(f"solver order must be 1 or 2, got {order}")
     steps = lambda_indices(schedule, k) if order == 2 else step_indices(schedule.n_steps, k)
-    plan = _plan(head, schedule, steps)
-    x = noise()
+    return _tiled(head, cond, noise(), _plan(head, schedule, steps), order, max_tile)
+
+
+def _tiled(
+    head: DiffusionHead,
+    cond: list[torch.Tensor],
+    x: torch.Tensor,
+    plan,
+    order: int,
+    max_tile: int | None = None,
+):
+    """Run the (R, n, 1) starting noise ``x`` through a deterministic ``plan``, in tiles of
+    rows × draws small enough to stay in a CPU's cache; return (R, n)."""
     R, n = x.shape[:2]
     rows, draws = _tile(x, cond[0].shape[-1], max_tile)
     out = torch.empty_like(x)
@@ -236,6 +254,97 @@ def multistep(
             xs = x[r0 : r0 + rows, d0 : d0 + draws].clone()
             out[r0 : r0 + rows, d0 : d0 + draws] = _solve(head, c, xs, plan, order)
     return out.squeeze(-1)
+
+
+def student_steps(
+    schedule: SigmoidSchedule, k: int, teacher_steps: int = DEFAULT_STEPS
+) -> list[int]:
+    """The ``k`` step indices (noisy to clean) where a ``k``-step student evaluates its head.
+
+    Every ``(N/k)``-th of the teacher's ``N = teacher_steps`` λ-spaced steps (those of
+    ``dpm2``), starting at the noisiest: the student's states after each of its steps are then
+    states the teacher passes through too (:func:`teacher_states`), and its last step lands
+    on the clean sample.
+    """
+    teacher = sorted(lambda_indices(schedule, teacher_steps), reverse=True)
+    if not 1 <= k <= len(teacher):
+        raise ValueError(f"a student takes 1..{len(teacher)} steps, got {k}")
+    return [teacher[round(i * len(teacher) / k)] for i in range(k)]
+
+
+@torch.no_grad()
+def teacher_states(
+    head: DiffusionHead,
+    schedule: SigmoidSchedule,
+    cond: list[torch.Tensor],
+    x: torch.Tensor,
+    k: int,
+    at: list[int],
+) -> list[torch.Tensor]:
+    """The ``dpm2``-``k`` trajectory from the noise ``x``: its states at the step indices
+    ``at`` (each a state the solver holds before evaluating that step; ``at`` ⊂ its steps),
+    then the clean sample. The targets of a distilled student (:func:`rollout`)."""
+    plan = _plan(head, schedule, lambda_indices(schedule, k))
+    steps = sorted(lambda_indices(schedule, k), reverse=True)
+    keep = {steps.index(t) for t in at}
+    states, x0_prev, h_prev = [], None, None
+    x = x.clone()
+    for i, (terms, al, sg, cx, cd, h) in enumerate(plan):
+        if i in keep:
+            states.append(x.clone())
+        eps = head.mlp(x, [a + c for a, c in zip(terms, cond, strict=True)]).float()
+        x0 = torch.add(x, eps, alpha=-sg).div_(al)
+        d = x0
+        if x0_prev is not None and math.isfinite(h):
+            d = torch.lerp(x0_prev, x0, 1.0 + h / (2.0 * h_prev))
+        x = x.mul_(cx).add_(d, alpha=cd) if cx else d
+        x0_prev, h_prev = x0, h
+    return [*states, x]
+
+
+def rollout(
+    head: DiffusionHead,
+    schedule: SigmoidSchedule,
+    cond: list[torch.Tensor],
+    x: torch.Tensor,
+    steps: list[int],
+) -> list[torch.Tensor]:
+    """The states after each of a student's first-order (DDIM) steps from the noise ``x``,
+    the last one the clean sample; differentiable (what :func:`distilled` computes, without
+    tiles or in-place work)."""
+    out = []
+    for terms, al, sg, cx, cd, _ in _plan(head, schedule, steps):
+        eps = head.mlp(x, [a + c for a, c in zip(terms, cond, strict=True)]).float()
+        x0 = (x - sg * eps) / al
+        x = cx * x + cd * x0 if cx else x0
+        out.append(x)
+    return out
+
+
+@torch.no_grad()
+def distilled(
+    student: DistilledHead,
+    schedule: SigmoidSchedule,
+    cond: list[torch.Tensor],
+    noise: Callable[[], torch.Tensor],
+    max_tile: int | None = None,
+) -> torch.Tensor:
+    """Sample with a distilled head: ``len(student.steps)`` first-order steps from the noise.
+
+    Parameters
+    ----------
+    student : DistilledHead
+        The student head and its step indices.
+    cond : list of Tensor
+        The *student's* condition projections (``student.head.project_condition``),
+        shape ``(R, 1, width)``.
+    noise : callable
+        Returns a standard-normal ``(R, n, 1)`` tensor (called once).
+    max_tile : int, optional
+        The most samples one evaluation of the head may hold (see :func:`ancestral`).
+    """
+    plan = _plan(student.head, schedule, student.steps)
+    return _tiled(student.head, cond, noise(), plan, 1, max_tile)
 
 
 @torch.no_grad()
@@ -274,6 +383,10 @@ def resolve_sampler(n_steps: int, sampler: str | None, steps: int | None, eta: f
     method = sampler or (DEFAULT_SAMPLER if steps is None else "dpm2")
     if method not in SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {', '.join(SAMPLERS)}")
+    if method == "distilled":  # K is the saved student's (checked where it is loaded)
+        if eta:
+            raise ValueError("eta applies to the ddim sampler only, not 'distilled'")
+        return method, None if steps is None else int(steps), 0.0
     if method == "ancestral":
         if steps not in (None, n_steps):
             raise ValueError(f"the ancestral sampler runs all {n_steps} steps, got steps={steps}")
@@ -287,13 +400,24 @@ def resolve_sampler(n_steps: int, sampler: str | None, steps: int | None, eta: f
 
 
 def solve(
-    net: DensityNetwork, cond, noise, how: tuple, max_tile: int | None = None
+    net: DensityNetwork,
+    cond,
+    noise,
+    how: tuple,
+    max_tile: int | None = None,
+    student: DistilledHead | None = None,
 ) -> torch.Tensor:
     """Run the resolved sampler ``how`` on conditions ``cond`` and a noise source: (R, n).
 
     ``max_tile``: the most samples one evaluation of the head may hold (see :func:`ancestral`).
+    ``student``: the distilled head ``how = ("distilled", K, 0)`` samples with (its
+    ``project_condition`` made ``cond``).
     """
     method, steps, eta = how
+    if method == "distilled":
+        if student is None or len(student.steps) != steps:
+            raise ValueError(f"the distilled sampler needs its {steps}-step student head")
+        return distilled(student, net.schedule, cond, noise, max_tile)
     if method == "ancestral":
         return ancestral(net.head, net.schedule, cond, noise, max_tile)
     if method == "ddim":

@@ -119,10 +119,14 @@ def _state_tensors(module: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
-def save_weights(path: str | Path, module: torch.nn.Module) -> None:
-    """Save a module's state dict (parameters and persistent buffers) as safetensors."""
+def save_weights(path: str | Path, module: torch.nn.Module, metadata: dict | None = None) -> None:
+    """Save a module's state dict (parameters and persistent buffers) as safetensors, atomically.
+
+    ``metadata``: string entries of the header (``format`` is ``"pt"`` unless given).
+    """
     with atomic_path(path) as tmp:
-        _write_safetensors(_state_tensors(module), tmp, metadata={"format": "pt"})
+        meta = {"format": "pt", **(metadata or {})}
+        _write_safetensors(_state_tensors(module), tmp, metadata=meta)
 
 
 def save_model_files(folder: str | Path, config: dict, module: torch.nn.Module) -> None:

@@ -23,6 +23,7 @@ import torch
 from stardata.io import recover_folder, remove_partials
 from stardata.locks import FolderLock
 from stardata.outpaths import check_folder
+from stardiff.persist.distilled import DISTILLED, is_distilled_index, is_distilled_weights
 from stardiff.persist.files import (
     CHECKPOINT,
     CONFIG,
@@ -96,6 +97,8 @@ OWN_NAMES = {
     METRICS: _is_metrics,
     CHECKPOINT: _is_checkpoint,
     f".{CHECKPOINT}.old": _is_checkpoint,  # the previous checkpoint during a swap
+    DISTILLED: is_distilled_index,  # stardiff distill: its heads' index
+    "distilled-*.safetensors": is_distilled_weights,  # and the heads
     "unconditional.png": is_own_figure,  # stardiff.figures.training_figures
     "conditional_*.png": is_own_figure,
     FolderLock.NAME: _is_lock,
