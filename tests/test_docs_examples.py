@@ -29,7 +29,7 @@ NETWORK = "needs the public archives (network); the same code runs offline in te
 #: (page, first line) → ("run", {old: new substitutions}) or ("skip", reason).
 PLAN: dict[tuple[str, str], tuple[str, object]] = {
     ("README.md", "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0"
-     ' && pip install -e ".[test]" && python -m pytest -q'):
+     ' && pip install -e ".[test]" && python -m pytest -q -n auto'):
         ("skip", "the set-up and test command itself: .ci/run runs it on every landing"),
     ("README.md", ". .venv/bin/activate && stardiff fit recipes/california.toml"):
         ("skip", "the main command (minutes); the sandbox's model is the same command with "
@@ -81,7 +81,7 @@ PLAN: dict[tuple[str, str], tuple[str, object]] = {
         ("run", {"20000": "3000", "test_rows = 2000": "test_rows = 300",
                  "epochs = 16": "epochs = 1",
                  "--out runs/synth/eval": "--out runs/synth/eval" + SMALL_EVAL}),
-    ("docs/index.md", "# set up and run the tests (CPU only; about 2 minutes after the install)"):
+    ("docs/index.md", "# set up and run the tests (CPU only; one worker per core)"):
         ("skip", "the README's two commands (see above)"),
     ("docs/sky.md", 'pip install -e ".[hats]"     # lsdb, hats, hats-import, dask[distributed]; '
                     "the core needs none"):
