@@ -14,8 +14,9 @@ k-nearest-neighbour lookup (k = 50) and one conditional spline flow per label (`
 budget). Every family of
 ``benchmarks.fidelity_tasks`` is scored for the model, the yardsticks and the exact sampler
 (the floor). Prints a table and appends one JSON record to ``--record``. ``--save DIR``
-keeps the trained model folder; ``--model DIR`` scores a saved one instead of training
-(another sampler or step count on the same weights).
+keeps the trained model folder, and its training table as ``DIR.table.parquet`` (for
+``stardiff distill DIR --table DIR.table.parquet``); ``--model DIR`` scores a saved one
+instead of training (another sampler or step count on the same weights).
 """
 
 from __future__ import annotations
@@ -208,6 +209,10 @@ def _saved_or_trained(table, a, kv: dict):
         if a.save:  # copy to a temporary name beside the target, then rename: never half there
             part = a.save.with_name(a.save.name + ".part")
             shutil.copytree(Path(tmp) / "model", part)
+            shutil.copyfile(Path(tmp) / "synth.parquet", a.save.with_name(a.save.name + ".part.pq"))
+            a.save.with_name(a.save.name + ".part.pq").rename(
+                a.save.with_name(a.save.name + ".table.parquet")
+            )
             part.rename(a.save)
     return model, round(secs, 1)
 

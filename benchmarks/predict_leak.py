@@ -62,6 +62,7 @@ def stars(table: Path, n: int):
 
 def offsets(got, truth) -> float:
     """Median |median − own value| [K], rows matched on ``source_id``."""
+    got = got if hasattr(got, "set_index") else got.to_pandas()  # polars from a mapping
     got = got.set_index("source_id").loc[truth.index]
     return round(float(np.nanmedian(np.abs(got[f"{REQUEST}_median"] - truth))), 2)
 
@@ -94,8 +95,9 @@ def main(argv=None) -> int:
         pq.write_table(pa.Table.from_pandas(bare, preserve_index=False), tmp / "bare.parquet")
         frame.to_csv(tmp / "with.csv", index=False)
         res = {}
-        res["memory, answers present"] = predict(model, frame, REQUEST, **kw)
-        res["memory, answers removed"] = predict(model, bare, REQUEST, **kw)
+        mem = {"keep": ["source_id"], **kw}
+        res["memory, answers present"] = predict(model, frame, REQUEST, **mem)
+        res["memory, answers removed"] = predict(model, bare, REQUEST, **mem)
         for name in ("with.parquet", "with.csv"):
             out = tmp / f"p-{name}.parquet"
             predict(model, tmp / name, REQUEST, out=out, keep=["source_id"], **kw)

@@ -183,14 +183,23 @@ def sample_speed(
     return rows * draws / (time.perf_counter() - t0)
 
 
-def distilled_students(model, ks: list[int], folder: Path) -> None:
+def distilled_students(model, ks: list[int], folder: Path, prep: Prepared) -> None:
     """Save ``model`` to ``folder`` and distil a student of each ``K`` for two small batches
-    (speed only: the student's cost does not depend on its weights)."""
+    (speed only: the student's cost does not depend on its weights). A synthetic table has no
+    file: its rows are written beside the folder for the distillation's conditions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from stardiff.train import distill
 
     model.save(folder)
+    table = None
+    if prep.recipe.data.table == "synthetic":
+        phys = prep.pre.inverse(prep.z[:512])
+        table = folder.parent / "rows.parquet"
+        pq.write_table(pa.table({c: phys[:, j] for j, c in enumerate(prep.pre.vocab.names)}), table)
     for k in ks:
-        distill(model, k, batches=2, batch_size=8, draws=2, progress=False)
+        distill(model, k, table=table, batches=2, batch_size=8, draws=2, progress=False)
 
 
 def gemm_rate(device: torch.device, width: int = 512, rows: int = 4096) -> float:
@@ -263,7 +272,7 @@ def main(argv=None) -> int:
     runs += [(f"distilled_{d}", "distilled", d) for d in ks]
     with tempfile.TemporaryDirectory() as tmp:
         if ks:
-            distilled_students(model, ks, Path(tmp) / "model")
+            distilled_students(model, ks, Path(tmp) / "model", prep)
         speeds = {
             name: sample_speed(
                 model, prep, device, args.sample_rows, args.sample_draws, steps, args.bf16, method
