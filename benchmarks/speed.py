@@ -195,9 +195,10 @@ def distilled_students(model, ks: list[int], folder: Path, prep: Prepared) -> No
     model.save(folder)
     table = None
     if prep.recipe.data.table == "synthetic":
-        phys = prep.pre.inverse(prep.z[:512])
+        z = prep.z[:512]
+        cols = {c: prep.pre.decode(z[:, j], j) for j, c in enumerate(prep.pre.vocab.names)}
         table = folder.parent / "rows.parquet"
-        pq.write_table(pa.table({c: phys[:, j] for j, c in enumerate(prep.pre.vocab.names)}), table)
+        pq.write_table(pa.table(cols), table)
     for k in ks:
         distill(model, k, table=table, batches=2, batch_size=8, draws=2, progress=False)
 

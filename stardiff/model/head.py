@@ -83,7 +83,7 @@ class DistilledHead(nn.Module):
     """A student of a trained :class:`DiffusionHead` that samples in ``len(steps)`` evaluations.
 
     The student has the teacher's architecture (and starts from its weights); it is trained
-    (``stardiff distill``, :mod:`stardiff.train.distill`) so that first-order (DDIM) steps at
+    (``stardiff distill``, :mod:`stardiff.train.distillation`) so that first-order (DDIM) steps at
     the step indices ``steps`` land on the teacher's deterministic ``dpm2`` trajectory from the
     same noise. The encoder is the teacher's: only the head changes.
 

@@ -1,6 +1,6 @@
 """Distilled heads beside a model: ``distilled-K.safetensors`` files and ``distilled.json``.
 
-``stardiff distill MODEL --steps K`` writes a student head (:mod:`stardiff.train.distill`) as
+``stardiff distill MODEL --steps K`` writes a student head (:mod:`stardiff.train.distillation`) as
 ``MODEL/distilled-K.safetensors`` (its weights; safetensors, never a pickle) and records it in
 ``MODEL/distilled.json``: per ``K``, the file's SHA-256, the SHA-256 of the teacher's
 ``model.safetensors`` it was distilled from, the step indices it evaluates, and how it was
