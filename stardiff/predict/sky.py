@@ -254,7 +254,6 @@ def predict_catalog(
     pathlib.Path
         ``out``.
     """
-    require_hats()
     if getattr(model, "folder", None) is None:
         raise ValueError("predict_catalog needs a model loaded from (or saved to) a folder")
     folder = Path(model.folder).resolve()
@@ -267,6 +266,7 @@ def predict_catalog(
     n, seed, _ = check_counts(n, seed, ROW_BLOCK)
     workers = check_number(workers, "workers", PROCESSES, PredictError)
     threads = check_number(threads, "threads", PROCESSES, PredictError)
+    require_hats()  # after the argument checks: a bad argument is named without the extra too
     hit = input_overlap(out, [catalog])
     if hit is not None:
         raise PredictError(f"out {out} overlaps the input catalogue {hit}; write it elsewhere")
