@@ -348,6 +348,7 @@ FLAGS = {
     "predict": ["-n", "--seed", "--chunk-rows", "--workers", "--threads", "--quantiles"],
     "evaluate": ["--rows", "--samples", "--tasks", "--seed"],
     "fit": ["--epochs", "--minutes", "--seed"],
+    "distill": ["--steps", "--batches", "--minutes", "--seed"],
 }
 
 
@@ -369,6 +370,9 @@ def test_every_number_flag_is_checked_before_any_work(work, capsys, command, dat
         argv = ["fit", str(_recipe(folder, "m", epochs=1)), "--quiet", "--no-figures"]
     elif command == "sample":
         argv = ["sample", model, "--request", "y", "-n", "3", "--out", str(folder / "s.parquet")]
+    elif command == "distill":  # a copy: a student written into the shared model is not ours
+        shutil.copytree(model, folder / "m")
+        argv = ["distill", str(folder / "m"), "--table", table, "--batches", "2", "--quiet"]
     elif command == "predict":
         argv = ["predict", model, table, "--request", "y", "-n", "3", "--chunk-rows", "64"]
         argv += ["--out", str(folder / "p.parquet"), "--quiet"]
