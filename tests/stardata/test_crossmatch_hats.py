@@ -41,12 +41,44 @@ def sky(tmp_path_factory):
     20 of the catalogue's stars move (0.6-1″/yr) across a partition edge between J2016 and
     J2000, so their match needs the margin; 5 rows have no counterpart.
     """
+    import hats.pixel_math as hpm
+    import lsdb
+
     tmp = tmp_path_factory.mktemp("hatsxm")
     rng = np.random.default_rng(4)
     ra = rng.uniform(0, 360, N_REF)
     dec = np.degrees(np.arcsin(rng.uniform(-1, 1, N_REF)))
     pmra, pmdec = rng.normal(0, 20, N_REF), rng.normal(0, 20, N_REF)
     pmdec[:5] = np.nan  # no astrometric solution: not moved
+
+    def partitions(r, d):
+        """The partition of each position, as write_hats will make them (hats' own alignment
+        of the order-ORDER histogram), so that the reference is written once."""
+        hist = hpm.generate_histogram(pd.DataFrame({"ra": r, "dec": d}), ORDER)
+        align = hpm.generate_alignment(hist, highest_order=ORDER, threshold=150)
+        return lambda r2, d2: [
+            tuple(align[k][:2]) for k in healpy.ang2pix(2**ORDER, r2, d2, nest=True, lonlat=True)
+        ]
+
+    # 20 movers placed 8″ inside an edge of a partition, moving inwards at 0.6-1″/yr: at
+    # J2000 they sit 2-8″ outside it, in the neighbouring partition
+    order = max(o for o, _ in partitions(ra, dec)(ra, dec))
+    movers = np.arange(5, 25)
+    for i in movers:
+        while True:
+            pix = rng.integers(12 * 4**order)
+            edge = healpy.boundaries(2**order, pix, step=2, nest=True)[:, rng.choice([1, 3, 5, 7])]
+            rb, db = healpy.vec2ang(edge, lonlat=True)
+            rc, dc = healpy.pix2ang(2**order, pix, nest=True, lonlat=True)
+            if abs(db[0]) < 70:
+                break
+        u = np.array([((rc - rb[0] + 180) % 360 - 180) * np.cos(np.radians(db[0])), dc - db[0]])
+        u /= np.hypot(*u)
+        ra[i], dec[i] = _move(rb[0], db[0], u[0] * 8e3, u[1] * 8e3, 1.0)  # 8″ inside
+        pmra[i], pmdec[i] = u * rng.uniform(600, 1000)
+    part = partitions(ra, dec)
+    r2, d2 = _move(ra[movers], dec[movers], pmra[movers], pmdec[movers], EPOCH - 2016.0)
+    assert all(a != b for a, b in zip(part(ra[movers], dec[movers]), part(r2, d2), strict=True))
     ref = pl.DataFrame(
         {
             "source_id": np.arange(N_REF, dtype=np.int64) * 17 + 1000,
@@ -64,34 +96,10 @@ def sky(tmp_path_factory):
         margin_arcsec=MARGIN,
         highest_order=ORDER,
     )
-    import lsdb
-
-    parts = lsdb.open_catalog(path).get_healpix_pixels()
-    order = max(p.order for p in parts)
-    # stars whose J2000 position lies in another partition (at the deepest order)
-    movers = []
-    for i in rng.permutation(N_REF)[5:]:
-        pa, pd_ = rng.uniform(600, 1000, 2) * rng.choice([-1, 1], 2)
-        r2, d2 = _move(ra[i], dec[i], pa, pd_, EPOCH - 2016.0)
-        same = healpy.ang2pix(2**order, ra[i], dec[i], nest=True, lonlat=True) == healpy.ang2pix(
-            2**order, r2, d2, nest=True, lonlat=True
-        )
-        if not same and abs(dec[i]) < 80:
-            movers.append((i, pa, pd_))
-        if len(movers) == 20:
-            break
+    written = {(p.order, p.pixel) for p in lsdb.open_catalog(path).get_healpix_pixels()}
+    assert set(part(ra, dec)) == written  # the partitions foreseen
     ref2 = ref.to_pandas()
-    for i, pa, pd_ in movers:
-        ref2.loc[i, "pmra"], ref2.loc[i, "pmdec"] = pa, pd_
-    pl.from_pandas(ref2).write_parquet(tmp / "ref.parquet")
-    path = write_hats(
-        tmp / "ref.parquet",
-        tmp / "gaia",
-        pixel_threshold=150,
-        margin_arcsec=MARGIN,
-        highest_order=ORDER,
-    )
-    picks = np.r_[[m[0] for m in movers], rng.choice(N_REF, 300, replace=False)]
+    picks = np.r_[movers, rng.choice(N_REF, 300, replace=False)]
     picks = np.unique(picks)
     r = ref2.iloc[picks]
     cra, cdec = _move(
@@ -104,7 +112,7 @@ def sky(tmp_path_factory):
     cra = np.r_[cra + rng.normal(0, 0.1, cra.size) / 3600, rng.uniform(0, 360, 5)]
     cdec = np.r_[cdec + rng.normal(0, 0.1, cdec.size) / 3600, rng.uniform(-60, 60, 5)]
     cat = pl.DataFrame({"name": [f"s{k}" for k in range(cra.size)], "ra": cra, "dec": cdec})
-    return {"path": path, "ref": pl.from_pandas(ref2), "cat": cat, "movers": [m[0] for m in movers]}
+    return {"path": path, "ref": pl.from_pandas(ref2), "cat": cat, "movers": movers}
 
 
 def test_hats_match_equals_in_memory_match_including_edge_crossers(sky):
@@ -444,3 +452,28 @@ def test_progress_false_is_silent(sky, gaia_ids, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert int(run.stdout.split()[-1]) == sky["cat"].height - 5
     assert run.stderr == ""
+
+
+def test_write_hats_of_few_rows_partitions_at_order_0_without_the_deep_histogram(tmp_path):
+    """No more rows than pixel_threshold: order-0 partitions, the rows all there (the deep
+    histogram that write_hats then skips would give the same partitions)."""
+    import lsdb
+
+    rng = np.random.default_rng(2)
+    n = 400
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    pl.DataFrame({"source_id": np.arange(n), "ra": ra, "dec": dec}).write_parquet(
+        tmp_path / "t.parquet"
+    )
+    path = write_hats(tmp_path / "t.parquet", tmp_path / "h", pixel_threshold=n, highest_order=10)
+    cat = lsdb.open_catalog(path)
+    want = set(healpy.ang2pix(1, ra, dec, nest=True, lonlat=True).tolist())
+    assert {(p.order, p.pixel) for p in cat.get_healpix_pixels()} == {(0, p) for p in want}
+    assert sorted(cat.compute()["source_id"].tolist()) == list(range(n))
+
+
+def test_write_hats_names_an_unreadable_input(tmp_path):
+    (tmp_path / "t.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match=r"t\.parquet is not a readable Parquet file"):
+        write_hats(tmp_path / "t.parquet", tmp_path / "h")
+    assert not (tmp_path / "h").exists()
