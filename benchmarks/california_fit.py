@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="", help="a name for the record")
     p.add_argument("--save", type=Path, help="keep the model folder here (must not exist)")
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # overrides may follow the options
     if a.recipe.suffix != ".toml":  # the first override was taken for the recipe
         a.overrides, a.recipe = [str(a.recipe), *a.overrides], RECIPE
     kv = parse_overrides(a.overrides)

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")
     p.add_argument("--save", type=Path, help="keep the trained model folder here (must not exist)")
     p.add_argument("--model", type=Path, help="score this saved model folder; no training")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # overrides may follow the options
     kv = _overrides(a.overrides)
     if a.save and a.save.exists():
         raise SystemExit(f"fidelity: --save {a.save} exists; name a new folder")

@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")
     p.add_argument("--figures", type=Path, help="folder for the two figures")
     p.add_argument("--quiet", action="store_true", help="no training progress bar")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # overrides may follow the options
     if not (a.minutes > 0 and np.isfinite(a.minutes)):
         raise SystemExit(f"real_stars: --minutes must be a positive number, got {a.minutes}")
     for flag in ("epochs", "tasks", "draws", "rows", "threads", "flow_minutes"):
