@@ -460,7 +460,7 @@ class DensityModel:
         dict column → ``(len(rows), len(draws))`` physical samples. The chunks tile the
         (rows × draws) grid row-block by row-block; the samples do not depend on the chunking.
         """
-        from stardiff.infer.joint import joint_chunks
+        from stardiff.infer.joint import ChainParts, joint_chunks
 
         names, _ = self._request_list(list(request))
         n = _count(n, "n")
@@ -468,7 +468,17 @@ class DensityModel:
         z, far = self._encode_given(phys)
         seed, how = self._seed(seed), self._how(sampler, steps, 0.0)
         cols = [self._column(c) for c in names]
-        for rows, draws, zs in joint_chunks(self, z, cols, n, seed, how):
+        parts = ChainParts(
+            network=self.network,
+            device=self.device,
+            plan=self._joint_plan(z.shape[0], len(cols), n),
+            autocast=self._autocast,
+            student=self._student(how),
+            conditions=self._conditions,
+            encode=self._encode_inputs,
+            condition=self._condition,
+        )
+        for rows, draws, zs in joint_chunks(parts, z, cols, n, seed, how):
             chunk = {}
             for k, (name, j) in enumerate(zip(names, cols, strict=True)):
                 chunk[name] = self.pre.decode(zs[..., k], j)

@@ -12,7 +12,8 @@ those blocks, so the samples do not depend on the tiling.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +22,39 @@ from stardiff.infer.inputs import input_width
 from stardiff.infer.memory import block_tiling
 from stardiff.model import ROW_BLOCK, BlockNoise, solve
 
-__all__ = ["joint_plan", "joint_chunks"]
+__all__ = ["ChainParts", "joint_plan", "joint_chunks"]
+
+
+@dataclass(frozen=True)
+class ChainParts:
+    """What joint sampling needs of a model, handed over by it (no private access).
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+    device : torch.device
+    plan : JointPlan
+        Chunks, chains in flight and head tiles (:func:`stardiff.infer.memory.chain_plan`).
+    autocast : callable
+        A fresh autocast context for the model's precision.
+    student : DistilledHead or None
+        The distilled head of the sampler, if it is one.
+    conditions : callable
+        ``(z, column, encode, width, how)`` → the head's conditions of given rows.
+    encode : callable
+        ``z`` → ``(tokens, values)`` of standardized rows.
+    condition : callable
+        ``(tokens, values, column, how)`` → the head's conditions of encoded rows.
+    """
+
+    network: torch.nn.Module
+    device: torch.device
+    plan: object
+    autocast: Callable
+    student: object
+    conditions: Callable
+    encode: Callable
+    condition: Callable
 
 
 def joint_plan(n_rows: int, n: int, per_chunk: int) -> tuple[int, int]:
@@ -31,13 +64,14 @@ def joint_plan(n_rows: int, n: int, per_chunk: int) -> tuple[int, int]:
 
 
 def joint_chunks(
-    model, z: np.ndarray, cols: list[int], n: int, seed: int, how
+    parts: ChainParts, z: np.ndarray, cols: list[int], n: int, seed: int, how
 ) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """Yield ``(rows, draws, samples)``: standardized ``(rows, draws, len(cols))`` chunks.
 
     Parameters
     ----------
-    model : DensityModel
+    parts : ChainParts
+        The model's parts (``DensityModel.iter_joint`` builds them).
     z : ndarray, shape (R, V)
         Standardized given rows (NaN = not given).
     cols : list of int
@@ -46,18 +80,18 @@ def joint_chunks(
         Joint draws per given row.
     seed : int
     how : tuple
-        The resolved sampler (see ``DensityModel._how``).
+        The resolved sampler: its name, steps and eta.
     """
     R = z.shape[0]
     if R == 0:
         return
-    plan = model._joint_plan(R, len(cols), n)
+    plan = parts.plan
     for r0 in range(0, R, plan.rows):
         rows = slice(r0, min(R, r0 + plan.rows))
         for d0 in range(0, n, plan.draws):
             draws = slice(d0, min(n, d0 + plan.draws))
-            with torch.no_grad(), model._autocast():  # not around the yield: the caller's code
-                out = _chunk(model, z[rows], cols, rows, draws, seed, how, plan)
+            with torch.no_grad(), parts.autocast():  # not around the yield: the caller's code
+                out = _chunk(parts, z[rows], cols, rows, draws, seed, how)
             yield rows, draws, out
 
 
@@ -79,16 +113,15 @@ class _ChainNoise:
         return self.blocks().reshape(-1, 1, 1)[self.part]
 
 
-def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how, plan) -> np.ndarray:
-    dev = model.device
+def _chunk(parts: ChainParts, zr, cols, rows: slice, draws: slice, seed: int, how) -> np.ndarray:
+    dev, plan, student = parts.device, parts.plan, parts.student
     nr, nd = zr.shape[0], draws.stop - draws.start
     chains = nr * nd
     drawn = np.empty((chains, len(cols)))  # chain i = row i // nd, draw i % nd
     width = None if nr <= plan.encode else input_width(zr)
-    student = model._student(how)
-    first = model._conditions(zr, cols[0], plan.encode, width, how)  # one per row, its draws
+    first = parts.conditions(zr, cols[0], plan.encode, width, how)  # one per row, its draws
     noise = BlockNoise(seed, cols[0], rows, draws, dev)
-    x = solve(model.network, first, noise, how, plan.tile, student)
+    x = solve(parts.network, first, noise, how, plan.tile, student)
     drawn[:, 0] = x.float().cpu().numpy().reshape(-1)
     del first, x
     for k, j in enumerate(cols[1:], start=1):
@@ -96,12 +129,12 @@ def _chunk(model, zr, cols, rows: slice, draws: slice, seed: int, how, plan) -> 
             b = min(chains, a + plan.encode)
             chain = zr[np.arange(a, b) // nd]  # the given values ride along every chain
             chain[:, cols[:k]] = drawn[a:b, :k]
-            tokens, values = model._encode_inputs(chain)
+            tokens, values = parts.encode(chain)
             del chain
-            cond = model._condition(tokens, values, j, how)
+            cond = parts.condition(tokens, values, j, how)
             del tokens, values
             noise = _ChainNoise(seed, j, rows, draws, a, b, dev)
-            x = solve(model.network, cond, noise, how, plan.tile, student)
+            x = solve(parts.network, cond, noise, how, plan.tile, student)
             drawn[a:b, k] = x[:, 0].float().cpu().numpy()
             del cond, x
     return drawn.reshape(nr, nd, len(cols))
