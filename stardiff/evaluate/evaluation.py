@@ -94,7 +94,7 @@ def evaluate(
     saved = model.sampler, model.steps
     model.sampler, model.steps = sampler or model.sampler, steps or model.steps
     try:
-        model._how(None, None, 0.0)  # a bad sampler/steps fails here, before any work
+        model.resolved_sampler()  # a bad sampler/steps fails here, before any work
         with _out_of_range_summary():
             return _evaluate(
                 model, table, out_dir, split, recipe, columns, rows, samples, tasks, seed, figures
@@ -184,7 +184,7 @@ def _write_evaluation(model, table, data, out, cols, ev, rec, seed, figures) -> 
         "seed": seed,
         "rows": ev.rows,
         "samples_per_row": ev.samples_per_row,
-        "sampler": dict(zip(("method", "steps"), model._how(None, None, 0.0)[:2], strict=True)),
+        "sampler": dict(zip(("method", "steps"), model.resolved_sampler(), strict=True)),
     }
     per_col, pits = column_metrics(model, data, cols, ev, rng, seed)
     uncond = model.sample({}, cols, ev.samples, seed=seed)

@@ -355,6 +355,27 @@ class DensityModel:
         return check_number(seed, "seed", SEED)
 
     # ------------------------------------------------------------------ public API
+    def check_request(self, request: str | Sequence[str]) -> list[str]:
+        """The requested column names, checked.
+
+        Raises
+        ------
+        ValueError
+            Nothing requested.
+        KeyError
+            An unknown or non-requestable column (the message lists the valid ones).
+        """
+        return self._request_list(request)[0]
+
+    def resolved_sampler(self, sampler: str | None = None, steps: int | None = None):
+        """The sampler and steps a call given these would use: ``(method, steps)``.
+
+        ``None`` takes the model's settings (``self.sampler``, ``self.steps``), and where those
+        are ``None`` too the package's default (``dpm2``, 20 steps); a bad name or step count,
+        or a distilled student that is not there, raises here.
+        """
+        return self._how(sampler, steps, 0.0)[:2]
+
     def sample(
         self,
         given=None,

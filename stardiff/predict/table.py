@@ -98,7 +98,7 @@ def predict(
         quantiles and samples. ``out`` when given.
     """
     request = [request] if isinstance(request, str) else list(request)
-    model._request_list(request)  # unknown or non-requestable names: one-line error
+    model.check_request(request)  # unknown or non-requestable names: one-line error
     n, seed, chunk_rows = check_counts(n, seed, chunk_rows)
     qs = np.asarray(quantiles, dtype=np.float64)
     if qs.size and (not np.all((qs >= 0) & (qs <= 1))):

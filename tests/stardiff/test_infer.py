@@ -85,6 +85,24 @@ def test_unknown_and_unrequestable_columns_are_errors_listing_valid_ones(api_mod
         model.sample({"x": [1.0, 2.0], "z": [1.0]}, "y", 5)
 
 
+def test_check_request_and_resolved_sampler_say_what_a_call_would_do(api_model):
+    model, _ = api_model
+    assert model.check_request("y") == ["y"]
+    assert model.check_request(["z", "x"]) == ["z", "x"]
+    with pytest.raises(KeyError, match="unknown column 'q'.*x, y, z"):
+        model.check_request(["y", "q"])
+    with pytest.raises(ValueError, match="request at least one column"):
+        model.check_request([])
+    assert model.resolved_sampler() == ("dpm2", 20)  # the default of a model that sets none
+    assert model.resolved_sampler("ddim", 10) == ("ddim", 10)
+    with pytest.raises(ValueError, match="sampler"):
+        model.resolved_sampler("euler")
+    from stardiff.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="distill"):
+        model.resolved_sampler("distilled", 4)  # no student beside this model
+
+
 def test_more_inputs_than_the_training_context(bimodal_model):
     model, recipe = bimodal_model
     assert recipe.train.context == 1
