@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--out", help="keep the model here (default: a temporary folder)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may follow the options
     recipe = load_recipe(RECIPE)
     kv = _overrides(args.overrides, recipe.train)
     recipe = override(recipe, "train", **kv)
