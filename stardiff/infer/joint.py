@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from stardiff.infer.inputs import input_width
-from stardiff.infer.memory import block_tiling
 from stardiff.model import ROW_BLOCK, BlockNoise, solve
 
-__all__ = ["ChainParts", "joint_plan", "joint_chunks"]
+__all__ = ["ChainParts", "joint_chunks"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,6 @@ class ChainParts:
     conditions: Callable
     encode: Callable
     condition: Callable
-
-
-def joint_plan(n_rows: int, n: int, per_chunk: int) -> tuple[int, int]:
-    """Rows and draws per chunk: whole noise blocks, at most ``per_chunk`` (row, draw) pairs
-    when the blocks allow it (one block of rows × one block of draws at the least)."""
-    return block_tiling(n_rows, n, per_chunk)
 
 
 def joint_chunks(
