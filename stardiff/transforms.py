@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 from stardata.tokens import Vocabulary
 from stardiff.errors import GivenValueError, warn_infinite
@@ -29,8 +29,13 @@ class ColumnTransform:
     """An invertible map of one column: ``identity``, ``log``, ``asinh`` or ``quantile``.
 
     ``quantile`` is a monotone piecewise-linear map from the training quantiles to a
-    standard normal, with linear extrapolation beyond the outermost knots; tied knots
-    (atoms such as a capped value) collapse to one knot at their mean normal score.
+    standard normal, with linear extrapolation beyond the outermost knots. A value that holds
+    a share of the training rows (an atom: a capped value, an integer) spans an interval of
+    normal scores: a run of tied knots keeps its first and last knot, so the inverse maps the
+    whole interval to the atom (it is flat there) and the forward map sends the atom to the
+    mean normal score of its interval. :meth:`atoms` lists them. A model's draws that land
+    near an atom's code are then the atom itself: no house value above California's cap,
+    integer ages.
     """
 
     def __init__(self, kind: str = "identity", knots_x=None, knots_z=None):
@@ -59,9 +64,20 @@ class ColumnTransform:
         p = np.linspace(0.0, 1.0, n_knots)
         p = np.clip(p, 0.5 / x.size, 1.0 - 0.5 / x.size)
         qx = np.quantile(x, p)
-        ux, inverse = np.unique(qx, return_inverse=True)
-        uz = np.bincount(inverse, weights=ndtri(p)) / np.bincount(inverse)
-        return cls("quantile", ux, uz)
+        # a run of equal quantiles (an atom) keeps its two ends: a flat inverse between them
+        inner = np.r_[False, qx[1:] == qx[:-1]] & np.r_[qx[1:] == qx[:-1], False]
+        return cls("quantile", qx[~inner], ndtri(p[~inner]))
+
+    def atoms(self) -> list[tuple[float, float, float]]:
+        """The atoms of a fitted quantile map: ``(x, z_lo, z_hi)``, the value and the interval
+        of normal scores the inverse maps to it; empty for other kinds."""
+        if self.kind != "quantile":
+            return []
+        tied = np.flatnonzero(self.knots_x[1:] == self.knots_x[:-1])
+        return [
+            (float(self.knots_x[i]), float(self.knots_z[i]), float(self.knots_z[i + 1]))
+            for i in tied
+        ]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -72,7 +88,10 @@ class ColumnTransform:
                 return np.log(x)
         if self.kind == "asinh":
             return np.arcsinh(x)
-        return _interp_extrapolate(x, self.knots_x, self.knots_z)
+        y = _interp_extrapolate(x, self.knots_x, self.knots_z)
+        for value, lo, hi in self.atoms():  # the atom's mean normal score in its interval
+            y[x == value] = _mean_normal_score(lo, hi)
+        return y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
@@ -98,12 +117,29 @@ class ColumnTransform:
 
 
 def _interp_extrapolate(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """``np.interp`` with linear extrapolation from the end segments."""
+    """``np.interp`` with linear extrapolation from the end segments (flat where an end
+    segment is an atom's: ``xp`` may repeat a value, never in an extrapolated ``xp``)."""
     y = np.interp(x, xp, fp)
     lo, hi = x < xp[0], x > xp[-1]
-    y[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
-    y[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    y[lo] = fp[0] + (x[lo] - xp[0]) * _slope(fp[1] - fp[0], xp[1] - xp[0])
+    y[hi] = fp[-1] + (x[hi] - xp[-1]) * _slope(fp[-1] - fp[-2], xp[-1] - xp[-2])
     return y
+
+
+def _slope(rise: float, run: float) -> float:
+    return 0.0 if run == 0 else rise / run
+
+
+def _mean_normal_score(lo: float, hi: float) -> float:
+    """E[z | lo < z < hi] for a standard normal z."""
+    mass = ndtr(hi) - ndtr(lo)
+    if mass <= 0:  # far in a tail: the interval's middle
+        return 0.5 * (lo + hi)
+    return float((_phi(lo) - _phi(hi)) / mass)
+
+
+def _phi(z: float) -> float:
+    return float(np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi))
 
 
 class Standardizer:

@@ -1,0 +1,39 @@
+"""Atoms of quantile maps (capped values, integers): an interval each, a flat inverse."""
+
+import numpy as np
+from scipy.special import ndtr
+
+from stardiff.transforms import ColumnTransform
+
+
+def _capped_and_integer(n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    capped = np.minimum(rng.lognormal(0.8, 0.6, n), 5.00001)  # ~13 % at the cap
+    ages = rng.integers(1, 53, n).astype(float)  # 52 integers, ~2 % each
+    return capped, ages
+
+
+def test_an_atom_spans_an_interval_of_its_share_and_decodes_to_itself():
+    capped, ages = _capped_and_integer()
+    for x, n_atoms in ((capped, 1), (ages, 52)):
+        t = ColumnTransform.fit("quantile", x)
+        atoms = t.atoms()
+        assert len(atoms) == n_atoms
+        for value, lo, hi in atoms:
+            share = np.mean(x == value)
+            assert abs(ndtr(hi) - ndtr(lo) - share) < 2.5e-3, value  # knots every 1/1000
+            inside = np.linspace(lo, hi, 50)
+            np.testing.assert_array_equal(t.inverse(inside), value)
+            assert lo < t.forward(np.array([value]))[0] < hi
+    t = ColumnTransform.fit("quantile", capped)
+    assert t.inverse(np.array([9.0]))[0] == 5.00001  # beyond the top atom: still the cap
+    grid = np.linspace(-1, 8, 2001)
+    assert np.all(np.diff(t.forward(grid)) >= 0)
+    np.testing.assert_allclose(t.inverse(t.forward(capped)), capped, rtol=1e-9)
+
+
+def test_a_saved_map_without_repeated_knots_has_no_atoms_and_maps_as_before():
+    t = ColumnTransform.from_dict({"kind": "quantile", "knots_x": [0, 1, 5], "knots_z": [-2, 0, 2]})
+    assert t.atoms() == []
+    np.testing.assert_allclose(t.forward(np.array([0.5, 5.0, 7.0])), [-1.0, 2.0, 3.0])
+    assert ColumnTransform("log").atoms() == []
