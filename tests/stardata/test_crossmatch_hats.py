@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 
-pytest.importorskip("lsdb")
+if importlib.util.find_spec("lsdb") is None:  # found, not imported: lsdb takes seconds
+    pytest.skip("needs the [hats] extra (lsdb)", allow_module_level=True)
 healpy = pytest.importorskip("healpy")
 
 from stardata.crossmatch import CatalogError, crossmatch, match_local  # noqa: E402

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("lsdb")
+if importlib.util.find_spec("lsdb") is None:  # found, not imported: lsdb takes seconds
+    pytest.skip("needs the [hats] extra (lsdb)", allow_module_level=True)
 
 from stardata.hats import write_hats  # noqa: E402
 from stardiff.infer import load  # noqa: E402

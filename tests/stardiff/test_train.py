@@ -95,6 +95,8 @@ def test_all_nan_and_empty_tables_are_clear_errors(tmp_path):
 def test_heavy_tailed_column_trains_finite_and_stable(tmp_path):
     """California's AveOccup lies ~2,000 robust sigma out; a log transform tames it."""
     table = pl.read_parquet(CALIFORNIA).select("MedInc", "AveOccup", "Population")
+    # a quarter of the rows, and every far one (AveOccup up to 1,243): the same problem
+    table = table.filter((pl.int_range(pl.len()) % 4 == 0) | (pl.col("AveOccup") > 50))
     raw = make_recipe(tmp_path, table, name="raw")
     z_raw = prepare(raw).z
     assert np.nanmax(np.abs(z_raw[:, 1])) > 1000  # the problem
