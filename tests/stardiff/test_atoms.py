@@ -37,3 +37,20 @@ def test_a_saved_map_without_repeated_knots_has_no_atoms_and_maps_as_before():
     assert t.atoms() == []
     np.testing.assert_allclose(t.forward(np.array([0.5, 5.0, 7.0])), [-1.0, 2.0, 3.0])
     assert ColumnTransform("log").atoms() == []
+
+
+def test_an_atom_at_the_bottom_and_a_two_valued_column():
+    rng = np.random.default_rng(2)
+    zero_inflated = np.where(rng.random(5000) < 0.3, 0.0, rng.exponential(1.0, 5000))
+    t = ColumnTransform.fit("quantile", zero_inflated)
+    ((value, lo, hi),) = t.atoms()
+    assert value == 0.0 and abs(ndtr(hi) - ndtr(lo) - 0.3) < 0.02
+    assert t.inverse(np.array([-9.0, lo, hi]))[0:3].tolist() == [0.0, 0.0, 0.0]
+    binary = (rng.random(5000) < 0.2).astype(float)
+    t = ColumnTransform.fit("quantile", binary)
+    assert [a[0] for a in t.atoms()] == [0.0, 1.0]
+    codes = t.forward(np.array([0.0, 1.0]))
+    np.testing.assert_array_equal(t.inverse(codes), [0.0, 1.0])
+    again = ColumnTransform.from_dict(t.to_dict())  # as a saved model holds it
+    assert again.atoms() == t.atoms()
+    np.testing.assert_array_equal(again.forward(binary), t.forward(binary))
