@@ -2,6 +2,7 @@
 
     python -m benchmarks.real_stars [--minutes 20] [--threads 2] [--table PATH]
                                     [--recipe recipes/xp_apogee_cpu.toml] [KEY=VALUE ...]
+                                    [--sampler NAME [--steps K]] [--also-sampler NAME[:K] ...]
 
 The table (default ``../shared/data/real_stars/apogee_xp_stars.parquet`` beside the checkout):
 real APOGEE DR17 stars with their Gaia XP sampled spectra (57 bins), colours, G and four
@@ -18,6 +19,9 @@ same rows: kNN (k = 50, no learning) and one conditional spline flow per label (
 - logg given teff only; random tasks over all 65 columns with 1-5 and with 32-64 inputs;
 - unconditional W1 ÷ std of teff, logg and [Fe/H] against the test stars;
 - draws per second and the epochs reached.
+
+``--also-sampler`` scores the same trained model with further samplers (``model:NAME[:K]``
+beside ``model``), so that a sampler's effect is measured without training twice.
 
 Prints a table, appends a JSON record to ``--record`` (default
 ``benchmarks/results/real-stars-cpu-DATE.jsonl``) and, with ``--figures DIR``, draws the
@@ -233,6 +237,13 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, help="use only the table's first ROWS rows (tests)")
     p.add_argument("--sampler", help="ancestral, ddim or dpm2 (default: the model's)")
     p.add_argument("--steps", type=int, help="solver steps of ddim / dpm2")
+    p.add_argument(
+        "--also-sampler",
+        action="append",
+        default=[],
+        metavar="NAME[:STEPS]",
+        help="score the same model with this sampler too (e.g. ancestral, dpm2:50; repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="a name for the record (e.g. the variant)")
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")
@@ -247,6 +258,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"real_stars: --{flag.replace('_', '-')} must be positive, got {v}")
     if not a.recipe.is_file():
         raise SystemExit(f"real_stars: no recipe at {a.recipe}")
+    also = [_sampler_spec(spec) for spec in a.also_sampler]
     kv = _parse_overrides(a.overrides)
     import torch
 
@@ -272,6 +284,8 @@ def main(argv=None) -> int:
         "model": ft.model_draw(model, cols, a.seed, a.sampler, a.steps),
         "knn": knn_draw(train, k=50, seed=a.seed),
     }
+    for spec, (name, steps) in zip(a.also_sampler, also, strict=True):
+        draws[f"model:{spec}"] = ft.model_draw(model, cols, a.seed, name, steps)
     if not a.no_flow:
         rec["flows"], flow_draws = _flows(train, cols, fams, a)
         draws |= {f"flow:{c}": d for c, d in flow_draws.items()}
@@ -279,7 +293,9 @@ def main(argv=None) -> int:
     std = np.nanstd(train, axis=0)
     n_unc = a.tasks * 4
     rec["unconditional_w1"] = {
-        m: unconditional_w1(draws[m], test, cols, std, n_unc, a.seed) for m in ("model", "knn")
+        m: unconditional_w1(draws[m], test, cols, std, n_unc, a.seed)
+        for m in draws
+        if not m.startswith("flow:")
     }
     if a.figures:
         from benchmarks.real_stars_figures import write_figures
@@ -297,15 +313,30 @@ def main(argv=None) -> int:
     return 0
 
 
+def _sampler_spec(spec: str) -> tuple[str, int | None]:
+    """``NAME[:STEPS]`` of ``--also-sampler`` as (name, steps), or a one-line refusal."""
+    from stardiff.model.samplers import SAMPLERS
+
+    name, _, steps = spec.partition(":")
+    if name not in SAMPLERS:
+        raise SystemExit(
+            f"real_stars: --also-sampler {spec!r}: no sampler {name!r} ({', '.join(SAMPLERS)})"
+        )
+    if steps and not (steps.isdigit() and int(steps) > 0):
+        raise SystemExit(f"real_stars: --also-sampler {spec!r}: steps must be a positive integer")
+    return name, int(steps) if steps else None
+
+
 def table(rec: dict) -> str:
     """The record as a text table: one line per (family, method), then W1 and epochs."""
-    lines = [f"{'family':22} {'method':6} " + " ".join(f"{k:>11}" for k in SCORES)]
+    width = max(6, *(len(m) for by in rec["results"].values() for m in by))
+    lines = [f"{'family':22} {'method':{width}} " + " ".join(f"{k:>11}" for k in SCORES)]
     for fam, by in rec["results"].items():
         for method, r in by.items():
-            lines.append(f"{fam:22} {method:6} " + " ".join(f"{r[k]:11.4g}" for k in SCORES))
+            lines.append(f"{fam:22} {method:{width}} " + " ".join(f"{r[k]:11.4g}" for k in SCORES))
     for m, w in rec["unconditional_w1"].items():
         lines.append(
-            f"unconditional W1 / std {m:6} " + "  ".join(f"{c} {v:.3f}" for c, v in w.items())
+            f"unconditional W1 / std {m:{width}} " + "  ".join(f"{c} {v:.3f}" for c, v in w.items())
         )
     lines.append(f"model: {rec['model']['epochs']} epochs in {rec['model']['train_seconds']} s")
     for c, f in rec.get("flows", {}).items():

@@ -32,7 +32,7 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16"]
     args += ["--threads", "1", "--record", str(record), "--quiet", "--figures", str(tmp_path)]
     args += ['train.request_weights={"teff": 4.0}', "train.all_inputs=0.25"]
-    args += ["model.periodic_features=4"]
+    args += ["model.periodic_features=4", "--also-sampler", "dpm2:4"]
     try:
         import zuko  # noqa: F401
 
@@ -49,6 +49,8 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     for r in rec["results"]["teff | non-labels"].values():
         assert set(rs.SCORES) <= set(r) and r["n"] == 12
     assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
+    assert set(rec["unconditional_w1"]["model:dpm2:4"]) == set(rs.UNCONDITIONAL)
+    assert rec["results"]["logg | teff"]["model:dpm2:4"]["n"] == 12
     assert rec["model"]["epochs"] == 1
     assert (tmp_path / "real_stars_kiel.png").stat().st_size > 0
 
@@ -61,6 +63,8 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
         (["model.nope=3"], "expected data.KEY=VALUE"),
         (["data.table=x.parquet"], "expected data.KEY=VALUE"),
         (["--table", "missing.parquet"], "no table at missing.parquet"),
+        (["--also-sampler", "euler"], "no sampler 'euler'"),
+        (["--also-sampler", "dpm2:0"], "steps must be a positive integer"),
     ],
 )
 def test_refusals_are_one_line(args, message, capsys):
