@@ -47,6 +47,10 @@ class ColumnTransform:
         self.knots_z = None if knots_z is None else np.asarray(knots_z, dtype=np.float64)
         if kind == "quantile" and (self.knots_x is None or len(self.knots_x) < 2):
             raise ValueError("a quantile transform needs at least 2 knots (fit it first)")
+        # atoms' values and codes, once: forward looks them up for every value it maps
+        found = self.atoms()
+        self._atom_x = np.array([x for x, _, _ in found], dtype=np.float64)
+        self._atom_code = np.array([_mean_normal_score(lo, hi) for _, lo, hi in found])
 
     @classmethod
     def fit(cls, kind: str, x: np.ndarray, *, column: str = "?", n_knots: int = 1001):
@@ -72,7 +76,7 @@ class ColumnTransform:
     def atoms(self) -> list[tuple[float, float, float]]:
         """The atoms of a fitted quantile map: ``(x, z_lo, z_hi)``, the value and the interval
         of normal scores the inverse maps to it; empty for other kinds."""
-        if self.kind != "quantile":
+        if self.kind != "quantile" or self.knots_x is None:
             return []
         tied = np.flatnonzero(self.knots_x[1:] == self.knots_x[:-1])
         return [
@@ -90,8 +94,10 @@ class ColumnTransform:
         if self.kind == "asinh":
             return np.arcsinh(x)
         y = _interp_extrapolate(x, self.knots_x, self.knots_z)
-        for value, lo, hi in self.atoms():  # the atom's mean normal score in its interval
-            y[x == value] = _mean_normal_score(lo, hi)
+        if self._atom_x.size:  # an atom's code: the mean normal score of its interval
+            at = np.minimum(np.searchsorted(self._atom_x, x), self._atom_x.size - 1)
+            hit = self._atom_x[at] == x
+            y[hit] = self._atom_code[at[hit]]
         return y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
