@@ -322,7 +322,7 @@ def _sampler_spec(spec: str) -> tuple[str, int | None]:
         raise SystemExit(
             f"real_stars: --also-sampler {spec!r}: no sampler {name!r} ({', '.join(SAMPLERS)})"
         )
-    if steps and not (steps.isdigit() and int(steps) > 0):
+    if steps and not (steps.isascii() and steps.isdigit() and int(steps) > 0):
         raise SystemExit(f"real_stars: --also-sampler {spec!r}: steps must be a positive integer")
     return name, int(steps) if steps else None
 

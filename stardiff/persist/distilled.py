@@ -91,7 +91,9 @@ def read_distilled(folder: str | Path) -> dict | None:
         index = read_json(path)
     except (OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not readable JSON ({e})") from None
-    heads = index.get("heads") if isinstance(index, dict) else None
+    if not isinstance(index, dict):
+        raise ModelFileError(f"{path}: not a stardiff distilled-head index")
+    heads = index.get("heads")
     if index.get("format") != DISTILLED_FORMAT or not isinstance(heads, dict):
         raise ModelFileError(f"{path}: not a stardiff distilled-head index")
     if index.get("format_version", 0) > FORMAT_VERSION:
@@ -152,7 +154,7 @@ def save_distilled(
         "format": DISTILLED_FORMAT,
         "format_version": FORMAT_VERSION,
         "default": k,
-        "heads": dict(sorted(heads.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)),
+        "heads": dict(sorted(heads.items(), key=lambda kv: int(kv[0]) if _is_count(kv[0]) else 0)),
     }
     write_json(folder / DISTILLED, index)
     return path
@@ -171,7 +173,7 @@ def load_distilled(folder: str | Path, k: int | None, head: torch.nn.Module) -> 
         raise ModelFileError(
             f"{folder} has no distilled head; make one with `stardiff distill {folder} --steps 4`"
         )
-    have = sorted(int(x) for x in index["heads"] if str(x).isdigit())
+    have = sorted(int(x) for x in index["heads"] if _is_count(x))
     key = str(index.get("default") if k is None else int(k))
     entry = index["heads"].get(key)
     if not isinstance(entry, dict):
@@ -194,3 +196,9 @@ def load_distilled(folder: str | Path, k: int | None, head: torch.nn.Module) -> 
         )
     load_weights(path, head)
     return entry
+
+
+def _is_count(key) -> bool:
+    """Whether an index key is a step count written in ASCII digits (``"²".isdigit()`` is
+    true, yet ``int("²")`` fails)."""
+    return str(key).isascii() and str(key).isdigit()

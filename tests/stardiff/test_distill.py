@@ -9,6 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import stardiff
 from stardiff import persist
@@ -22,6 +24,7 @@ from stardiff.model import (
     teacher_states,
 )
 from stardiff.model.samplers import distilled, lambda_indices
+from stardiff.persist.distilled import DISTILLED_FORMAT
 from stardiff.train import distill, fit
 from tests.stardiff.conftest import bimodal_table, make_recipe
 
@@ -217,3 +220,36 @@ def test_cli_distill_and_sample(trained, tmp_path, capsys):
     assert main([*argv, "--sampler", "distilled", "--out", str(f)]) == 0
     assert main(["distill", str(bare), "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    index=_JSON
+    | st.fixed_dictionaries(
+        {
+            "format": st.just(DISTILLED_FORMAT),
+            "heads": st.dictionaries(st.text(max_size=3), _JSON),
+        }
+    ),
+    k=st.none() | st.integers(1, 9),
+)
+@example(index={"format": "stardiff-distilled", "heads": {"²": {}}}, k=3)
+@example(index=[], k=None)
+def test_any_damaged_index_is_refused_in_one_line(tmp_path, index, k):
+    """Whatever distilled.json holds (a list, a number, keys such as "²" that ``isdigit`` takes
+    for a count), asking for a student is a one-line ModelFileError, never a traceback."""
+    (tmp_path / "distilled.json").write_text(json.dumps(index))
+    with pytest.raises(ModelFileError) as e:
+        persist.load_distilled(tmp_path, k, torch.nn.Linear(1, 1))
+    assert "\n" not in str(e.value)

@@ -7,8 +7,11 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks import real_stars as rs
+from stardiff.model.samplers import SAMPLERS
 
 
 def _table(path, n=360, seed=0):
@@ -84,3 +87,20 @@ def test_a_recipes_label_keys_carry_over_to_this_tables_names(tmp_path):
     assert model == {"dim": 16} and "threads" not in train and "epochs" not in train
     assert train["request_weights"] == {"teff": 32, "fe_h": 8, "alpha_m": 8}
     assert transforms == {"logg": "asinh"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.one_of(st.sampled_from(SAMPLERS), st.text(max_size=8)),
+    steps=st.one_of(st.none(), st.text(max_size=4), st.integers(-3, 500).map(str)),
+)
+def test_any_also_sampler_spec_is_parsed_or_refused_in_one_line(name, steps):
+    spec = name if steps is None else f"{name}:{steps}"
+    valid_steps = not steps or (steps.isascii() and steps.isdigit() and int(steps) > 0)
+    if name in SAMPLERS and ":" not in name and valid_steps:
+        assert rs._sampler_spec(spec) == (name, int(steps) if steps else None)
+        return
+    with pytest.raises(SystemExit) as e:
+        rs._sampler_spec(spec)
+    text = str(e.value)
+    assert text.startswith(f"real_stars: --also-sampler {spec!r}") and "\n" not in text
