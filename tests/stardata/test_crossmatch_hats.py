@@ -480,3 +480,23 @@ def test_write_hats_names_an_unreadable_input(tmp_path):
     with pytest.raises(ValueError, match=r"t\.parquet is not a readable Parquet file"):
         write_hats(tmp_path / "t.parquet", tmp_path / "h")
     assert not (tmp_path / "h").exists()
+
+
+def test_hats_kernels_are_compiled_once_not_in_every_process():
+    """hats' numba kernels (~9 s to compile on a 2-core CPU) go to numba's on-disk cache once
+    the toolkit has loaded hats, so a new process or Dask worker loads them instead."""
+    import hats.pixel_tree.moc_filter
+    import hats.pixel_tree.pixel_alignment
+    from numba.core.dispatcher import Dispatcher
+
+    from stardata.hats import require_hats
+
+    require_hats()
+    kernels = [
+        kernel
+        for module in (hats.pixel_tree.pixel_alignment, hats.pixel_tree.moc_filter)
+        for kernel in vars(module).values()
+        if isinstance(kernel, Dispatcher)
+    ]
+    assert len(kernels) >= 5
+    assert all(kernel.stats.cache_path is not None for kernel in kernels)
