@@ -8,8 +8,9 @@ and this checkout's (``--command``, default the README's ``python -m pytest -q -
 alternately, each in its own checkout with ``PYTHONPATH`` pointing there, and prints one JSON
 line per run: the wall time, the counts pytest reports, and the load average before and after
 (other jobs on the machine move the times). ``--cold`` gives every run an empty
-``TORCHINDUCTOR_CACHE_DIR`` (as on a fresh CI machine: the ``torch.compile`` tests then compile
-from scratch); without it both share the user's inductor cache, warm after the first run.
+``TORCHINDUCTOR_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` (as on a fresh CI machine: the
+``torch.compile`` tests compile from scratch, and so do hats' numba kernels); without it both
+share the user's caches, warm after the first run.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ def _cpu() -> str:
 def run(checkout: Path, command: str, label: str, cold: bool) -> dict:
     """One run of ``command`` in ``checkout``; its wall time and pytest's counts."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
+    with (
+        tempfile.TemporaryDirectory(prefix="inductor-") as cache,
+        tempfile.TemporaryDirectory(prefix="numba-") as numba_cache,
+    ):
         if cold:
             env["TORCHINDUCTOR_CACHE_DIR"] = cache
+            env["NUMBA_CACHE_DIR"] = numba_cache
         args = shlex.split(command)
         if args[0] == "python":
             args[0] = sys.executable  # this interpreter (its virtual environment)
@@ -79,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="this checkout")
     p.add_argument("--command", default="python -m pytest -q -n auto")
     p.add_argument("--repeat", type=int, default=1, help="pairs of runs")
-    p.add_argument("--cold", action="store_true", help="an empty inductor cache for every run")
+    p.add_argument(
+        "--cold", action="store_true", help="empty inductor and numba caches for every run"
+    )
     a = p.parse_args(argv)
     for _ in range(a.repeat):
         for checkout, command, label in (

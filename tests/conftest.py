@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 #: Session fixtures too costly to build once per worker: the tests that take one run in one
-#: worker (``bimodal_model`` trains for 60 epochs, ~30 s on one core).
+#: worker (``bimodal_model`` trains for 40 epochs, ~13 s on one core).
 SHARED = ("bimodal_model",)
 #: Tests that run long by themselves (they compile with inductor, ~60 s without a warm
 #: cache, or start process groups): scheduled first.

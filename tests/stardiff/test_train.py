@@ -164,9 +164,11 @@ def test_noise_draws_share_one_encoding(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals of inductor
 def test_compiled_training_matches_eager_on_cpu(tmp_path):
     """train.compile = true runs on CPU (inductor) and trains the same model as eager
-    (dropout off: compiled dropout draws its masks from another generator)."""
+    (dropout off: compiled dropout draws its masks from another generator). Two encoder
+    layers, so that both kinds of block compile (the last computes the requests' queries
+    only); benchmarks/gpu.sh's CPU check compiles one, with dropout."""
     table = pl.DataFrame({f"c{i}": np.random.default_rng(i).normal(size=256) for i in range(3)})
-    tiny = {"dim": 8, "n_heads": 2, "ff_dim": 16, "n_layers": 1, "head_width": 8, "steps": 10}
+    tiny = {"dim": 8, "n_heads": 2, "ff_dim": 16, "n_layers": 2, "head_width": 8, "steps": 10}
     models = []
     for compiled in (False, True):
         out = tmp_path / f"compile_{compiled}"
