@@ -6,9 +6,7 @@
 
 ``paper`` is the paper's configuration (118 columns, D=192, 24 heads, ff 2048, head
 512 × 5, 120 steps, context 64, batch 1024) on ``synthetic_stars`` with 118 columns;
-``small`` is a reduced configuration for a quick CPU check of the same code path (one encoder
-layer: inductor compiles each layer's kernels anew, ~9 s a layer on a 2-core CPU; the
-2-layer compile is checked against eager in ``tests/stardiff/test_train.py``).
+``small`` is a reduced configuration for a quick CPU check of the same code path.
 The keys of the printed record are stable so that results compare across commits.
 ``--distilled K,...`` also times ``sampler="distilled"`` with students of ``K`` steps, side by
 side with the others in the same run: each is distilled from the benchmark's own (barely
@@ -56,7 +54,7 @@ CONFIGS = {
             "dim": 64,
             "n_heads": 8,
             "ff_dim": 256,
-            "n_layers": 1,
+            "n_layers": 2,
             "head_width": 128,
             "head_layers": 3,
             "steps": 50,

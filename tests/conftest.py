@@ -22,8 +22,8 @@ import pytest
 #: Session fixtures too costly to build once per worker: the tests that take one run in one
 #: worker (``bimodal_model`` trains for 40 epochs, ~13 s on one core).
 SHARED = ("bimodal_model",)
-#: Tests that run long by themselves (they compile with inductor, ~60 s without a warm
-#: cache, or start process groups): scheduled first.
+#: Tests that run long by themselves (one compiles with inductor, ~30 s without a warm cache;
+#: the others start processes): scheduled first.
 SLOW = (
     "tests/stardiff/test_gpu_script.py::test_gpu_script_runs_on_cpu_and_prints_a_record",
     "tests/stardiff/test_train.py::test_compiled_training_matches_eager_on_cpu",
