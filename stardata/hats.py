@@ -49,7 +49,7 @@ def _cache_compiled_kernels() -> None:
     """Keep ``hats``' numba kernels compiled on disk, as ``@njit(cache=True)`` would.
 
     ``hats`` compiles its pixel-alignment kernels on first use in every process (~9 s on a
-    2-core CPU, in each fresh Python and each Dask worker alike) and does not cache them.
+    2-core CPU) and does not cache them.
     numba's own cache (beside the module, or in the user's cache folder where that is not
     writable; keyed by the source file, so an upgrade recompiles) makes it a one-time cost:
     a crossmatch against a HATS reference in a new process takes ~1.8 s instead of ~10 s.
