@@ -135,8 +135,10 @@ def exact_draw(synth, seed: int) -> Draw:
     return draw
 
 
-def model_draw(model, columns: list[str], seed: int, sampler: str | None, steps) -> Draw:
-    """A trained DensityModel as a ``Draw`` (one call per requested column)."""
+def model_draw(
+    model, columns: list[str], seed: int, sampler: str | None, steps, eta: float = 0.0
+) -> Draw:
+    """A trained DensityModel as a ``Draw`` (one call per requested column; ``eta``: ddim's)."""
 
     def draw(given, req, n):
         out = np.empty((req.size, n))
@@ -144,6 +146,8 @@ def model_draw(model, columns: list[str], seed: int, sampler: str | None, steps)
             sel = req == j
             g = {c: given[sel, k] for k, c in enumerate(columns)}
             how = {"seed": seed + int(j), "sampler": sampler, "steps": steps}
+            if eta:
+                how["eta"] = eta
             out[sel] = model.sample(g, columns[j], n, **how)
         return out
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.real_stars [--minutes 20] [--threads 2] [--table PATH]
                                     [--recipe recipes/xp_apogee_cpu.toml] [KEY=VALUE ...]
-                                    [--sampler NAME [--steps K]] [--also-sampler NAME[:K] ...]
+                                    [--sampler NAME [--steps K]] [--also-sampler NAME[:K[:ETA]] ...]
 
 The table (default ``../shared/data/real_stars/apogee_xp_stars.parquet`` beside the checkout):
 real APOGEE DR17 stars with their Gaia XP sampled spectra (57 bins), colours, G and four
@@ -21,7 +21,8 @@ same rows: kNN (k = 50, no learning) and one conditional spline flow per label (
 - draws per second and the epochs reached.
 
 ``--also-sampler`` scores the same trained model with further samplers (``model:NAME[:K]``
-beside ``model``), so that a sampler's effect is measured without training twice.
+beside ``model``; ``ddim:K:ETA`` for a stochastic DDIM), so that a sampler's effect is
+measured without training twice.
 
 Prints a table, appends a JSON record to ``--record`` (default
 ``benchmarks/results/real-stars-cpu-DATE.jsonl``) and, with ``--figures DIR``, draws the
@@ -241,8 +242,9 @@ def main(argv=None) -> int:
         "--also-sampler",
         action="append",
         default=[],
-        metavar="NAME[:STEPS]",
-        help="score the same model with this sampler too (e.g. ancestral, dpm2:50; repeatable)",
+        metavar="NAME[:STEPS[:ETA]]",
+        help="score the same model with this sampler too (e.g. ancestral, dpm2:50, ddim:40:1;"
+        " repeatable)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="a name for the record (e.g. the variant)")
@@ -284,8 +286,8 @@ def main(argv=None) -> int:
         "model": ft.model_draw(model, cols, a.seed, a.sampler, a.steps),
         "knn": knn_draw(train, k=50, seed=a.seed),
     }
-    for spec, (name, steps) in zip(a.also_sampler, also, strict=True):
-        draws[f"model:{spec}"] = ft.model_draw(model, cols, a.seed, name, steps)
+    for spec, (name, steps, eta) in zip(a.also_sampler, also, strict=True):
+        draws[f"model:{spec}"] = ft.model_draw(model, cols, a.seed, name, steps, eta)
     if not a.no_flow:
         rec["flows"], flow_draws = _flows(train, cols, fams, a)
         draws |= {f"flow:{c}": d for c, d in flow_draws.items()}
@@ -313,18 +315,33 @@ def main(argv=None) -> int:
     return 0
 
 
-def _sampler_spec(spec: str) -> tuple[str, int | None]:
-    """``NAME[:STEPS]`` of ``--also-sampler`` as (name, steps), or a one-line refusal."""
+def _sampler_spec(spec: str) -> tuple[str, int | None, float]:
+    """``NAME[:STEPS[:ETA]]`` of ``--also-sampler`` as (name, steps, eta), or a one-line
+    refusal (ETA, in (0, 1], is the noise of the ``ddim`` sampler only)."""
     from stardiff.model.samplers import SAMPLERS
 
-    name, _, steps = spec.partition(":")
+    def refuse(why: str):
+        raise SystemExit(f"real_stars: --also-sampler {spec!r}: {why}")
+
+    name, _, rest = spec.partition(":")
+    steps, _, eta = rest.partition(":")
     if name not in SAMPLERS:
-        raise SystemExit(
-            f"real_stars: --also-sampler {spec!r}: no sampler {name!r} ({', '.join(SAMPLERS)})"
-        )
+        refuse(f"no sampler {name!r} ({', '.join(SAMPLERS)})")
     if steps and not (steps.isascii() and steps.isdigit() and int(steps) > 0):
-        raise SystemExit(f"real_stars: --also-sampler {spec!r}: steps must be a positive integer")
-    return name, int(steps) if steps else None
+        refuse("steps must be a positive integer")
+    if eta:
+        if name != "ddim":
+            refuse(f"eta applies to the ddim sampler only, not {name!r}")
+        try:
+            value = float(eta)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= 1:
+            refuse("eta must be a number in (0, 1]")
+        return name, int(steps) if steps else None, value
+    if ":" in rest:
+        refuse("eta must be a number in (0, 1]")
+    return name, int(steps) if steps else None, 0.0
 
 
 def table(rec: dict) -> str:

@@ -35,7 +35,7 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16"]
     args += ["--threads", "1", "--record", str(record), "--quiet", "--figures", str(tmp_path)]
     args += ['train.request_weights={"teff": 4.0}', "train.all_inputs=0.25"]
-    args += ["model.periodic_features=4", "--also-sampler", "dpm2:4"]
+    args += ["model.periodic_features=4", "--also-sampler", "dpm2:4", "--also-sampler", "ddim:4:1"]
     try:
         import zuko  # noqa: F401
 
@@ -54,6 +54,7 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
     assert set(rec["unconditional_w1"]["model:dpm2:4"]) == set(rs.UNCONDITIONAL)
     assert rec["results"]["logg | teff"]["model:dpm2:4"]["n"] == 12
+    assert rec["results"]["logg | teff"]["model:ddim:4:1"]["n"] == 12
     assert rec["model"]["epochs"] == 1
     assert (tmp_path / "real_stars_kiel.png").stat().st_size > 0
 
@@ -68,6 +69,8 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
         (["--table", "missing.parquet"], "no table at missing.parquet"),
         (["--also-sampler", "euler"], "no sampler 'euler'"),
         (["--also-sampler", "dpm2:0"], "steps must be a positive integer"),
+        (["--also-sampler", "dpm2:20:1"], "eta applies to the ddim sampler only"),
+        (["--also-sampler", "ddim:20:2"], "eta must be a number in (0, 1]"),
     ],
 )
 def test_refusals_are_one_line(args, message, capsys):
@@ -89,16 +92,26 @@ def test_a_recipes_label_keys_carry_over_to_this_tables_names(tmp_path):
     assert transforms == {"logg": "asinh"}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     name=st.one_of(st.sampled_from(SAMPLERS), st.text(max_size=8)),
     steps=st.one_of(st.none(), st.text(max_size=4), st.integers(-3, 500).map(str)),
+    eta=st.one_of(
+        st.none(), st.text(max_size=4), st.floats(-1, 2).map(str), st.sampled_from(["1", "0"])
+    ),
 )
-def test_any_also_sampler_spec_is_parsed_or_refused_in_one_line(name, steps):
+def test_any_also_sampler_spec_is_parsed_or_refused_in_one_line(name, steps, eta):
     spec = name if steps is None else f"{name}:{steps}"
-    valid_steps = not steps or (steps.isascii() and steps.isdigit() and int(steps) > 0)
-    if name in SAMPLERS and ":" not in name and valid_steps:
-        assert rs._sampler_spec(spec) == (name, int(steps) if steps else None)
+    if eta is not None:
+        spec = f"{name}:{steps or ''}:{eta}"
+    steps_ok = not steps or (steps.isascii() and steps.isdigit() and int(steps) > 0)
+    try:
+        eta_value = float(eta) if eta else 0.0
+    except ValueError:
+        eta_value = float("nan")
+    eta_ok = eta is None or (name == "ddim" and 0 < eta_value <= 1)  # "a:1:" is refused
+    if name in SAMPLERS and ":" not in name and steps_ok and eta_ok:
+        assert rs._sampler_spec(spec) == (name, int(steps) if steps else None, eta_value)
         return
     with pytest.raises(SystemExit) as e:
         rs._sampler_spec(spec)
