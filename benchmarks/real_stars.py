@@ -125,7 +125,7 @@ def _parse_overrides(items: list[str]) -> dict[str, dict]:
                 "real_stars: expected data.KEY=VALUE, model.KEY=VALUE, train.KEY=VALUE or "
                 f"transforms.COLUMN={'|'.join(TRANSFORMS)}, got {item!r}"
             )
-        out[section][name] = json.loads(value) if value[:1] in "[{" else _scalar(value)
+        out[section][name] = json.loads(value) if value[:1] in '[{"' else _scalar(value)
     return out
 
 
@@ -208,6 +208,28 @@ def _flows(train, cols, fams, a) -> tuple[dict, dict]:
     return facts, draws
 
 
+class _WithErrors:
+    """A model draw that also gives each given value's error (the test rows' ``rows``)."""
+
+    def __init__(self, model, cols, sig, seed, sampler, steps, eta):
+        self.model, self.cols, self.sig, self.rows, self.seed = model, cols, sig, None, seed
+        self.how = {"sampler": sampler, "steps": steps} | ({"eta": eta} if eta else {})
+
+    def __call__(self, given, req, n):
+        rows = self.rows
+        if rows is None or len(rows) != req.size:  # unconditional: no given value, no error
+            rows = np.zeros(req.size, dtype=int)
+        out = np.empty((req.size, n))
+        for j in np.unique(req):
+            sel = req == j
+            g = {c: given[sel, k] for k, c in enumerate(self.cols)}
+            e = {c: self.sig[rows[sel], k] for k, c in enumerate(self.cols)}
+            out[sel] = self.model.sample(
+                g, self.cols[j], n, seed=self.seed + int(j), errors=e, **self.how
+            )
+        return out
+
+
 def score(train, test, cols, fams, draws: dict, a) -> dict:
     """{family: {method: scores}} for every family each method can answer."""
     std = np.nanstd(train, axis=0)
@@ -217,6 +239,8 @@ def score(train, test, cols, fams, draws: dict, a) -> dict:
             if method.startswith("flow:") and name != f"{method[5:]} | non-labels":
                 continue  # a flow answers its own label only
             label = "flow" if method.startswith("flow:") else method
+            if isinstance(draw, _WithErrors):
+                draw.rows = task[0]
             results.setdefault(name, {})[label] = ft.score_observed(
                 test, task, std, draw, a.draws, a.seed
             )
@@ -267,7 +291,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     train_t, test_t = read_table(a.table, a.rows)
     cols = list(COLUMNS)
-    train, test = (t.to_numpy().astype(np.float64) for t in (train_t, test_t))
+    template = kv["data"].get("errors", "")
+    if template:  # the table's error columns travel with the training rows (probe)
+        import polars as pl
+
+        full = pl.read_parquet(a.table)
+        if a.rows:
+            full = full.head(a.rows)
+        ecols = [template.format(c) for c in COLUMNS if template.format(c) in full.columns]
+        parts = {s: full.filter(pl.col("split") == s) for s in ("train", "test")}
+        train_t = parts["train"].select([*COLUMNS, *ecols])
+        test_sig = np.full((parts["test"].height, len(COLUMNS)), np.nan)
+        for k, c in enumerate(COLUMNS):
+            if template.format(c) in ecols:
+                test_sig[:, k] = parts["test"][template.format(c)].to_numpy()
+        test_t = parts["test"].select(COLUMNS)
+    train, test = (t.select(COLUMNS).to_numpy().astype(np.float64) for t in (train_t, test_t))
     fams = ft.families(test, cols, a.tasks, a.seed + 1, labels=LABELS)
     fams |= kiel_families(test, cols, a.tasks, a.seed + 2)
     rec = {"what": "benchmarks.real_stars", "tag": a.tag, "minutes": a.minutes, "epochs": a.epochs}
@@ -288,6 +327,10 @@ def main(argv=None) -> int:
     }
     for spec, (name, steps, eta) in zip(a.also_sampler, also, strict=True):
         draws[f"model:{spec}"] = ft.model_draw(model, cols, a.seed, name, steps, eta)
+    if template:
+        draws["model"] = _WithErrors(model, cols, test_sig, a.seed, a.sampler, a.steps, 0.0)
+        for spec, (name, steps, eta) in zip(a.also_sampler, also, strict=True):
+            draws[f"model:{spec}"] = _WithErrors(model, cols, test_sig, a.seed, name, steps, eta)
     if not a.no_flow:
         rec["flows"], flow_draws = _flows(train, cols, fams, a)
         draws |= {f"flow:{c}": d for c, d in flow_draws.items()}

@@ -80,6 +80,7 @@ RANGES = {
     "train.few_input_requests": Range(0.0, 1.0),
     "train.step_power": Range(0.0, 100.0, lo_open=True),
     "train.all_inputs": Range(0.0, 1.0),
+    "train.error_dropout": Range(0.0, 1.0),
     "evaluate.samples": _int(1, 10**7),
     "evaluate.rows_per_panel": _int(1, 10**7),
     "evaluate.rows": _int(1, 10**7),
@@ -97,6 +98,7 @@ class DataSection:
     validation_fraction: float = 0.1
     split_seed: int = 0
     split_column: str = ""  # use a table column of "train"/"validation"/"test" labels instead
+    errors: str = ""  # each column's error column, e.g. "{}_err" (empty: errors not used)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ class TrainSection:
     # column (or glob) -> weight of being requested; 1 for the others (labels first)
     request_weights: dict[str, float] = field(default_factory=dict)
     all_inputs: float = 0.0  # share of rows given every available input (the label task)
+    error_dropout: float = 0.1  # share of input errors hidden in training (data.errors)
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,12 @@ def _check_semantics(r: Recipe, where: str) -> None:
     if r.train.warmup and not r.train.time_budget:
         raise RecipeError(f"{where}: 'train.warmup' needs 'train.time_budget' (minutes)")
     _check_requests(r, where)
+    e = r.data.errors
+    if e and (e.count("{}") != 1 or "{" in e.replace("{}", "") or "}" in e.replace("{}", "")):
+        raise RecipeError(
+            f"{where}: 'data.errors' = {e!r} must name each column's error column with one "
+            "'{}' for the column, e.g. \"{}_err\""
+        )
     for col, w in r.train.request_weights.items():
         if not 0 < w < math.inf:
             raise RecipeError(

@@ -16,7 +16,7 @@ from stardata.tables import read_rows
 from stardata.tables import table_columns as stardata_table_columns
 from stardiff.errors import InputTypeError, warn_infinite
 
-__all__ = ["Table", "read_table", "table_columns", "split_rows"]
+__all__ = ["Table", "read_table", "read_errors", "table_columns", "split_rows"]
 
 
 @dataclass
@@ -179,6 +179,34 @@ def _read_h5(path: Path, columns, split_column):
         )
     idx = vocab.ids(names) - 1
     return Table(names, values[:, idx], extra.get(split_column) if split_column else None)
+
+
+def read_errors(path: str | Path, names: list[str], template: str):
+    """The measurement errors of columns ``names``: ``(sigmas (N, V), {column: error column})``.
+
+    Each column's error column is ``template.format(column)`` (``data.errors``); columns
+    without one have NaN errors. ``stardata``'s ``tokens.h5`` holds every column's error
+    beside its value, read for every column whatever the template.
+    """
+    from stardiff.uncertainty import error_columns
+
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        from stardata.tokens import read_tokens_h5
+
+        tokens, _, errors, vocab, _ = read_tokens_h5(path, extra=[])
+        errors = np.where(tokens > 0, errors.astype(np.float64), np.nan)
+        idx = vocab.ids(names) - 1
+        return errors[:, idx], {c: template.format(c) for c in names}
+    cols = error_columns(template, names, table_columns(path))
+    sig = np.full((0, len(names)), np.nan)
+    if cols:
+        t = read_table(path, list(cols.values()))
+        sig = np.full((len(t.values), len(names)), np.nan)
+        for j, c in enumerate(names):
+            if c in cols:
+                sig[:, j] = t.values[:, t.names.index(cols[c])]
+    return sig, cols
 
 
 def split_rows(

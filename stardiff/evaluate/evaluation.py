@@ -276,8 +276,9 @@ def _sample(model, data: EvalData, picked, given: np.ndarray, request: str, n: i
     """Draws given rows ``picked`` of ``data``; an error names those rows as the table does."""
     from stardiff.errors import GivenValueError
 
+    errors = None if data.sigmas is None else _given(model, data.sigmas[picked])
     try:
-        return model.sample(_given(model, given), request, n, seed=seed)
+        return model.sample(_given(model, given), request, n, seed=seed, errors=errors)
     except GivenValueError as e:
         index = np.arange(len(data.values)) if data.index is None else data.index
         raise e.mapped([int(index[picked[r]]) for r in e.rows], data.name) from None

@@ -34,11 +34,12 @@ class EvalData:
     table_columns: list[str]  # every column of the file (but a split column)
     rows: dict = field(default_factory=dict)  # how the rows were split ("by") and counts
     index: np.ndarray | None = None  # each row's number in the table (errors name it)
+    sigmas: np.ndarray | None = None  # (N, V) measurement errors, for a model that reads them
 
 
 def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) -> EvalData:
     """Read ``table``, keep the model's columns and the rows of ``split``."""
-    from stardiff.tables import read_table, table_columns
+    from stardiff.tables import read_errors, read_table, table_columns
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
@@ -49,7 +50,11 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
     use = [c for c in names if c in model.columns]
     if not use:
         raise ValueError(f"{path.name}: no column of the model ({', '.join(model.columns)})")
-    ignored = [c for c in names if c not in model.columns]
+    features = getattr(model, "error_features", None)
+    errs = set()
+    if features is not None:
+        errs = {features.template.format(c) for c in model.columns}
+    ignored = [c for c in names if c not in model.columns and c not in errs]
     if ignored:  # said, never silent; a model column with a bad cell is an error below
         warnings.warn(
             f"{path.name}: scoring with columns {', '.join(use)}; ignored (not model "
@@ -87,7 +92,13 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         std = np.nanstd(values[std_rows], axis=0)
     std = np.where(np.isfinite(std) & (std > 0), std, np.nan)
-    return EvalData(path.name, tuple(model.columns), values[sel], std, used, names, rows, sel)
+    sigmas = None
+    if features is not None:
+        sigmas = read_errors(path, list(model.columns), features.template)[0]
+        sigmas = sigmas[sel] if len(sigmas) else None
+    return EvalData(
+        path.name, tuple(model.columns), values[sel], std, used, names, rows, sel, sigmas
+    )
 
 
 def _near_training(model, z: np.ndarray, name: str) -> int | None:

@@ -32,6 +32,7 @@ from stardiff.model import (
     solve,
 )
 from stardiff.transforms import Preprocessor
+from stardiff.uncertainty import ErrorFeatures
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "DensityModel", "load"]
 
@@ -53,7 +54,9 @@ class DensityModel:
         Recipe and training summary, kept in ``config.json``.
     """
 
-    def __init__(self, network, preprocessor, requestable: Sequence[str], meta=None):
+    def __init__(
+        self, network, preprocessor, requestable: Sequence[str], meta=None, error_features=None
+    ):
         self.network = network.eval()
         self.pre = preprocessor
         self.requestable = list(requestable)
@@ -69,6 +72,10 @@ class DensityModel:
         #: on first use (:meth:`student`), or put here by :func:`stardiff.train.distill`.
         self.students: dict[int, DistilledHead] = {}
         self.default_student: int | None = None  # K of sampler="distilled" without steps
+        #: How the inputs' measurement errors are read (``data.errors``), or None
+        self.error_features: ErrorFeatures | None = error_features
+        if bool(error_features) != network.config.input_errors:
+            raise ValueError("a network with input errors needs its error features, and only it")
 
     # ------------------------------------------------------------------ properties
     @property
@@ -128,6 +135,7 @@ class DensityModel:
             },
             "requestable": self.requestable,
             **self.pre.to_dict(),
+            **({"errors": self.error_features.to_dict()} if self.error_features else {}),
             **self.meta,
         }
 
@@ -165,6 +173,14 @@ class DensityModel:
             requestable = [str(c) for c in cfg["requestable"]]
             for c in requestable:
                 pre.vocab.id(c)
+            errors = ErrorFeatures.from_dict(cfg["errors"]) if "errors" in cfg else None
+            model = cls(
+                net,
+                pre,
+                requestable,
+                {k: cfg[k] for k in ("recipe", "training") if k in cfg},
+                errors,
+            )
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
             raise ModelFileError(
                 f"{path}: not a valid model config ({type(e).__name__}: {e}); "
@@ -172,8 +188,7 @@ class DensityModel:
             ) from None
         persist.load_weights(folder / persist.WEIGHTS, net)
         persist.check_pair(folder)  # the config the weights were saved with, not another
-        meta = {k: cfg[k] for k in ("recipe", "training") if k in cfg}
-        model = cls(net, pre, requestable, meta).to(dev)
+        model = model.to(dev)
         model.folder = folder
         return model
 
@@ -239,9 +254,18 @@ class DensityModel:
 
     # ------------------------------------------------------------------ sampling core
     def _encode_inputs(self, z: np.ndarray, width: int | None = None):
-        """Standardized (R, V) with NaN → padded tokens/values tensors of the present ones
-        (``width`` token positions; by default the most values present in a row)."""
-        return encode_inputs(z, self.device, width)
+        """Standardized (R, V) with NaN → padded tokens/values/errors tensors of the present
+        ones (``width`` token positions; by default the most values present in a row).
+
+        ``z`` may be (R, 2V): the values, then their error features (errors None without)."""
+        V = len(self.columns)
+        zv, ez = (z[:, :V], z[:, V:]) if z.shape[1] == 2 * V else (z, None)
+        tokens, values = encode_inputs(zv, self.device, width)
+        if ez is None:
+            return tokens, values, None
+        order = (tokens - 1).clamp(min=0).cpu().numpy()
+        errs = np.where(tokens.cpu().numpy() > 0, np.take_along_axis(ez, order, axis=1), np.nan)
+        return tokens, values, torch.as_tensor(errs, dtype=torch.float32, device=self.device)
 
     def _scores(self) -> bool:
         """Whether this device's attention kernel writes the full score matrices."""
@@ -291,13 +315,13 @@ class DensityModel:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16())
 
-    def _condition(self, tokens, values, column: int, how=None) -> list[torch.Tensor]:
+    def _condition(self, tokens, values, errors, column: int, how=None) -> list[torch.Tensor]:
         """The head's condition projections of rows asking for ``column``, (R, 1, width);
         the distilled head's when the resolved sampler ``how`` is ``"distilled"``."""
         net = self.network
         head = net.head if how is None or how[0] != "distilled" else self._student(how).head
         req = torch.full((tokens.shape[0],), column + 1, device=self.device)
-        cond = head.project_condition(net.condition(tokens, values, req))
+        cond = head.project_condition(net.condition(tokens, values, req, None, errors))
         return [c.unsqueeze(1) for c in cond]  # broadcast over draws, never repeated
 
     def _conditions(
@@ -321,7 +345,7 @@ class DensityModel:
     def _sample_chunks(self, z: np.ndarray, column: int, n: int, seed: int, how) -> np.ndarray:
         R = z.shape[0]
         out = np.empty((R, n), dtype=np.float64)
-        width = input_width(z)  # every chunk is encoded with the same token positions
+        width = input_width(z[:, : len(self.columns)])  # every chunk: the same positions
         plan = self._sample_plan(R, width, n)
         for r0 in range(0, R, plan.rows):
             rows = slice(r0, min(R, r0 + plan.rows))
@@ -386,6 +410,7 @@ class DensityModel:
         sampler: str | None = None,
         steps: int | None = None,
         eta: float = 0.0,
+        errors=None,
     ):
         """Draw ``n`` samples of each requested column's 1-D density given each row.
 
@@ -412,6 +437,11 @@ class DensityModel:
         eta : float
             Noise of the DDIM sampler, 0 to 1 (0 = deterministic, 1 = as much as the
             ancestral chain).
+        errors : mapping, DataFrame or Arrow table, optional
+            Measurement errors of the given values, by column, in physical units (the rows
+            of ``given``), for a model trained with ``data.errors``; a value without one
+            (missing, NaN or <= 0) has "error not known". Refused by a model trained
+            without errors.
 
         Returns
         -------
@@ -423,6 +453,20 @@ class DensityModel:
         n = _count(n, "n")
         phys, one_row = self.given_matrix(given)
         z, far = self._encode_given(phys)
+        if errors is not None:
+            if self.error_features is None:
+                raise ValueError(
+                    "this model was trained without input errors (recipe key data.errors); "
+                    "give values only"
+                )
+            sig, _ = self.given_matrix(errors)
+            if sig.shape[0] != phys.shape[0]:
+                raise ValueError(
+                    f"errors has {sig.shape[0]} row(s), given has {phys.shape[0]}: one error "
+                    "row for each given row"
+                )
+            ez = self.error_features.encode(self.pre, phys, sig)
+            z = np.concatenate([z, ez], axis=1)
         seed, how = self._seed(seed), self._how(sampler, steps, eta)
         out = {}
         for name in names:

@@ -122,10 +122,10 @@ def _chunk(parts: ChainParts, zr, cols, rows: slice, draws: slice, seed: int, ho
             b = min(chains, a + plan.encode)
             chain = zr[np.arange(a, b) // nd]  # the given values ride along every chain
             chain[:, cols[:k]] = drawn[a:b, :k]
-            tokens, values = parts.encode(chain)
+            encoded = parts.encode(chain)
             del chain
-            cond = parts.condition(tokens, values, j, how)
-            del tokens, values
+            cond = parts.condition(*encoded, j, how)
+            del encoded
             noise = _ChainNoise(seed, j, rows, draws, a, b, dev)
             x = solve(parts.network, cond, noise, how, plan.tile, student)
             drawn[a:b, k] = x[:, 0].float().cpu().numpy()

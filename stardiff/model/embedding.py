@@ -34,7 +34,9 @@ class TokenEmbedding(nn.Module):
         Number ``K`` of periodic features per kind (``model.periodic_features``); 0 = none.
     """
 
-    def __init__(self, n_kinds: int, dim: int, shift: bool = False, periodic: int = 0):
+    def __init__(
+        self, n_kinds: int, dim: int, shift: bool = False, periodic: int = 0, errors: bool = False
+    ):
         super().__init__()
         self.weight = nn.Embedding(n_kinds + 1, dim)
         self.bias = nn.Embedding(n_kinds + 1, dim)
@@ -49,9 +51,20 @@ class TokenEmbedding(nn.Module):
             self.frequency = nn.Embedding(n_kinds + 1, periodic)
             nn.init.normal_(self.frequency.weight, std=1.0)
             self.periodic = nn.Linear(2 * periodic, dim)
+        self.error_weight = self.error_bias = None
+        if errors:
+            self.error_weight = nn.Embedding(n_kinds + 1, dim)
+            self.error_bias = nn.Embedding(n_kinds + 1, dim)
+            nn.init.normal_(self.error_weight.weight, std=1.0)
+            nn.init.normal_(self.error_bias.weight, std=0.02)
 
-    def forward(self, tokens: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Embed inputs: ``tokens`` (B, L) int, ``values`` (B, L) float → (B, L, D)."""
+    def forward(
+        self, tokens: torch.Tensor, values: torch.Tensor, errors: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Embed inputs: ``tokens`` (B, L) int, ``values`` (B, L) float → (B, L, D).
+
+        ``errors`` (B, L): each value's standardized log error (NaN = not known), for a
+        network built with ``errors``; adds ``GELU(e_x · E + f_x)`` where it is known."""
         pre = self.weight(tokens) * values.unsqueeze(-1)
         if self.shift is not None:
             pre = pre + self.shift(tokens)
@@ -59,6 +72,11 @@ class TokenEmbedding(nn.Module):
         if self.periodic is not None:
             angle = 2 * torch.pi * self.frequency(tokens) * values.unsqueeze(-1)
             out = out + F.relu(self.periodic(torch.cat([angle.sin(), angle.cos()], dim=-1)))
+        if self.error_weight is not None and errors is not None:
+            known = torch.isfinite(errors)
+            e = torch.where(known, errors, 0.0).unsqueeze(-1)
+            term = F.gelu(self.error_weight(tokens) * e + self.error_bias(tokens))
+            out = out + term * known.unsqueeze(-1).to(term.dtype)
         return out
 
     def request(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ class NetworkConfig:
     causal_inputs: bool = False  # input i attends to inputs 1..i only (needs isolated_requests)
     periodic_features: int = 0  # periodic value features per kind (0 = none)
     summary_width: int = 0  # hidden width of the summary token's MLP over all inputs (0 = none)
+    input_errors: bool = False  # inputs carry their measurement errors (data.errors)
 
     def to_dict(self) -> dict:
         """Every field by name, JSON-ready (``NetworkConfig(**c.to_dict()) == c``)."""
@@ -95,7 +96,11 @@ class DensityNetwork(nn.Module):
         self.config = config
         c = config
         self.embed = TokenEmbedding(
-            c.n_kinds, c.dim, shift=c.embedding_shift, periodic=c.periodic_features
+            c.n_kinds,
+            c.dim,
+            shift=c.embedding_shift,
+            periodic=c.periodic_features,
+            errors=c.input_errors,
         )
         self.encoder = Encoder(c.dim, c.n_heads, c.ff_dim, c.n_layers, c.dropout)
         self.summary = None
@@ -116,12 +121,13 @@ class DensityNetwork(nn.Module):
         values: torch.Tensor,
         request: torch.Tensor,
         seen: torch.Tensor | None = None,
+        errors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode ``tokens``/``values`` (B, L) for ``request`` (B,) → condition (B, D), or
         for ``k`` requests per row (B, k) → (B, k, D); ``seen`` (the shape of ``request``,
         with ``model.causal_inputs``): how many of the first inputs each request sees."""
         req = request if request.dim() == 2 else request[:, None]
-        inputs = self.embed(tokens, values)
+        inputs = self.embed(tokens, values, errors)
         if self.summary is not None:
             inputs = torch.cat([self.summary_token(tokens, values), inputs], dim=1)
             tokens = F.pad(tokens, (1, 0), value=1)  # the summary is always a real input
@@ -150,6 +156,7 @@ class DensityNetwork(nn.Module):
         t: torch.Tensor,
         noise: torch.Tensor,
         seen: torch.Tensor | None = None,
+        errors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean squared error of the predicted noise (the DDPM objective).
 
@@ -158,7 +165,7 @@ class DensityNetwork(nn.Module):
         of ``target``, or one more axis of M diffusion draws: the encoder runs once and its
         condition is broadcast over the draws. ``seen``: see :meth:`condition`.
         """
-        cond = self.head.project_condition(self.condition(tokens, values, request, seen))
+        cond = self.head.project_condition(self.condition(tokens, values, request, seen, errors))
         if t.dim() > target.dim():
             cond = [c.unsqueeze(-2) for c in cond]
             target = target.unsqueeze(-1)
@@ -171,9 +178,11 @@ class DensityNetwork(nn.Module):
         n = real.sum() * (err[0, 0].numel())
         return torch.where(real, err, 0.0).sum() / n.clamp(min=1)
 
-    def forward(self, tokens, values, request, target, t, noise, seen=None) -> torch.Tensor:
+    def forward(
+        self, tokens, values, request, target, t, noise, seen=None, errors=None
+    ) -> torch.Tensor:
         """The training loss (so that ``torch.compile(network)`` compiles the training step)."""
-        return self.loss(tokens, values, request, target, t, noise, seen)
+        return self.loss(tokens, values, request, target, t, noise, seen, errors)
 
     def n_parameters(self) -> int:
         """The number of trainable weights (those with ``requires_grad``)."""

@@ -30,7 +30,7 @@ from stardata.outpaths import input_overlap
 from stardiff.errors import PredictError
 from stardiff.model import ROW_BLOCK
 from stardiff.predict.statistics import draw_statistics, statistics_columns
-from stardiff.predict.windows import KEEP_BY_DEFAULT, check_counts, input_columns
+from stardiff.predict.windows import KEEP_BY_DEFAULT, check_counts, error_inputs, input_columns
 
 __all__ = ["DEFAULT_QUANTILES", "predict_catalog"]
 
@@ -65,9 +65,12 @@ def _partition_seed(seed: int, pixel) -> int:
     return int(state.generate_state(1, dtype=np.uint32)[0])
 
 
-def _frame_predictions(model, given: dict, request, n, quantiles, seed, sampler, steps) -> dict:
+def _frame_predictions(
+    model, given: dict, request, n, quantiles, seed, sampler, steps, errors=None
+) -> dict:
     """The same per-row statistics as ``stardiff predict`` writes, for one partition."""
-    draws = model.sample(given, list(request), n, seed=seed, sampler=sampler, steps=steps)
+    how = {"seed": seed, "sampler": sampler, "steps": steps, "errors": errors or None}
+    draws = model.sample(given, list(request), n, **how)
     rows = len(next(iter(given.values()))) if given else 1
     return draw_statistics(draws, request, rows, n, quantiles)
 
@@ -88,6 +91,7 @@ def _predict_partition(
     threads,
     sampler,
     steps,
+    error_columns=(),
 ):
     """The function mapped over partitions: keep columns + predictions, same index."""
     import pandas as pd
@@ -100,8 +104,9 @@ def _predict_partition(
         return out
     model = _worker_model(folder, device, threads, loader)
     given = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in given_columns}
+    errs = {c: frame[e].to_numpy(dtype=np.float64, na_value=np.nan) for c, e in error_columns}
     seed_p = _partition_seed(seed, pixel)
-    preds = _frame_predictions(model, given, request, n, quantiles, seed_p, sampler, steps)
+    preds = _frame_predictions(model, given, request, n, quantiles, seed_p, sampler, steps, errs)
     for c in names:
         out[c] = preds[c]
     return out
@@ -288,9 +293,10 @@ def predict_catalog(
             f"{catalog}: none of the model's columns besides the requested ones are in the "
             "catalogue"
         )
+    errs = error_inputs(model, list(cat.columns), used)
     cat = open_hats(
         source,
-        columns=list(dict.fromkeys([*keep, *used])),
+        columns=list(dict.fromkeys([*keep, *used, *errs.values()])),
         search_filter=search_filter,
         filters=[tuple(f) for f in filters] if filters else None,
     )
@@ -310,6 +316,7 @@ def predict_catalog(
         folder=str(folder),
         loader=type(model).load,
         given_columns=tuple(used),
+        error_columns=tuple(errs.items()),
         request=request,
         n=int(n),
         quantiles=tuple(float(q) for q in quantiles),

@@ -22,6 +22,7 @@ from stardiff.errors import PredictError
 from stardiff.predict.windows import (
     check_numeric,
     check_output,
+    error_inputs,
     plan,
     table_writer,
     window,
@@ -82,7 +83,9 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
 
     source, schema, n_rows = _open(path)
     given, keep = plan(model, schema.names, request, keep, str(path), opts["requested_as_inputs"])
-    check_numeric(schema, given, str(path))
+    opts = opts | {"errors": error_inputs(model, schema.names, given)}
+    errs = list(opts["errors"].values())
+    check_numeric(schema, given + errs, str(path))
     fmt = check_output(out, [path], keep, request, opts)
     if n_rows == 0:
         raise PredictError(f"{path}: table has no rows")
@@ -114,7 +117,7 @@ def predict_file(model, path: Path, request, out: Path, keep, chunk_rows: int, o
             start = min(done * chunk_rows, total)
             bar = tqdm(total=total, initial=start, desc="predict", unit="row")
         try:
-            for k, block in windows(source, given + keep, chunk_rows, done):
+            for k, block in windows(source, given + keep + errs, chunk_rows, done):
                 result = window(model, block, given, keep, request, k, opts)
                 write_parquet(_part(work, k), result, row_group_size=max(1, result.num_rows))
                 if bar is not None:

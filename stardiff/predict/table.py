@@ -27,6 +27,7 @@ from stardiff.predict.windows import (
     check_counts,
     check_numeric,
     check_output,
+    error_inputs,
     plan,
     table_writer,
     window,
@@ -119,11 +120,13 @@ def predict(
     given, keep = plan(
         model, arrow.column_names, request, keep, "table", opts["requested_as_inputs"]
     )
-    check_numeric(arrow.schema, given, "table")
+    opts["errors"] = error_inputs(model, arrow.column_names, given)
+    errs = list(opts["errors"].values())
+    check_numeric(arrow.schema, given + errs, "table")
     fmt = None if out is None else check_output(out, [], keep, request, opts)
     parts = [
         window(model, block, given, keep, request, k, opts)
-        for k, block in windows(arrow, given + keep, chunk_rows, 0)
+        for k, block in windows(arrow, given + keep + errs, chunk_rows, 0)
     ]
     result = pa.concat_tables(parts)
     if out is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "check_counts",
     "check_numeric",
     "check_output",
+    "error_inputs",
     "input_columns",
     "plan",
     "table_writer",
@@ -49,9 +50,20 @@ def input_columns(model_columns, names, request, requested_as_inputs: bool = Fal
     return [c for c in names if c in known and c not in skip]
 
 
+def error_inputs(model, names, given) -> dict[str, str]:
+    """{given column: its error column} for the error columns a table has, when the model
+    reads its inputs' errors (``data.errors``); {} otherwise."""
+    features = getattr(model, "error_features", None)
+    if features is None:
+        return {}
+    have = set(names)
+    named = {c: features.template.format(c) for c in given}
+    return {c: e for c, e in named.items() if e in have}
+
+
 def plan(model, names: list[str], request: list[str], keep, where: str, requested_as_inputs=False):
     """Given columns (:func:`input_columns`), kept columns; report the rest once."""
-    known = set(model.columns)
+    known = set(model.columns) | set(error_inputs(model, names, model.columns).values())
     given = input_columns(model.columns, names, request, requested_as_inputs)
     if keep is None:
         keep = [c for c in KEEP_BY_DEFAULT if c in names]
@@ -136,14 +148,14 @@ def window(model, block: pa.Table, given, keep, request, k: int, opts: dict) -> 
     n, seed, qs = opts["n"], opts["seed"], opts["quantiles"]
     offset, where = k * opts.get("chunk_rows", 0), opts.get("where", "table")
     values = {c: _given_column(block[c], c, where, offset) for c in given}
+    errs = {c: _given_column(block[e], e, where, offset) for c, e in opts.get("errors", {}).items()}
     rows = block.num_rows
     if not values:  # nothing given: every row asks the unconditional density, row by row
         values = {model.columns[0]: np.full(rows, np.nan)}
     seed_k = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
     try:
-        draws = model.sample(
-            values, request, n, seed=seed_k, sampler=opts["sampler"], steps=opts["steps"]
-        )
+        how = {"seed": seed_k, "sampler": opts["sampler"], "steps": opts["steps"]}
+        draws = model.sample(values, request, n, errors=errs or None, **how)
     except GivenValueError as e:
         raise e.shifted(offset, where) from None
     out = {c: block[c] for c in keep}

@@ -46,6 +46,7 @@ class Batch:
     request: torch.Tensor  # (B,) or (B, k) int64 token ids of the requested columns, 0 = none
     target: torch.Tensor  # (B,) or (B, k) float32
     seen: torch.Tensor | None = None  # (B, k) int64: inputs each request sees (None = all)
+    errors: torch.Tensor | None = None  # (B, C) float32 error features of the inputs, NaN = none
 
     def select(self, rows) -> Batch:
         """The batch of these rows (an index, slice or mask over the first axis)."""
@@ -111,8 +112,12 @@ class BatchBuilder:
         few_input_requests: float = 0.0,
         request_weights=None,
         all_inputs: float = 0.0,
+        errors=None,
+        error_dropout: float = 0.0,
     ):
         self.values = values
+        self.errors = errors
+        self.error_dropout = error_dropout
         self.requestable = requestable.to(values.device)
         self.k = max(1, min(context, values.shape[1]))
         self.context = context
@@ -185,7 +190,14 @@ class BatchBuilder:
         if self.inputs_first:
             req_tokens, target = self._requests_after_inputs(x, req_keys, request, order, use)
         seen = self._seen(n_in, generator) if self.few_input_requests > 0 else None
-        return Batch(tokens, values.float(), req_tokens, target.float(), seen)
+        errors = None
+        if self.errors is not None:
+            errors = torch.where(use, self.errors[rows].gather(1, order), torch.nan)
+            if self.error_dropout > 0:  # the model must also answer without an input's error
+                hide = torch.rand(errors.shape, generator=generator, device=dev)
+                errors = errors.masked_fill(hide < self.error_dropout, torch.nan)
+            errors = errors.float()
+        return Batch(tokens, values.float(), req_tokens, target.float(), seen, errors)
 
     def _seen(self, n_in: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Inputs seen by each of the ``requests`` of each row: all ``n_in``, or for a

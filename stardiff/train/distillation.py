@@ -40,7 +40,7 @@ from stardiff.model import (
     teacher_states,
 )
 from stardiff.recipe import recipe_from_dict
-from stardiff.tables import read_table, split_rows
+from stardiff.tables import read_errors, read_table, split_rows
 from stardiff.train.batches import BatchBuilder, request_weights
 from stardiff.train.budget import TimeBudget, budget_lr
 from stardiff.train.loop import adamw
@@ -76,7 +76,9 @@ def _table_path(model: DensityModel, table) -> Path:
 
 def condition_rows(model: DensityModel, table=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardized rows (N, V) of the model's training table (or ``table``), with the row
-    indices to distil on and the held-out ones to validate on.
+    indices to distil on and the held-out ones to validate on. For a model that reads its
+    inputs' errors (``data.errors``), the rows are (N, 2V): the values, then the error
+    features of the table's error columns (NaN where it has none).
 
     The model's own table is split as its recipe split it (its training rows, its validation
     rows); another table is split 90/10 with a fixed seed. Columns the model does not know are
@@ -94,7 +96,12 @@ def condition_rows(model: DensityModel, table=None) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{path.name}: none of the model's columns ({', '.join(model.columns)})")
     for j, v in known:
         z[:, v] = t.values[:, j]
-    z = model.pre.encode(z, where=path.name)
+    phys, z = z, model.pre.encode(z, where=path.name)
+    if model.error_features is not None:
+        sig, cols = read_errors(path, list(model.columns), model.error_features.template)
+        if not cols:
+            sig = np.full(phys.shape, np.nan)
+        z = np.concatenate([z, model.error_features.encode(model.pre, phys, sig)], axis=1)
     if own:
         train, val, _ = split_rows(
             len(z),
@@ -111,14 +118,17 @@ def condition_rows(model: DensityModel, table=None) -> tuple[np.ndarray, np.ndar
 def _builder(model: DensityModel, z: torch.Tensor) -> BatchBuilder:
     """Random input sets as the model's recipe trained them; one request per row."""
     t = (model.meta.get("recipe") or {}).get("train") or {}
-    requestable = torch.zeros(z.shape[1], dtype=torch.bool)
+    V = len(model.columns)
+    errors = z[:, V:] if z.shape[1] == 2 * V else None  # see condition_rows
+    z = z[:, :V]
+    requestable = torch.zeros(V, dtype=torch.bool)
     requestable[[model.columns.index(c) for c in model.requestable]] = True
     weights = request_weights(t.get("request_weights") or {}, model.pre.vocab)
     return BatchBuilder(
         z, requestable, int(t.get("context", 64)), bool(t.get("target_in_context", False)),
         float(t.get("subset_power", 1.0)), 1, False,
         (float(t.get("few_inputs", 0.0)), int(t.get("few_inputs_max", 5))), 0.0, weights,
-        float(t.get("all_inputs", 0.0)),
+        float(t.get("all_inputs", 0.0)), errors, float(t.get("error_dropout", 0.0)),
     )  # fmt: skip
 
 
@@ -136,7 +146,7 @@ class _Distiller:
     @torch.no_grad()
     def targets(self, batch, noise: torch.Tensor):
         """The frozen encoder's condition of each row and the teacher's states from ``noise``."""
-        h = self.net.condition(batch.tokens, batch.values, batch.request)
+        h = self.net.condition(batch.tokens, batch.values, batch.request, None, batch.errors)
         cond = [c.unsqueeze(1) for c in self.net.head.project_condition(h)]
         states = teacher_states(
             self.net.head, self.net.schedule, cond, noise, self.teacher_steps,

@@ -71,6 +71,8 @@ class TrainingRun:
             r.train.requests, r.train.inputs_first, (r.train.few_inputs, r.train.few_inputs_max),
             r.train.few_input_requests, request_weights(r.train.request_weights, prep.pre.vocab),
             r.train.all_inputs,
+            None if prep.errors is None else torch.as_tensor(prep.errors, device=device),
+            r.train.error_dropout,
         )  # fmt: skip
         rows = torch.as_tensor(prep.train_rows, device=device)
         ok = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
@@ -168,6 +170,8 @@ class TrainingRun:
                     batch.target[sl],
                     t[sl],
                     noise[sl],
+                    None,
+                    None if batch.errors is None else batch.errors[sl],
                 )
             total += loss.item() * batch.target[sl].shape[0]
         return total / batch.target.shape[0]
@@ -190,7 +194,9 @@ class TrainingRun:
             meta["training"]["seconds_spent"] = round(self.budget.spent(), 1)
         net = network_for(self.prep.recipe, len(self.prep.pre.vocab))
         net.load_state_dict((self.avg.module if self.avg else self.net).state_dict())
-        return DensityModel(net, self.prep.pre, self.prep.requestable, meta)
+        return DensityModel(
+            net, self.prep.pre, self.prep.requestable, meta, self.prep.error_features
+        )
 
     def rng_state(self) -> dict:
         rng = {"data": self.gen.get_state(), "torch": torch.get_rng_state()}

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from stardata.tokens import Vocabulary
+from stardiff.errors import RecipeError
 from stardiff.infer import column_ranges
 from stardiff.model import DensityNetwork, NetworkConfig
 from stardiff.persist import near_hashes, row_hashes
 from stardiff.recipe import Recipe
-from stardiff.tables import read_table, split_rows
+from stardiff.tables import read_errors, read_table, split_rows
 from stardiff.transforms import Preprocessor
+from stardiff.uncertainty import ErrorFeatures, error_columns
 
 __all__ = ["Prepared", "prepare", "network_for"]
 
@@ -36,12 +38,16 @@ class Prepared:
     test_rows: np.ndarray
     ranges: dict | None = None  # column → [min, max, robust σ] of the training rows
     hashes: dict | None = None  # "train"/"validation" → content hashes of those rows
+    errors: np.ndarray | None = None  # (N, V) error features, NaN = not known (data.errors)
+    error_features: ErrorFeatures | None = None
 
 
 def prepare(recipe: Recipe) -> Prepared:
     """Read the recipe's table, split it, fit transforms + standardizer on training rows."""
     d = recipe.data
     table = read_table(recipe.table_path(), d.columns or None, d.split_column)
+    if d.errors and not d.columns:  # the error columns are not columns of the model
+        table = _without_error_columns(table, d.errors)
     if table.ignored:  # said, never silent: a column the model will not know
         why = ", ".join(f"{c} ({w})" for c, w in table.ignored.items())
         warnings.warn(f"{recipe.table_path().name}: columns not used: {why}", stacklevel=2)
@@ -66,7 +72,30 @@ def prepare(recipe: Recipe) -> Prepared:
         "validation": row_hashes(table.values[val]),
         "near": near_hashes(z[np.concatenate([train, val])]).ravel(),  # rounded copies too
     }
-    return Prepared(recipe, pre, requestable, z, train, val, test, ranges, hashes)
+    errors = features = None
+    if d.errors:
+        errors, features = _errors(recipe, table, pre, train)
+    return Prepared(recipe, pre, requestable, z, train, val, test, ranges, hashes, errors, features)
+
+
+def _without_error_columns(table, template: str):
+    errs = set(error_columns(template, table.names, table.names).values())
+    keep = [j for j, c in enumerate(table.names) if c not in errs]
+    table.names = [table.names[j] for j in keep]
+    table.values = table.values[:, keep]
+    return table
+
+
+def _errors(recipe: Recipe, table, pre: Preprocessor, train: np.ndarray):
+    """The error features of every row, fitted on the training rows (``data.errors``)."""
+    path = recipe.table_path()
+    sig, cols = read_errors(path, table.names, recipe.data.errors)
+    if not cols:
+        raise RecipeError(
+            f"{path.name}: 'data.errors' = {recipe.data.errors!r} names no column of the table"
+        )
+    features = ErrorFeatures.fit(pre, table.values[train], sig[train], recipe.data.errors, cols)
+    return features.encode(pre, table.values, sig), features
 
 
 def network_for(recipe: Recipe, n_kinds: int) -> DensityNetwork:
@@ -90,5 +119,6 @@ def network_for(recipe: Recipe, n_kinds: int) -> DensityNetwork:
             causal_inputs=m.causal_inputs,
             periodic_features=m.periodic_features,
             summary_width=m.summary_width,
+            input_errors=bool(recipe.data.errors),
         )
     )

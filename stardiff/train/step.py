@@ -59,12 +59,15 @@ def accumulate_gradients(
         if len(groups) > 1:
             width = max(1, int((batch.tokens[g] > 0).sum(dim=1).max()))
             tokens, values = batch.tokens[g, :width], batch.values[g, :width]
+            errors = None if batch.errors is None else batch.errors[g, :width]
         else:
-            tokens, values = batch.tokens, batch.values
+            tokens, values, errors = batch.tokens, batch.values, batch.errors
         sync = not ddp or j == len(groups) - 1
         with contextlib.nullcontext() if sync else loss_fn.no_sync(), autocast():
             seen = None if batch.seen is None else batch.seen[g]
-            loss = loss_fn(tokens, values, batch.request[g], batch.target[g], t[g], noise[g], seen)
+            loss = loss_fn(
+                tokens, values, batch.request[g], batch.target[g], t[g], noise[g], seen, errors
+            )
         (loss * (weight * g.numel() / n)).backward()
         total += loss.detach() * g.numel()
     return total
