@@ -8,7 +8,8 @@ The table (default ``../shared/data/real_stars/apogee_xp_stars.parquet`` beside 
 real APOGEE DR17 stars with their Gaia XP sampled spectra (57 bins), colours, G and four
 labels, with a seeded ``split``. The model (the ``[model]``/``[train]`` keys of ``--recipe``;
 ``model.KEY=VALUE`` / ``train.KEY=VALUE`` / ``transforms.COL=KIND`` override them, ``data.KEY``
-too for the data keys of this benchmark's table, e.g. ``data.request_weights``) trains on
+too for the data keys of this benchmark's table, e.g. ``data.errors="{}_err"``, which gives the
+model every value's measurement error with it, in training and in every task) trains on
 ``split == "train"`` for ``--minutes`` of wall clock (or ``--epochs``). In the same run, on the
 same rows: kNN (k = 50, no learning) and one conditional spline flow per label (``zuko``, the
 ``[bench]`` extra), the flows together getting the model's minutes. All are scored on
@@ -319,6 +320,8 @@ def main(argv=None) -> int:
     tr = model.meta["training"]
     rec["model"] = {"train_seconds": secs, "epochs": tr["epochs_done"]}
     rec["model"] |= {"n_parameters": tr["n_parameters"], "history_last": tr["history"][-1:]}
+    if model.error_features is not None:  # data.errors: the columns read with their errors
+        rec["model"]["error_columns"] = sorted(model.error_features.columns)
     from benchmarks.fidelity_yardsticks import knn_draw
 
     draws = {

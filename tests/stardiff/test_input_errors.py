@@ -230,3 +230,25 @@ def test_evaluate_scores_an_error_model_with_its_tables_errors(error_model, tmp_
     with_errors, without = res["columns"]["y"], res0["columns"]["y"]
     assert with_errors["n"] == without["n"] > 0
     assert with_errors["crps_norm"] < 0.9 * without["crps_norm"]
+
+
+def test_training_batches_carry_each_inputs_own_error_and_hide_a_share():
+    from stardiff.train.batches import BatchBuilder
+
+    rng = np.random.default_rng(0)
+    z = torch.as_tensor(rng.normal(size=(400, 6)), dtype=torch.float32)
+    z[rng.random((400, 6)) < 0.2] = torch.nan
+    err = torch.arange(6, dtype=torch.float32).repeat(400, 1) + 10 * torch.arange(400)[:, None]
+    req = torch.ones(6, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.arange(400)
+    b = BatchBuilder(z, req, context=5, errors=err, error_dropout=0.0)(rows, gen)
+    used = b.tokens > 0
+    # each input's error is its own row's and column's: 10 * row + column
+    want = 10 * rows[:, None].float() + (b.tokens - 1).float()
+    assert torch.equal(b.errors[used], want[used]) and torch.isnan(b.errors[~used]).all()
+    b = BatchBuilder(z, req, context=5, errors=err, error_dropout=0.3)(rows, gen)
+    hidden = torch.isnan(b.errors[b.tokens > 0]).float().mean().item()
+    assert 0.25 < hidden < 0.35
+    plain = BatchBuilder(z, req, context=5)(rows, torch.Generator().manual_seed(0))
+    assert plain.errors is None

@@ -24,6 +24,7 @@ def _table(path, n=360, seed=0):
     cols |= {"bprp": 7000 / teff - 0.4, "g": rng.uniform(9, 15, n), "jh": 0.5 - logg / 20}
     cols |= {"jk": rng.normal(0.6, 0.1, n), "teff": teff, "logg": logg}
     cols |= {"fe_h": rng.normal(-0.2, 0.3, n), "alpha_m": rng.normal(0.1, 0.1, n)}
+    cols |= {f"{c}_err": np.abs(0.01 * cols[c]) + 1e-3 for c in ("xp00", "xp01", "teff")}
     cols["split"] = np.where(np.arange(n) % 6 == 0, "test", "train")
     pl.DataFrame(cols).with_columns(pl.col("fe_h").fill_nan(None)).write_parquet(path)
     return path
@@ -73,6 +74,19 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
         (["--also-sampler", "ddim:20:2"], "eta must be a number in (0, 1]"),
     ],
 )
+def test_the_inputs_errors_are_read_when_the_data_keys_say_so(tmp_path):
+    table = _table(tmp_path / "stars.parquet")
+    record = tmp_path / "r.jsonl"
+    args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16", "--quiet"]
+    args += ["--threads", "1", "--record", str(record), "--no-flow", 'data.errors="{}_err"']
+    assert rs.main(args + ["--also-sampler", "dpm2:4"]) == 0
+    rec = json.loads(record.read_text())
+    assert rec["overrides"]["data"] == {"errors": "{}_err"}
+    assert rec["model"]["error_columns"] == ["teff", "xp00", "xp01"]
+    assert rec["results"]["teff | non-labels"]["model:dpm2:4"]["n"] == 12
+    assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
+
+
 def test_refusals_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as e:
         rs.main(args)
