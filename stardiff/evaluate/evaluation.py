@@ -276,9 +276,11 @@ def _sample(model, data: EvalData, picked, given: np.ndarray, request: str, n: i
     """Draws given rows ``picked`` of ``data``; an error names those rows as the table does."""
     from stardiff.errors import GivenValueError
 
-    errors = None if data.sigmas is None else _given(model, data.sigmas[picked])
+    how = {"seed": seed}
+    if data.sigmas is not None:  # a model that reads its inputs' errors (data.errors)
+        how["errors"] = _given(model, data.sigmas[picked])
     try:
-        return model.sample(_given(model, given), request, n, seed=seed, errors=errors)
+        return model.sample(_given(model, given), request, n, **how)
     except GivenValueError as e:
         index = np.arange(len(data.values)) if data.index is None else data.index
         raise e.mapped([int(index[picked[r]]) for r in e.rows], data.name) from None

@@ -252,3 +252,19 @@ def test_training_batches_carry_each_inputs_own_error_and_hide_a_share():
     assert 0.25 < hidden < 0.35
     plain = BatchBuilder(z, req, context=5)(rows, torch.Generator().manual_seed(0))
     assert plain.errors is None
+
+
+def test_a_config_without_its_error_features_is_a_model_file_error(error_model, tmp_path):
+    import json
+
+    from stardiff import load
+    from stardiff.errors import ModelFileError
+
+    model, _ = error_model
+    folder = model.save(tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["errors"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="config.json") as e:
+        load(folder)
+    assert "\n" not in str(e.value)

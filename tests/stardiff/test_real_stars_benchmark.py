@@ -60,6 +60,19 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
     assert (tmp_path / "real_stars_kiel.png").stat().st_size > 0
 
 
+def test_the_inputs_errors_are_read_when_the_data_keys_say_so(tmp_path):
+    table = _table(tmp_path / "stars.parquet")
+    record = tmp_path / "r.jsonl"
+    args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16", "--quiet"]
+    args += ["--threads", "1", "--record", str(record), "--no-flow", 'data.errors="{}_err"']
+    assert rs.main(args + ["--also-sampler", "dpm2:4"]) == 0
+    rec = json.loads(record.read_text())
+    assert rec["overrides"]["data"] == {"errors": "{}_err"}
+    assert rec["model"]["error_columns"] == ["teff", "xp00", "xp01"]
+    assert rec["results"]["teff | non-labels"]["model:dpm2:4"]["n"] == 12
+    assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -74,19 +87,6 @@ def test_runs_on_a_tiny_slice_and_records_every_family(tmp_path):
         (["--also-sampler", "ddim:20:2"], "eta must be a number in (0, 1]"),
     ],
 )
-def test_the_inputs_errors_are_read_when_the_data_keys_say_so(tmp_path):
-    table = _table(tmp_path / "stars.parquet")
-    record = tmp_path / "r.jsonl"
-    args = ["--table", str(table), "--epochs", "1", "--tasks", "12", "--draws", "16", "--quiet"]
-    args += ["--threads", "1", "--record", str(record), "--no-flow", 'data.errors="{}_err"']
-    assert rs.main(args + ["--also-sampler", "dpm2:4"]) == 0
-    rec = json.loads(record.read_text())
-    assert rec["overrides"]["data"] == {"errors": "{}_err"}
-    assert rec["model"]["error_columns"] == ["teff", "xp00", "xp01"]
-    assert rec["results"]["teff | non-labels"]["model:dpm2:4"]["n"] == 12
-    assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
-
-
 def test_refusals_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as e:
         rs.main(args)
