@@ -136,9 +136,18 @@ def exact_draw(synth, seed: int) -> Draw:
 
 
 def model_draw(
-    model, columns: list[str], seed: int, sampler: str | None, steps, eta: float = 0.0
+    model,
+    columns: list[str],
+    seed: int,
+    sampler: str | None,
+    steps,
+    eta: float = 0.0,
+    errors_of: Callable[[np.ndarray], dict] | None = None,
 ) -> Draw:
-    """A trained DensityModel as a ``Draw`` (one call per requested column; ``eta``: ddim's)."""
+    """A trained DensityModel as a ``Draw`` (one call per requested column; ``eta``: ddim's).
+
+    ``errors_of(sel)``: the given values' errors of the tasks selected by the mask ``sel``
+    (``model.sample``'s ``errors``), for a model that reads them."""
 
     def draw(given, req, n):
         out = np.empty((req.size, n))
@@ -148,6 +157,8 @@ def model_draw(
             how = {"seed": seed + int(j), "sampler": sampler, "steps": steps}
             if eta:
                 how["eta"] = eta
+            if errors_of is not None:
+                how["errors"] = errors_of(sel)
             out[sel] = model.sample(g, columns[j], n, **how)
         return out
 

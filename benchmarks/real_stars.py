@@ -89,8 +89,12 @@ def _renamed(by_column: dict) -> dict:
     return out
 
 
-def read_table(path: Path, rows: int | None = None):
-    """(train matrix, test matrix) of the 65 columns, physical units, NaN = missing."""
+def read_table(path: Path, rows: int | None = None, errors: str = ""):
+    """(train, test, test errors) of the 65 columns, physical units, NaN = missing.
+
+    With ``errors`` (``data.errors``, e.g. ``"{}_err"``) the training frame also holds the
+    table's error columns (the model reads them) and the test errors are an (N, 65) matrix
+    (NaN where a column has none); otherwise they are None."""
     import polars as pl
 
     if not Path(path).is_file():
@@ -101,10 +105,17 @@ def read_table(path: Path, rows: int | None = None):
         raise SystemExit(f"real_stars: {path} has no column(s) {missing[:5]}")
     if rows:
         t = t.head(rows)
-    x = {s: t.filter(pl.col("split") == s).select(COLUMNS) for s in ("train", "test")}
+    have = {c: errors.format(c) for c in COLUMNS if errors and errors.format(c) in t.columns}
+    x = {s: t.filter(pl.col("split") == s) for s in ("train", "test")}
     if not x["train"].height or not x["test"].height:
         raise SystemExit(f"real_stars: {path} needs rows with split 'train' and 'test'")
-    return x["train"], x["test"]
+    sig = None
+    if errors:
+        sig = np.full((x["test"].height, len(COLUMNS)), np.nan)
+        for k, c in enumerate(COLUMNS):
+            if c in have:
+                sig[:, k] = x["test"][have[c]].to_numpy()
+    return x["train"].select([*COLUMNS, *have.values()]), x["test"].select(COLUMNS), sig
 
 
 def _parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -209,39 +220,32 @@ def _flows(train, cols, fams, a) -> tuple[dict, dict]:
     return facts, draws
 
 
-class _WithErrors:
-    """A model draw that also gives each given value's error (the test rows' ``rows``)."""
+class _TaskErrors:
+    """The given values' errors of the tasks being scored: the test rows of the family
+    (``rows``, set per family); no given value (the unconditional family) needs none."""
 
-    def __init__(self, model, cols, sig, seed, sampler, steps, eta):
-        self.model, self.cols, self.sig, self.rows, self.seed = model, cols, sig, None, seed
-        self.how = {"sampler": sampler, "steps": steps} | ({"eta": eta} if eta else {})
+    def __init__(self, sig: np.ndarray, cols: list[str]):
+        self.sig, self.cols, self.rows = sig, cols, None
 
-    def __call__(self, given, req, n):
+    def __call__(self, sel: np.ndarray) -> dict:
         rows = self.rows
-        if rows is None or len(rows) != req.size:  # unconditional: no given value, no error
-            rows = np.zeros(req.size, dtype=int)
-        out = np.empty((req.size, n))
-        for j in np.unique(req):
-            sel = req == j
-            g = {c: given[sel, k] for k, c in enumerate(self.cols)}
-            e = {c: self.sig[rows[sel], k] for k, c in enumerate(self.cols)}
-            out[sel] = self.model.sample(
-                g, self.cols[j], n, seed=self.seed + int(j), errors=e, **self.how
-            )
-        return out
+        if rows is None or len(rows) != sel.size:
+            rows = np.zeros(sel.size, dtype=int)
+        return {c: self.sig[rows[sel], k] for k, c in enumerate(self.cols)}
 
 
-def score(train, test, cols, fams, draws: dict, a) -> dict:
-    """{family: {method: scores}} for every family each method can answer."""
+def score(train, test, cols, fams, draws: dict, a, errors: _TaskErrors | None = None) -> dict:
+    """{family: {method: scores}} for every family each method can answer (``errors``: the
+    model draws' source of each task's errors, pointed at each family's rows)."""
     std = np.nanstd(train, axis=0)
     results: dict[str, dict] = {}
     for name, task in fams.items():
+        if errors is not None:
+            errors.rows = task[0]
         for method, draw in draws.items():
             if method.startswith("flow:") and name != f"{method[5:]} | non-labels":
                 continue  # a flow answers its own label only
             label = "flow" if method.startswith("flow:") else method
-            if isinstance(draw, _WithErrors):
-                draw.rows = task[0]
             results.setdefault(name, {})[label] = ft.score_observed(
                 test, task, std, draw, a.draws, a.seed
             )
@@ -290,23 +294,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    train_t, test_t = read_table(a.table, a.rows)
+    train_t, test_t, test_sig = read_table(a.table, a.rows, kv["data"].get("errors", ""))
     cols = list(COLUMNS)
-    template = kv["data"].get("errors", "")
-    if template:  # the table's error columns travel with the training rows (probe)
-        import polars as pl
-
-        full = pl.read_parquet(a.table)
-        if a.rows:
-            full = full.head(a.rows)
-        ecols = [template.format(c) for c in COLUMNS if template.format(c) in full.columns]
-        parts = {s: full.filter(pl.col("split") == s) for s in ("train", "test")}
-        train_t = parts["train"].select([*COLUMNS, *ecols])
-        test_sig = np.full((parts["test"].height, len(COLUMNS)), np.nan)
-        for k, c in enumerate(COLUMNS):
-            if template.format(c) in ecols:
-                test_sig[:, k] = parts["test"][template.format(c)].to_numpy()
-        test_t = parts["test"].select(COLUMNS)
     train, test = (t.select(COLUMNS).to_numpy().astype(np.float64) for t in (train_t, test_t))
     fams = ft.families(test, cols, a.tasks, a.seed + 1, labels=LABELS)
     fams |= kiel_families(test, cols, a.tasks, a.seed + 2)
@@ -324,20 +313,17 @@ def main(argv=None) -> int:
         rec["model"]["error_columns"] = sorted(model.error_features.columns)
     from benchmarks.fidelity_yardsticks import knn_draw
 
+    errs = None if test_sig is None else _TaskErrors(test_sig, cols)
     draws = {
-        "model": ft.model_draw(model, cols, a.seed, a.sampler, a.steps),
+        "model": ft.model_draw(model, cols, a.seed, a.sampler, a.steps, errors_of=errs),
         "knn": knn_draw(train, k=50, seed=a.seed),
     }
     for spec, (name, steps, eta) in zip(a.also_sampler, also, strict=True):
-        draws[f"model:{spec}"] = ft.model_draw(model, cols, a.seed, name, steps, eta)
-    if template:
-        draws["model"] = _WithErrors(model, cols, test_sig, a.seed, a.sampler, a.steps, 0.0)
-        for spec, (name, steps, eta) in zip(a.also_sampler, also, strict=True):
-            draws[f"model:{spec}"] = _WithErrors(model, cols, test_sig, a.seed, name, steps, eta)
+        draws[f"model:{spec}"] = ft.model_draw(model, cols, a.seed, name, steps, eta, errs)
     if not a.no_flow:
         rec["flows"], flow_draws = _flows(train, cols, fams, a)
         draws |= {f"flow:{c}": d for c, d in flow_draws.items()}
-    results = score(train, test, cols, fams, draws, a)
+    results = score(train, test, cols, fams, draws, a, errs)
     std = np.nanstd(train, axis=0)
     n_unc = a.tasks * 4
     rec["unconditional_w1"] = {

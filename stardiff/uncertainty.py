@@ -26,18 +26,19 @@ def error_columns(template: str, names, available) -> dict[str, str]:
 
 def _units(pre, values: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     """Errors in model units: half the standardized width of ``x ± σ`` (one-sided where
-    ``x − σ`` is outside the transform's domain)."""
+    ``x − σ`` is outside the transform's domain). An error below ``x``'s float resolution
+    is carried by the slope over a resolvable step ``h``: width(h) · σ / h."""
     u = np.full(values.shape, np.nan)
     for j, t in enumerate(pre.transforms):
         x, s = values[:, j], sigmas[:, j]
         ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
         if not ok.any():
             continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            hi = t.forward(x[ok] + s[ok])
-            lo = t.forward(x[ok] - s[ok])
-            mid = t.forward(x[ok])
-            width = np.where(np.isfinite(lo), (hi - lo) / 2, hi - mid)
+        xs, ss = x[ok], s[ok]
+        h = np.maximum(ss, 1e-7 * np.abs(xs))  # x ± h differs from x in float64
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            hi, lo, mid = t.forward(xs + h), t.forward(xs - h), t.forward(xs)
+            width = np.where(np.isfinite(lo), hi / 2 - lo / 2, hi - mid) * (ss / h)
         u[ok, j] = np.abs(width) / pre.std.scale[j]
     return u
 
@@ -71,6 +72,11 @@ class ErrorFeatures:
             log_u = np.log(_units(pre, values, sigmas))
         e = (log_u - self.centre) / self.scale
         return np.where(np.isfinite(e), e, np.nan).astype(np.float32)
+
+    def present(self, names, columns) -> dict[str, str]:
+        """{column: error column} of ``columns`` whose error column is among ``names`` (a
+        table's columns), by this model's template."""
+        return error_columns(self.template, columns, names)
 
     def to_dict(self) -> dict:
         return {

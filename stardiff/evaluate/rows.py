@@ -51,9 +51,7 @@ def load_eval_data(model, table: str | Path, split: str, recipe: Recipe | None) 
     if not use:
         raise ValueError(f"{path.name}: no column of the model ({', '.join(model.columns)})")
     features = getattr(model, "error_features", None)
-    errs = set()
-    if features is not None:
-        errs = {features.template.format(c) for c in model.columns}
+    errs = set() if features is None else set(features.present(names, model.columns).values())
     ignored = [c for c in names if c not in model.columns and c not in errs]
     if ignored:  # said, never silent; a model column with a bad cell is an error below
         warnings.warn(

@@ -260,12 +260,7 @@ class DensityModel:
         ``z`` may be (R, 2V): the values, then their error features (errors None without)."""
         V = len(self.columns)
         zv, ez = (z[:, :V], z[:, V:]) if z.shape[1] == 2 * V else (z, None)
-        tokens, values = encode_inputs(zv, self.device, width)
-        if ez is None:
-            return tokens, values, None
-        order = (tokens - 1).clamp(min=0).cpu().numpy()
-        errs = np.where(tokens.cpu().numpy() > 0, np.take_along_axis(ez, order, axis=1), np.nan)
-        return tokens, values, torch.as_tensor(errs, dtype=torch.float32, device=self.device)
+        return encode_inputs(zv, self.device, width, ez)
 
     def _scores(self) -> bool:
         """Whether this device's attention kernel writes the full score matrices."""

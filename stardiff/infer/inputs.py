@@ -43,9 +43,10 @@ def given_matrix(given, n_columns: int, index: Callable[[str], int]) -> tuple[np
 
 
 def encode_inputs(
-    z: np.ndarray, device: torch.device, width: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standardized (R, V) with NaN → padded tokens (ids 1..V, 0 = padding) and values.
+    z: np.ndarray, device: torch.device, width: int | None = None, errors: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Standardized (R, V) with NaN → padded tokens (ids 1..V, 0 = padding), values and
+    the values' error features (``errors`` (R, V), NaN = not known; None without).
 
     ``width``: the number of token positions (at least the most values present in a row; by
     default exactly that), so that rows encoded in parts get the positions they get together.
@@ -57,8 +58,14 @@ def encode_inputs(
     used = np.take_along_axis(present, order, axis=1)
     tokens = np.where(used, order + 1, 0)
     values = np.where(used, np.take_along_axis(np.nan_to_num(z), order, axis=1), 0.0)
-    return torch.as_tensor(tokens, device=device), torch.as_tensor(
-        values, dtype=torch.float32, device=device
+    errs = None
+    if errors is not None:
+        errs = np.where(used, np.take_along_axis(errors, order, axis=1), np.nan)
+        errs = torch.as_tensor(errs, dtype=torch.float32, device=device)
+    return (
+        torch.as_tensor(tokens, device=device),
+        torch.as_tensor(values, dtype=torch.float32, device=device),
+        errs,
     )
 
 

@@ -56,9 +56,7 @@ def error_inputs(model, names, given) -> dict[str, str]:
     features = getattr(model, "error_features", None)
     if features is None:
         return {}
-    have = set(names)
-    named = {c: features.template.format(c) for c in given}
-    return {c: e for c, e in named.items() if e in have}
+    return features.present(names, given)
 
 
 def plan(model, names: list[str], request: list[str], keep, where: str, requested_as_inputs=False):

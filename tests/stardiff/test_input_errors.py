@@ -6,6 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stardata.tokens import Vocabulary
 from stardiff.errors import RecipeError
@@ -146,10 +148,37 @@ def test_an_errors_template_that_names_no_column_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("template", ["_err", "{}_err_{}", "{name}_err", 3])
-def test_a_malformed_errors_template_is_refused_at_load(tmp_path, template):
+@settings(max_examples=150, deadline=None)
+@given(template=st.text(alphabet="{}_ab", max_size=8))
+def test_any_errors_template_is_taken_or_refused_in_one_line(tmp_path_factory, template):
+    rest = template.replace("{}", "")
+    valid = not template or (template.count("{}") == 1 and "{" not in rest and "}" not in rest)
+    tmp = tmp_path_factory.mktemp("tpl")
+    if valid:
+        assert make_recipe(tmp, _noisy_table(20), data={"errors": template}).data.errors == template
+        return
+    with pytest.raises(RecipeError, match="data.errors") as e:
+        make_recipe(tmp, _noisy_table(20), data={"errors": template})
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("template", [3, ["{}_err"], True])
+def test_an_errors_template_that_is_not_text_is_refused(tmp_path, template):
     with pytest.raises(RecipeError, match="data.errors"):
         make_recipe(tmp_path, _noisy_table(50), data={"errors": template})
+
+
+@settings(max_examples=200, deadline=None)
+@given(sigma=st.floats(allow_nan=True, allow_infinity=True), x=st.floats(-1e6, 1e6))
+def test_any_error_is_a_finite_feature_or_not_known(sigma, x):
+    rng = np.random.default_rng(0)
+    values = rng.normal(10.0, 2.0, (200, 1))
+    pre, f = _features(values, rng.lognormal(-2.0, 0.5, (200, 1)))
+    e = f.encode(pre, np.array([[x]]), np.array([[sigma]]))[0, 0]
+    if np.isfinite(sigma) and sigma > 0 and np.isfinite(np.log(sigma / pre.std.scale[0])):
+        assert np.isfinite(e)
+    else:
+        assert np.isnan(e)
 
 
 def test_predict_reads_the_error_columns_of_a_table(error_model, tmp_path):
