@@ -25,6 +25,8 @@ same rows: kNN (k = 50, no learning) and one conditional spline flow per label (
 beside ``model``; ``ddim:K:ETA`` for a stochastic DDIM), so that a sampler's effect is
 measured without training twice.
 
+``--save DIR`` keeps the trained model folder (``stardiff.load(DIR)``).
+
 Prints a table, appends a JSON record to ``--record`` (default
 ``benchmarks/results/real-stars-cpu-DATE.jsonl``) and, with ``--figures DIR``, draws the
 medians against the truth per label and the Kiel diagram of the medians, model beside flow
@@ -38,6 +40,7 @@ import argparse
 import datetime
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -66,15 +69,17 @@ RENAMED = {"m_h": ("fe_h", "alpha_m")}
 def recipe_sections(path: Path) -> tuple[dict, dict, dict]:
     """The ``[model]``, ``[train]`` and ``[transforms]`` keys of a recipe, as used here.
 
-    Keys that name columns (``train.request_weights``, ``[transforms]``) are carried over to
+    Keys that name columns (``train.request_weights``, ``train.input_weights``,
+    ``[transforms]``) are carried over to
     this table's names (:data:`RENAMED`); those naming a column it does not have are dropped.
     """
     import tomllib
 
     raw = tomllib.loads(Path(path).read_text())
     train = {k: v for k, v in raw.get("train", {}).items() if k not in _OWN}
-    if "request_weights" in train:
-        train["request_weights"] = _renamed(train["request_weights"])
+    for key in ("request_weights", "input_weights"):
+        if key in train:
+            train[key] = _renamed(train[key])
     return dict(raw.get("model", {})), train, _renamed(raw.get("transforms", {}))
 
 
@@ -280,6 +285,7 @@ def main(argv=None) -> int:
     p.add_argument("--record", type=Path, help="JSON-lines file to append to")
     p.add_argument("--figures", type=Path, help="folder for the two figures")
     p.add_argument("--quiet", action="store_true", help="no training progress bar")
+    p.add_argument("--save", type=Path, help="keep the trained model folder here (must not exist)")
     a = p.parse_intermixed_args(argv)  # overrides may follow the options
     if not (a.minutes > 0 and np.isfinite(a.minutes)):
         raise SystemExit(f"real_stars: --minutes must be a positive number, got {a.minutes}")
@@ -289,6 +295,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"real_stars: --{flag.replace('_', '-')} must be positive, got {v}")
     if not a.recipe.is_file():
         raise SystemExit(f"real_stars: no recipe at {a.recipe}")
+    if a.save and (a.save.exists() or a.save.with_name(a.save.name + ".part").exists()):
+        raise SystemExit(f"real_stars: --save {a.save} (or its .part) exists; name a new folder")
     also = [_sampler_spec(spec) for spec in a.also_sampler]
     kv = _parse_overrides(a.overrides)
     import torch
@@ -306,6 +314,10 @@ def main(argv=None) -> int:
     rec["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory() as tmp:
         model, secs = train_model(train_t, Path(tmp), a, kv, recipe_sections(a.recipe))
+        if a.save:  # copied under a temporary name, then renamed: never half there
+            part = a.save.with_name(a.save.name + ".part")
+            shutil.copytree(Path(tmp) / "model", part)
+            part.rename(a.save)
     tr = model.meta["training"]
     rec["model"] = {"train_seconds": secs, "epochs": tr["epochs_done"]}
     rec["model"] |= {"n_parameters": tr["n_parameters"], "history_last": tr["history"][-1:]}

@@ -153,6 +153,9 @@ class TrainSection:
     # column (or glob) -> weight of being requested; 1 for the others (labels first)
     request_weights: dict[str, float] = field(default_factory=dict)
     all_inputs: float = 0.0  # share of rows given every available input (the label task)
+    # column (or glob) -> weight of being drawn as an input; 1 for the others
+    input_weights: dict[str, float] = field(default_factory=dict)
+    weights_all_inputs_only: bool = False  # request_weights only in the all_inputs rows
     error_dropout: float = 0.1  # share of input errors hidden in training (data.errors)
 
 
@@ -363,11 +366,12 @@ def _check_semantics(r: Recipe, where: str) -> None:
             f"{where}: 'data.errors' = {e!r} must name each column's error column with one "
             "'{}' for the column, e.g. \"{}_err\""
         )
-    for col, w in r.train.request_weights.items():
-        if not 0 < w < math.inf:
-            raise RecipeError(
-                f"{where}: 'train.request_weights.{col}' must be a finite number > 0, got {w}"
-            )
+    for key in ("request_weights", "input_weights"):
+        for col, w in getattr(r.train, key).items():
+            if not 0 < w < math.inf:
+                raise RecipeError(
+                    f"{where}: 'train.{key}.{col}' must be a finite number > 0, got {w}"
+                )
     from stardiff.transforms import TRANSFORMS
 
     for col, kind in r.transforms.items():

@@ -15,22 +15,25 @@ import torch
 
 from stardiff.errors import RecipeError
 
-__all__ = ["Batch", "BatchBuilder", "request_weights"]
+__all__ = ["Batch", "BatchBuilder", "column_weights"]
 
 
-def request_weights(weights: Mapping[str, float], vocab) -> np.ndarray | None:
-    """``train.request_weights`` (column name or glob → weight) as one weight per column.
+def column_weights(
+    weights: Mapping[str, float], vocab, key: str = "train.request_weights"
+) -> np.ndarray | None:
+    """A recipe's column weights (column name or glob → weight) as one weight per column.
 
     Columns no key names weigh 1; a column several globs name takes the last. ``None`` when
-    every weight is 1 (the draw of the requests is then the uniform one, stream unchanged).
-    A key that names no column of the vocabulary is a one-line ``RecipeError``.
+    every weight is 1 (the draw is then the uniform one, stream unchanged). A key that names
+    no column of the vocabulary is a one-line ``RecipeError`` naming ``key``
+    (``train.request_weights`` or ``train.input_weights``).
     """
     w = np.ones(len(vocab.names))
-    for key, value in weights.items():
-        hit = [j for j, c in enumerate(vocab.names) if fnmatch.fnmatchcase(c, key)]
+    for name, value in weights.items():
+        hit = [j for j, c in enumerate(vocab.names) if fnmatch.fnmatchcase(c, name)]
         if not hit:
             raise RecipeError(
-                f"'train.request_weights.{key}' names no column of the table "
+                f"'{key}.{name}' names no column of the table "
                 f"({', '.join(vocab.names[:8])}{', ...' if len(vocab.names) > 8 else ''})"
             )
         w[hit] = float(value)
@@ -90,6 +93,14 @@ class BatchBuilder:
     all_inputs : float
         Share of the rows (drawn per row and step) given every available input, up to
         ``context`` (the label task: a label from the whole spectrum). 0 = the draw as it is.
+    input_weights : Tensor of float, shape (V,), optional
+        Weight of each column in the draw of a row's inputs among its available columns (the
+        largest ``u**(1/w)`` first), so that a row with few inputs gives the weighted columns
+        (labels given labels) more often; rows given every input are unchanged. ``None`` = all
+        equal, the stream as it was.
+    weights_all_inputs_only : bool
+        Apply ``request_weights`` only in the ``all_inputs`` rows (the label task); the other
+        rows draw their requests uniformly, as without weights.
     few_input_requests : float
         Share of each row's requests (drawn per request) that see only the first ``m`` of the
         row's inputs, ``m`` uniform in ``0..few_inputs[1]`` (at most the row's ``L``);
@@ -112,6 +123,8 @@ class BatchBuilder:
         few_input_requests: float = 0.0,
         request_weights=None,
         all_inputs: float = 0.0,
+        input_weights=None,
+        weights_all_inputs_only: bool = False,
         errors=None,
         error_dropout: float = 0.0,
     ):
@@ -133,6 +146,12 @@ class BatchBuilder:
             if not torch.all(w == 1):
                 self.inverse_weights = 1.0 / w
         self.all_inputs = all_inputs
+        self.weights_all_inputs_only = weights_all_inputs_only and all_inputs > 0
+        self.inverse_input_weights = None
+        if input_weights is not None:
+            w = torch.as_tensor(input_weights, dtype=values.dtype, device=values.device)
+            if not torch.all(w == 1):
+                self.inverse_input_weights = 1.0 / w
 
     def trainable_rows(self) -> torch.Tensor:
         """Rows with at least one present, requestable column (others cannot be targets)."""
@@ -146,8 +165,12 @@ class BatchBuilder:
         present = ~torch.isnan(x)
         # Requested columns: the largest random keys over allowed columns.
         keys = torch.rand(B, V, generator=generator, device=dev)
+        every = None
+        if self.weights_all_inputs_only:  # which rows get every input, drawn before requests
+            every = torch.rand(B, generator=generator, device=dev) < self.all_inputs
         if self.inverse_weights is not None:  # weighted draw without replacement
-            keys = keys.pow(self.inverse_weights)
+            weighted = keys.pow(self.inverse_weights)
+            keys = weighted if every is None else torch.where(every[:, None], weighted, keys)
         keys = keys.masked_fill(~(present & self.requestable), -1.0)
         avail = present.clone()
         if self.requests == 1:
@@ -168,7 +191,10 @@ class BatchBuilder:
             req_tokens = torch.where(real, request + 1, 0)
         req_keys = keys
         # Random order of the available inputs: the k smallest of fresh random keys.
-        keys = torch.rand(B, V, generator=generator, device=dev).masked_fill(~avail, 2.0)
+        keys = torch.rand(B, V, generator=generator, device=dev)
+        if self.inverse_input_weights is not None:  # weighted: the largest u**(1/w) first
+            keys = 1.0 - keys.pow(self.inverse_input_weights)
+        keys = keys.masked_fill(~avail, 2.0)
         order = torch.topk(keys, self.k, dim=1, largest=False).indices
         n_max = avail.sum(dim=1).clamp(max=self.context)
         u = torch.rand(B, generator=generator, device=dev)
@@ -181,7 +207,8 @@ class BatchBuilder:
             small = torch.randint(1, most + 1, (B,), generator=generator, device=dev)
             n_in = torch.where(few, small, n_in)
         if self.all_inputs > 0:  # extra random numbers only then, as few_inputs
-            every = torch.rand(B, generator=generator, device=dev) < self.all_inputs
+            if every is None:
+                every = torch.rand(B, generator=generator, device=dev) < self.all_inputs
             n_in = torch.where(every, n_max, n_in)
         n_in = torch.minimum(n_in, n_max)
         use = torch.arange(self.k, device=dev)[None, :] < n_in[:, None]

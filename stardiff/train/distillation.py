@@ -41,7 +41,7 @@ from stardiff.model import (
 )
 from stardiff.recipe import recipe_from_dict
 from stardiff.tables import read_errors, read_table, split_rows
-from stardiff.train.batches import BatchBuilder, request_weights
+from stardiff.train.batches import BatchBuilder, column_weights
 from stardiff.train.budget import TimeBudget, budget_lr
 from stardiff.train.loop import adamw
 
@@ -123,12 +123,14 @@ def _builder(model: DensityModel, z: torch.Tensor) -> BatchBuilder:
     z = z[:, :V]
     requestable = torch.zeros(V, dtype=torch.bool)
     requestable[[model.columns.index(c) for c in model.requestable]] = True
-    weights = request_weights(t.get("request_weights") or {}, model.pre.vocab)
+    weights = column_weights(t.get("request_weights") or {}, model.pre.vocab)
+    inputs = column_weights(t.get("input_weights") or {}, model.pre.vocab, "train.input_weights")
     return BatchBuilder(
         z, requestable, int(t.get("context", 64)), bool(t.get("target_in_context", False)),
         float(t.get("subset_power", 1.0)), 1, False,
         (float(t.get("few_inputs", 0.0)), int(t.get("few_inputs_max", 5))), 0.0, weights,
-        float(t.get("all_inputs", 0.0)), errors, float(t.get("error_dropout", 0.0)),
+        float(t.get("all_inputs", 0.0)), inputs, bool(t.get("weights_all_inputs_only", False)),
+        errors, float(t.get("error_dropout", 0.0)),
     )  # fmt: skip
 
 

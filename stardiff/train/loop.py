@@ -29,7 +29,7 @@ from stardiff.errors import ModelFileError, RecipeError
 from stardiff.infer import DensityModel
 from stardiff.persist import training_folder
 from stardiff.recipe import MINUTES, Recipe, load_recipe, override
-from stardiff.train.batches import BatchBuilder, request_weights
+from stardiff.train.batches import BatchBuilder, column_weights
 from stardiff.train.budget import TimeBudget
 from stardiff.train.distributed import World, init_world, rank_slice
 from stardiff.train.ema import WeightAverage
@@ -69,8 +69,10 @@ class TrainingRun:
         self.builder = BatchBuilder(
             z, requestable, r.train.context, r.train.target_in_context, r.train.subset_power,
             r.train.requests, r.train.inputs_first, (r.train.few_inputs, r.train.few_inputs_max),
-            r.train.few_input_requests, request_weights(r.train.request_weights, prep.pre.vocab),
+            r.train.few_input_requests, column_weights(r.train.request_weights, prep.pre.vocab),
             r.train.all_inputs,
+            column_weights(r.train.input_weights, prep.pre.vocab, "train.input_weights"),
+            r.train.weights_all_inputs_only,
             None if prep.errors is None else torch.as_tensor(prep.errors, device=device),
             r.train.error_dropout,
         )  # fmt: skip

@@ -73,6 +73,22 @@ def test_the_inputs_errors_are_read_when_the_data_keys_say_so(tmp_path):
     assert set(rec["unconditional_w1"]["model"]) == set(rs.UNCONDITIONAL)
 
 
+def test_save_keeps_the_model_that_was_scored(tmp_path):
+    from stardiff import load
+
+    table = _table(tmp_path / "stars.parquet")
+    record, kept = tmp_path / "r.jsonl", tmp_path / "kept"
+    args = ["--table", str(table), "--epochs", "1", "--tasks", "8", "--draws", "8", "--quiet"]
+    args += ["--threads", "1", "--record", str(record), "--no-flow", "--save", str(kept)]
+    args += ['train.input_weights={"teff": 8.0}', "train.weights_all_inputs_only=true"]
+    assert rs.main(args) == 0
+    model = load(kept)
+    assert model.meta["recipe"]["train"]["input_weights"] == {"teff": 8.0}
+    assert not kept.with_name("kept.part").exists()
+    with pytest.raises(SystemExit, match="--save .* exists; name a new folder"):
+        rs.main(args)  # never over a folder that is there
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -98,11 +114,13 @@ def test_a_recipes_label_keys_carry_over_to_this_tables_names(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(
         "[model]\ndim = 16\n[train]\nepochs = 3\nthreads = 2\n"
-        'request_weights = { teff = 32, m_h = 8, "rp*" = 0.5 }\n[transforms]\nlogg = "asinh"\n'
+        'request_weights = { teff = 32, m_h = 8, "rp*" = 0.5 }\ninput_weights = { m_h = 4 }\n'
+        '[transforms]\nlogg = "asinh"\n'
     )
     model, train, transforms = rs.recipe_sections(recipe)
     assert model == {"dim": 16} and "threads" not in train and "epochs" not in train
     assert train["request_weights"] == {"teff": 32, "fe_h": 8, "alpha_m": 8}
+    assert train["input_weights"] == {"fe_h": 4, "alpha_m": 4}
     assert transforms == {"logg": "asinh"}
 
 

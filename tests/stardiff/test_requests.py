@@ -193,12 +193,12 @@ def test_inputs_first_needs_several_requests_and_no_target_in_context():
 
 def test_request_weights_favour_a_column_and_weights_of_one_change_nothing():
     from stardata.tokens import Vocabulary
-    from stardiff.train.batches import request_weights
+    from stardiff.train.batches import column_weights
 
     x, requestable = _masked_table(4000, 10, 0.1, 10)
     vocab = Vocabulary([f"c{j}" for j in range(10)])
-    assert request_weights({}, vocab) is None and request_weights({"c*": 1.0}, vocab) is None
-    w = request_weights({"c*": 0.5, "c3": 20.0}, vocab)
+    assert column_weights({}, vocab) is None and column_weights({"c*": 1.0}, vocab) is None
+    w = column_weights({"c*": 0.5, "c3": 20.0}, vocab)
     assert w[3] == 20.0 and w[0] == 0.5  # the later key wins for c3
     rows = torch.arange(4000)
 
@@ -214,7 +214,9 @@ def test_request_weights_favour_a_column_and_weights_of_one_change_nothing():
     assert asked > 0.97 * present  # c3 is asked of nearly every row that has it
     assert (plain.request == 4).any(dim=1).float().mean() < 0.4
     with pytest.raises(RecipeError, match=r"'train.request_weights.teff' names no column"):
-        request_weights({"teff": 2.0}, vocab)
+        column_weights({"teff": 2.0}, vocab)
+    with pytest.raises(RecipeError, match=r"'train.input_weights.teff' names no column"):
+        column_weights({"teff": 2.0}, vocab, "train.input_weights")
 
 
 def test_all_inputs_rows_take_every_available_input():
@@ -230,9 +232,65 @@ def test_all_inputs_rows_take_every_available_input():
     assert (n0 == available).float().mean() < 0.1
 
 
+def test_input_weights_give_a_column_as_input_more_often_in_rows_with_few_inputs():
+    x, requestable = _masked_table(6000, 12, 0.1, 12)
+    rows = torch.arange(6000)
+
+    def draw(weights, **kw):
+        b = BatchBuilder(
+            x, requestable, 64, subset_power=3.0, requests=2, input_weights=weights, **kw
+        )
+        return b(rows, torch.Generator().manual_seed(2))
+
+    plain, ones = draw(None), draw(np.ones(12))
+    torch.testing.assert_close(plain.tokens, ones.tokens)  # weights of one: the same stream
+    w = np.ones(12)
+    w[5] = 50.0
+    heavy = draw(w)
+    n_in = (heavy.tokens > 0).sum(dim=1)
+    for batch in (plain, heavy):  # the input-set sizes are the weights' business no more
+        torch.testing.assert_close((batch.tokens > 0).sum(dim=1), n_in)
+    one = n_in == 1
+    # token 6 = column c5: among the rows with one input it is that input nearly whenever
+    # available (it is neither missing nor requested), against ~1 in 10 without weights
+    available = ~torch.isnan(x[:, 5]) & ~(heavy.request == 6).any(dim=1)
+    share = (heavy.tokens[one & available, 0] == 6).float().mean()
+    base = (plain.tokens[one & available, 0] == 6).float().mean()
+    assert share > 0.7 and base < 0.2
+    # an input never doubles as a request, and missing values are never inputs
+    assert not (
+        (heavy.tokens[:, :, None] == heavy.request[:, None, :]) & (heavy.tokens[:, :, None] > 0)
+    ).any()
+    assert not ((heavy.tokens == 6) & torch.isnan(x[:, 5])[:, None]).any()
+
+
+def test_request_weights_can_be_kept_to_the_rows_given_every_input():
+    x, requestable = _masked_table(6000, 12, 0.0, 12)
+    w = np.ones(12)
+    w[3] = 100.0
+    b = BatchBuilder(
+        x, requestable, 64, subset_power=2.0, requests=2, request_weights=w, all_inputs=0.5,
+        weights_all_inputs_only=True,
+    )  # fmt: skip
+    batch = b(torch.arange(6000), torch.Generator().manual_seed(3))
+    n_in = (batch.tokens > 0).sum(dim=1)
+    every = n_in == 10  # 12 columns, none missing, 2 requested
+    asked = (batch.request == 4).any(dim=1)  # token 4 = column c3
+    assert 0.45 < every.float().mean() < 0.6
+    # weighted where every input is given (a few power-law rows draw all inputs too)
+    assert asked[every].float().mean() > 0.9
+    few = n_in < 8  # the power-law rows: uniform requests, c3 in ~2 of 12
+    assert 0.1 < asked[few].float().mean() < 0.25
+    # off (the default): weighted everywhere
+    b.weights_all_inputs_only = False
+    again = b(torch.arange(6000), torch.Generator().manual_seed(3))
+    assert (again.request == 4).any(dim=1).float().mean() > 0.97
+
+
 @pytest.mark.parametrize(
     "train, message",
     [
+        ({"input_weights": {"y": -1.0}}, "'train.input_weights.y' must be a finite number"),
         ({"all_inputs": 1.5}, "'train.all_inputs' must be a finite number in \\[0, 1\\]"),
         ({"request_weights": {"y": 0.0}}, "'train.request_weights.y' must be a finite number"),
         ({"request_weights": {"y": float("inf")}}, "'train.request_weights.y' must be a finite"),
