@@ -11,7 +11,6 @@ path (:mod:`stardata.crossmatch.hats`) moves its candidates with the same :func:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -93,10 +92,12 @@ def propagate(ra, dec, pmra, pmdec, dt, parallax=None, radial_velocity=None) -> 
     px = np.where(np.isfinite(px) & (px > 0), px, 0.0)  # pmsafe raises 0 to a safe minimum
     rv = np.nan_to_num(_values(radial_velocity, n))
     days = np.broadcast_to(np.asarray(dt, np.float64) * _JULIAN_YEAR, (n,))
-    with warnings.catch_warnings():
-        # status 1 ("distance overridden") is the documented handling of a small parallax
-        warnings.simplefilter("ignore", erfa.ErfaWarning)
-        ra2, dec2, *_ = erfa.pmsafe(a, d, pmr, pmd, px, rv, _J2000, 0.0, _J2000, days)
+    # The ufunc returns ERFA's status instead of warning: status 1 ("distance overridden") is
+    # the documented handling of a small parallax, and a warnings filter around the wrapper
+    # is process-wide, so under Dask's threads another partition's warning escaped it.
+    ra2, dec2, *_, status = erfa.ufunc.pmsafe(a, d, pmr, pmd, px, rv, _J2000, 0.0, _J2000, days)
+    if np.any(status < 0):  # -1, "system error": not expected from finite inputs
+        raise ValueError(f"ERFA pmsafe failed on {int((status < 0).sum())} row(s)")
     return erfa.s2c(ra2, dec2)
 
 

@@ -186,3 +186,34 @@ def test_a_bad_reference_is_named_not_the_catalogue(frame, message, tmp_path):
         crossmatch(cat, reference=path, columns="match", progress=False, cache_dir=tmp_path)
     with pytest.raises(CatalogError, match="nope.parquet: no such reference file"):
         crossmatch(cat, reference=tmp_path / "nope.parquet", columns="match", progress=False)
+
+
+def test_propagation_warns_nothing_from_many_threads_at_once():
+    """Small parallaxes are ERFA's status 1 ("distance overridden"), read as a status, not
+    silenced with a warnings filter: filters are process-wide, and under Dask's threads one
+    partition's filter could be undone by another while a third warned (a CI run saw it)."""
+    import sys
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    ra, dec = rng.uniform(0, 360, n), rng.uniform(-80, 80, n)
+    pm = rng.normal(0, 50, (2, n))
+    parallax = np.where(np.arange(n) % 2 == 0, 0.0, 1e-9)  # every row overrides the distance
+
+    def move(_):
+        return propagate(ra, dec, pm[0], pm[1], 16.0, parallax=parallax)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often, as under a busy Dask scheduler
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with ThreadPoolExecutor(4) as pool:
+                out = list(pool.map(move, range(200)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert not seen, seen[0].message
+    assert all(np.array_equal(o, out[0]) for o in out)
+    assert np.allclose(np.linalg.norm(out[0], axis=1), 1.0)
