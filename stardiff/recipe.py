@@ -359,6 +359,11 @@ def _check_semantics(r: Recipe, where: str) -> None:
         )
     if r.train.warmup and not r.train.time_budget:
         raise RecipeError(f"{where}: 'train.warmup' needs 'train.time_budget' (minutes)")
+    if r.train.weights_all_inputs_only and not r.train.all_inputs:
+        raise RecipeError(
+            f"{where}: 'train.weights_all_inputs_only' needs 'train.all_inputs' > 0 (the rows "
+            "the request weights are kept to)"
+        )
     _check_requests(r, where)
     e = r.data.errors
     if e and (e.count("{}") != 1 or "{" in e.replace("{}", "") or "}" in e.replace("{}", "")):

@@ -291,6 +291,7 @@ def test_request_weights_can_be_kept_to_the_rows_given_every_input():
     "train, message",
     [
         ({"input_weights": {"y": -1.0}}, "'train.input_weights.y' must be a finite number"),
+        ({"weights_all_inputs_only": True}, "'train.weights_all_inputs_only' needs 'train.all"),
         ({"all_inputs": 1.5}, "'train.all_inputs' must be a finite number in \\[0, 1\\]"),
         ({"request_weights": {"y": 0.0}}, "'train.request_weights.y' must be a finite number"),
         ({"request_weights": {"y": float("inf")}}, "'train.request_weights.y' must be a finite"),
