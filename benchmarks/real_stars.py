@@ -70,8 +70,8 @@ def recipe_sections(path: Path) -> tuple[dict, dict, dict]:
     """The ``[model]``, ``[train]`` and ``[transforms]`` keys of a recipe, as used here.
 
     Keys that name columns (``train.request_weights``, ``train.input_weights``,
-    ``[transforms]``) are carried over to
-    this table's names (:data:`RENAMED`); those naming a column it does not have are dropped.
+    ``[transforms]``) are carried over to this table's names (:data:`RENAMED`); those naming
+    a column it does not have are dropped.
     """
     import tomllib
 

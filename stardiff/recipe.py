@@ -332,7 +332,13 @@ def _convert(tp, value, where: str, key: str):
             raise RecipeError(f"{where}: '{key}' must be a table, got {type(value).__name__}")
         return {k: _convert(item, v, where, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # TOML integers are unbounded in Python's reader
+            raise RecipeError(
+                f"{where}: '{key}' must be a finite number, got an integer of "
+                f"{len(str(abs(value)))} digits"
+            ) from None
     if isinstance(tp, type) and not isinstance(tp, types.GenericAlias):
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
             return value

@@ -5,6 +5,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stardiff import fit, load
 from stardiff.model.network import DensityNetwork, NetworkConfig, attention_mask
@@ -302,3 +304,41 @@ def test_bad_allocation_keys_are_one_line_errors(tmp_path, train, message):
     raw = {"data": {"table": "t.parquet"}, "train": train}
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(raw, base_dir=str(tmp_path))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["request_weights", "input_weights"]),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(10**400), 10**400),
+        st.booleans(),
+        st.text(max_size=4),
+        st.none(),
+    ),
+)
+def test_any_column_weight_is_taken_or_refused_in_one_line(key, value):
+    """Either weights key, any TOML-like value: a finite number > 0 is taken as a float;
+    anything else is one RecipeError line naming the key and the column."""
+    raw = {"data": {"table": "t.parquet"}, "train": {key: {"y": value}}}
+    as_float = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            as_float = float(value)
+        except OverflowError:  # an integer past the largest float
+            pass
+    if as_float is not None and 0 < as_float < float("inf"):
+        assert getattr(recipe_from_dict(raw).train, key) == {"y": as_float}
+        return
+    with pytest.raises(RecipeError) as e:
+        recipe_from_dict(raw)
+    assert f"'train.{key}.y'" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "section, key", [("train", "lr"), ("train", "all_inputs"), ("model", "beta_end")]
+)
+def test_an_integer_past_the_largest_float_is_a_one_line_error_for_any_float_key(section, key):
+    raw = {"data": {"table": "t.parquet"}, section: {key: 10**400}}
+    with pytest.raises(RecipeError, match=f"'{section}.{key}' must be a finite number, got an"):
+        recipe_from_dict(raw)
